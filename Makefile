@@ -1,0 +1,21 @@
+# The commands a person types. `make up` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+.PHONY: up test install lint bench loadtest clean
+
+up: install ## install everything, then run the service on its embedded defaults
+	.venv/bin/docpipe up
+
+test: install ## install what is missing, then run the whole test suite
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+install:
+	@scripts/install-system-deps
+	@$(UV) sync --frozen --quiet
+
+lint: install
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy docpipe tasks flows deployments
+
+clean: ## remove local state (the default DOCPIPE_HOME)
+	rm -rf var

@@ -1,0 +1,1 @@
+"""Prefect deployments: the work pool, its queues, and docpipe's deployments."""

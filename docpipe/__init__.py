@@ -1,0 +1,1 @@
+"""docpipe: batch OCR of scanned documents, orchestrated by Prefect."""

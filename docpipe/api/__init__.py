@@ -1,0 +1,1 @@
+"""The HTTP API: routes translate HTTP to domain calls and back."""

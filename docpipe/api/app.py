@@ -1,0 +1,73 @@
+"""The FastAPI application and its one mapping from domain errors to HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from docpipe.api.routes import batches, documents, health
+from docpipe.db import get_engine
+from docpipe.errors import (
+    Conflict,
+    DocpipeError,
+    Forbidden,
+    InvalidUpload,
+    NotFound,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: list[tuple[type[DocpipeError], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+]
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="docpipe",
+        summary="Batch OCR of scanned documents, orchestrated by Prefect.",
+        version="0.1.0",
+    )
+    app.include_router(documents.router)
+    app.include_router(batches.router)
+    app.include_router(health.router)
+
+    @app.on_event("startup")
+    def _create_tables() -> None:
+        get_engine()
+
+    @app.exception_handler(InvalidUpload)
+    def _invalid_upload(_: Request, e: InvalidUpload) -> JSONResponse:
+        return JSONResponse(
+            status_code=413 if e.too_large else 400,
+            content={
+                "error": str(e),
+                "invalidFiles": [{"fileName": n, "reason": r} for n, r in e.invalid_files],
+            },
+        )
+
+    @app.exception_handler(DocpipeError)
+    def _domain_error(_: Request, e: DocpipeError) -> JSONResponse:
+        code = next((c for cls, c in STATUS_OF if isinstance(e, cls)), 400)
+        headers = {"WWW-Authenticate": "X-API-Key"} if code == 401 else None
+        return JSONResponse(status_code=code, content={"error": str(e)}, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in e.errors()
+        ]
+        return JSONResponse(status_code=400, content={"error": "; ".join(problems)})
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,125 @@
+"""`docpipe ...`: run the service, manage tenants, deploy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from docpipe.config import get_settings
+from docpipe.errors import DocpipeError
+from docpipe.models import Tier
+
+app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+
+
+@app.command()
+def up() -> None:
+    """Start the Prefect server, pool, deployments, a worker and the API; Ctrl-C stops all."""
+    from docpipe.ocr import tesseract_version
+    from docpipe.stack import Stack
+
+    settings = get_settings()
+    try:
+        typer.echo(f"tesseract {tesseract_version()}")
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    stack = Stack(settings)
+    stopping = False
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    typer.echo(f"starting docpipe in {settings.home} ...")
+    try:
+        stack.start()
+    except RuntimeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    ui = settings.prefect_api_url.removesuffix("/api")
+    typer.echo(
+        f"\ndocpipe is up.\n"
+        f"  API docs:   {settings.api_url}/docs\n"
+        f"  Prefect UI: {ui}\n"
+        f"  logs:       {stack.log_dir}\n"
+        f"Make a tenant:  .venv/bin/docpipe tenant create acme --tier standard\n"
+        f"Ctrl-C stops everything.\n"
+    )
+    try:
+        while not stopping:
+            if (dead := stack.check_alive()) is not None:
+                typer.echo(f"{dead} exited; see {stack.log_dir}/{dead}.log", err=True)
+                break
+            time.sleep(0.5)
+    finally:
+        typer.echo("stopping ...")
+        stack.stop()
+        typer.echo("stopped.")
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Option(help="The worker's name in Prefect.")] = "docpipe-worker",
+) -> None:
+    """Run one more worker on this machine against the configured Prefect server."""
+    import os
+
+    from docpipe.stack import _bin, service_env
+
+    settings = get_settings()
+    env = service_env(settings)
+    os.execve(_bin("prefect"), [
+        "prefect", "worker", "start", "--pool", settings.work_pool, "--type", "process",
+        "--name", name, "--limit", str(settings.worker_limit),
+    ], env)
+
+
+@app.command()
+def deploy() -> None:
+    """Create the work pool, its queues and the deployments (idempotent)."""
+    import os
+    import subprocess
+    import sys
+
+    from docpipe.stack import PROJECT_DIR, service_env
+
+    env = service_env(get_settings())
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "deployments.deploy"], env=env,
+                                     cwd=PROJECT_DIR if PROJECT_DIR.exists() else os.getcwd()))
+
+
+@tenant_app.command("create")
+def tenant_create(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+    tier: Annotated[Tier, typer.Option(help="vip batches run on the critical queue.")] = Tier.STANDARD,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a tenant and print its API key (shown only this once)."""
+    from docpipe.tenants import create_tenant
+
+    try:
+        tenant, api_key = create_tenant(tenant_id, tier)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    if as_json:
+        typer.echo(json.dumps({"tenantId": tenant.id, "tier": tenant.tier.value, "apiKey": api_key}))
+    else:
+        typer.echo(f"tenant {tenant.id} ({tenant.tier.value})\nAPI key: {api_key}\n"
+                   "Keep it: only its hash is stored.")
+
+
+def _fail(message: str) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return 1
+
+
+if __name__ == "__main__":
+    app()

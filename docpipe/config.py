@@ -1,0 +1,74 @@
+"""One settings object for the API, the worker, the flows and the CLI."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """docpipe's configuration: environment variables `DOCPIPE_*`, or a `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCPIPE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Where every piece of local state lives.")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home.")
+    storage_url: str = Field("", description="fsspec URL for documents; default home/blobs.")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    prefect_host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    prefect_api_url: str = Field("", description="Default http://prefect_host:prefect_port/api.")
+
+    max_file_bytes: int = 25 * MIB
+    max_batch_documents: int = 100
+    max_pdf_pages: int = 100
+    max_image_pixels: int = 100_000_000
+
+    ocr_language: str = "eng"
+    ocr_dpi: int = 300
+    ocr_page_timeout_seconds: float = 120.0
+    ocr_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    # Standard batches' Tesseract processes run at this niceness, VIP ones at 0, so a
+    # VIP batch gets the CPU even when standard batches already fill every core.
+    standard_niceness: int = 10
+
+    work_pool: str = "docpipe"
+    worker_limit: int = 4
+    submit_timeout_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.home = self.home.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'docpipe.db'}"
+        if not self.storage_url:
+            self.storage_url = str(self.home / "blobs")
+        if not self.prefect_api_url:
+            self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
+        return self
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once; tests clear the cache to change them."""
+    return Settings()

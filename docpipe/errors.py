@@ -1,0 +1,38 @@
+"""docpipe's error hierarchy; the API maps these to HTTP codes in one place."""
+
+
+class DocpipeError(Exception):
+    """Base of every error docpipe raises on purpose."""
+
+
+class InvalidDocument(DocpipeError):
+    """A document's bytes are not a usable PDF, PNG, JPEG or TIFF."""
+
+
+class OcrFailed(DocpipeError):
+    """Tesseract could not read a document that passed validation."""
+
+
+class NotFound(DocpipeError):
+    """The thing asked for does not exist, or belongs to another tenant."""
+
+
+class Conflict(DocpipeError):
+    """The request does not fit the thing's current state."""
+
+
+class Unauthorized(DocpipeError):
+    """No API key, or one that matches no tenant."""
+
+
+class Forbidden(DocpipeError):
+    """The API key is valid but not for the tenant named in the request."""
+
+
+class InvalidUpload(DocpipeError):
+    """An upload that fails the cheap checks; names every bad file."""
+
+    def __init__(self, message: str, invalid_files: list[tuple[str, str]], *, too_large: bool):
+        super().__init__(message)
+        self.invalid_files = invalid_files
+        self.too_large = too_large

@@ -1,0 +1,143 @@
+"""SQLAlchemy models: tenants, their batches, and the batches' documents."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Tier(StrEnum):
+    STANDARD = "standard"
+    VIP = "vip"
+
+
+class DocumentStatus(StrEnum):
+    UPLOADED = "Uploaded"
+    VALIDATING = "Validating"
+    VALIDATION_FAILED = "ValidationFailed"
+    PROCESSING = "Processing"
+    OCR_FAILED = "OcrFailed"
+    READY = "Ready"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_DOCUMENT_STATUSES
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (DocumentStatus.VALIDATION_FAILED, DocumentStatus.OCR_FAILED)
+
+
+FINAL_DOCUMENT_STATUSES = frozenset(
+    {
+        DocumentStatus.VALIDATION_FAILED,
+        DocumentStatus.OCR_FAILED,
+        DocumentStatus.READY,
+        DocumentStatus.CANCELLED,
+    }
+)
+
+
+class BatchStatus(StrEnum):
+    QUEUED = "Queued"
+    PROCESSING = "Processing"
+    COMPLETED = "Completed"
+    CANCELLED = "Cancelled"
+    FAILED = "Failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _enum(cls: type[StrEnum]) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps in UTC, read back timezone-aware on every database (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[Tier] = mapped_column(_enum(Tier))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tier: Mapped[Tier] = mapped_column(_enum(Tier))
+    status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), default=BatchStatus.QUEUED)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    success_count: Mapped[int] = mapped_column(Integer, default=0)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    documents: Mapped[list[Document]] = relationship(
+        back_populates="batch", order_by="Document.position"
+    )
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(8))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    text_key: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[DocumentStatus] = mapped_column(
+        _enum(DocumentStatus), default=DocumentStatus.UPLOADED
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    ocr_seconds: Mapped[float | None] = mapped_column(Float)
+
+    batch: Mapped[Batch] = relationship(back_populates="documents")

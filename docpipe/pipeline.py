@@ -1,0 +1,112 @@
+"""The per-document steps the flow runs: validate, then OCR; each records its outcome."""
+
+from __future__ import annotations
+
+from docpipe.config import get_settings
+from docpipe.db import session_scope
+from docpipe.errors import InvalidDocument, NotFound, OcrFailed
+from docpipe.models import Document, DocumentStatus, Tier, utcnow
+from docpipe.ocr import ocr_document
+from docpipe.storage import get_storage, text_key
+from docpipe.validation import inspect_document
+
+
+def _start(document_id: str, status: DocumentStatus) -> Document:
+    with session_scope() as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            raise NotFound(f"document {document_id} does not exist")
+        if document.status != DocumentStatus.READY:
+            document.status = status
+            document.error = None
+            document.started_at = document.started_at or utcnow()
+        return document
+
+
+def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
+    with session_scope() as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return
+        document.status = status
+        document.processed_at = utcnow()
+        for name, value in fields.items():
+            setattr(document, name, value)
+
+
+def validate_document(document_id: str) -> bool:
+    """Deep-check one document; returns whether it should go on to OCR."""
+    document = _start(document_id, DocumentStatus.VALIDATING)
+    if document.status == DocumentStatus.READY:
+        return False
+    settings = get_settings()
+    try:
+        data = get_storage().read_bytes(document.storage_key)
+        inspection = inspect_document(
+            data,
+            kind=document.kind,
+            max_pages=settings.max_pdf_pages,
+            max_pixels=settings.max_image_pixels,
+        )
+    except InvalidDocument as e:
+        _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
+        raise
+    with session_scope() as session:
+        stored = session.get(Document, document_id)
+        if stored is not None:
+            stored.page_count = inspection.page_count
+            # Passed validation: now waiting for, or in, OCR.
+            stored.status = DocumentStatus.PROCESSING
+    return True
+
+
+def ocr_stored_document(document_id: str, *, tier: Tier) -> int:
+    """OCR one validated document and store its text beside it; returns its page count."""
+    document = _start(document_id, DocumentStatus.PROCESSING)
+    if document.status == DocumentStatus.READY:
+        return document.page_count or 0
+    settings = get_settings()
+    storage = get_storage()
+    try:
+        result = ocr_document(
+            storage.read_bytes(document.storage_key),
+            kind=document.kind,
+            language=settings.ocr_language,
+            dpi=settings.ocr_dpi,
+            page_timeout=settings.ocr_page_timeout_seconds,
+            niceness=0 if tier == Tier.VIP else settings.standard_niceness,
+        )
+    except OcrFailed as e:
+        _finish(document_id, DocumentStatus.OCR_FAILED, error=str(e))
+        raise
+    key = text_key(document.storage_key)
+    storage.put_bytes(result.text.encode(), key)
+    _finish(
+        document_id,
+        DocumentStatus.READY,
+        text_key=key,
+        page_count=result.pages,
+        ocr_seconds=result.seconds,
+        error=None,
+    )
+    return result.pages
+
+
+def record_unexpected_failure(document_id: str, *, during: str, reason: str) -> None:
+    """A step broke for a reason of its own (not the document's): end the document anyway."""
+    status = (
+        DocumentStatus.VALIDATION_FAILED if during == "validation" else DocumentStatus.OCR_FAILED
+    )
+    with session_scope() as session:
+        document = session.get(Document, document_id)
+        if document is None or document.status.is_final:
+            return
+        document.status = status
+        document.error = f"{during} broke: {reason}"[:2000]
+        document.processed_at = utcnow()
+
+
+def read_text(document: Document) -> str:
+    if document.text_key is None:
+        raise NotFound("document has no text")
+    return get_storage().read_bytes(document.text_key).decode()

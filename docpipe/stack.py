@@ -1,0 +1,183 @@
+"""Run the whole service on one machine: Prefect server, pool and deployments, worker, API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+
+from docpipe.config import Settings
+
+log = logging.getLogger(__name__)
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STOP_SECONDS = 8.0
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment every process of the stack shares: one home, one Prefect API."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DOCPIPE_HOME": str(settings.home),
+            "DOCPIPE_API_HOST": settings.api_host,
+            "DOCPIPE_API_PORT": str(settings.api_port),
+            "DOCPIPE_PREFECT_HOST": settings.prefect_host,
+            "DOCPIPE_PREFECT_PORT": str(settings.prefect_port),
+            "DOCPIPE_PREFECT_API_URL": settings.prefect_api_url,
+            "DOCPIPE_DATABASE_URL": settings.database_url,
+            "DOCPIPE_STORAGE_URL": settings.storage_url,
+            "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
+            "PREFECT_HOME": str(settings.prefect_home),
+            "PREFECT_API_URL": settings.prefect_api_url,
+            "PREFECT_SERVER_API_HOST": settings.prefect_host,
+            "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "OMP_THREAD_LIMIT": "1",
+            # A new batch should start within a couple of seconds, not the default ten.
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+        }
+    )
+    return env
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+
+
+@dataclass
+class Stack:
+    """The processes `docpipe up` starts, and stops again together."""
+
+    settings: Settings
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.home / "logs"
+
+    def start(self, *, worker: bool = True, api: bool = True) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_server()
+            self.deploy()
+            if worker:
+                self.start_worker()
+            if api:
+                self.start_api()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_server(self) -> None:
+        s = self.settings
+        self._spawn("prefect-server", [
+            _bin("prefect"), "server", "start", "--host", s.prefect_host,
+            "--port", str(s.prefect_port),
+        ])
+        self._wait_for("prefect-server", f"{s.prefect_api_url}/health", timeout=120)
+
+    def deploy(self) -> None:
+        log_path = self.log_dir / "deploy.log"
+        with log_path.open("ab") as out:
+            result = subprocess.run(
+                [sys.executable, "-m", "deployments.deploy"],
+                env=service_env(self.settings), cwd=PROJECT_DIR, stdout=out,
+                stderr=subprocess.STDOUT, timeout=300, check=False,
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"creating the deployments failed; see {log_path}")
+
+    def start_worker(self, name: str = "docpipe-worker") -> Service:
+        return self._spawn("worker", [
+            _bin("prefect"), "worker", "start", "--pool", self.settings.work_pool,
+            "--type", "process", "--name", name, "--limit", str(self.settings.worker_limit),
+        ])
+
+    def start_api(self) -> None:
+        s = self.settings
+        self._spawn("api", [
+            _bin("uvicorn"), "docpipe.api.app:app", "--host", s.api_host,
+            "--port", str(s.api_port), "--no-access-log",
+        ])
+        self._wait_for("api", f"{s.api_url}/health", timeout=60)
+
+    def stop(self) -> None:
+        """Stop every process started, with everything they started, within STOP_SECONDS."""
+        procs: list[psutil.Process] = []
+        for service in reversed(self.services):
+            try:
+                parent = psutil.Process(service.process.pid)
+                procs.extend([parent, *parent.children(recursive=True)])
+            except psutil.NoSuchProcess:
+                continue
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=STOP_SECONDS - 2)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=2)
+        for service in self.services:
+            service.process.poll()
+            service.log_file.close()
+        self.services.clear()
+
+    def check_alive(self) -> str | None:
+        """The name of a service that has exited, if any."""
+        for service in self.services:
+            if service.process.poll() is not None:
+                return service.name
+        return None
+
+    def _spawn(self, name: str, command: list[str]) -> Service:
+        log_file = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, env=service_env(self.settings), cwd=PROJECT_DIR, stdout=log_file,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Own session: a terminal's Ctrl-C reaches `docpipe up` alone, which then
+            # stops the services in order.
+            start_new_session=True,
+        )
+        service = Service(name, process, log_file)
+        self.services.append(service)
+        return service
+
+    def _wait_for(self, name: str, url: str, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        service = next(s for s in self.services if s.name == name)
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout:g} s")
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment, whatever PATH says."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name

@@ -1,0 +1,1 @@
+"""Prefect flows: each a short story of task calls."""

@@ -1,0 +1,99 @@
+"""process-batch: validate and OCR every document of one batch, then summarise it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import State, flow, get_run_logger, runtime
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from docpipe import batches, pipeline
+from docpipe.config import get_settings
+from tasks import ocr_document, summarize_batch, validate_document
+
+
+class Progress:
+    """The batch's progress artifact (key batch-<id>): the Prefect UI shows X of Y."""
+
+    def __init__(self, batch_id: str, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.artifact_id = create_progress_artifact(
+            progress=self._percent(), key=f"batch-{batch_id}", description=self._text()
+        )
+
+    def advance(self) -> None:
+        self.done += 1
+        update_progress_artifact(self.artifact_id, progress=self._percent(),
+                                 description=self._text())
+
+    def _percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def _text(self) -> str:
+        return f"{self.done} of {self.total} documents finished"
+
+
+def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
+    """The flow itself broke (not a document): the batch ends Failed with the reason."""
+    batches.mark_failed(flow_run.parameters["batch_id"], state.message or state.name)
+
+
+@flow(
+    name="process-batch",
+    on_failure=[_mark_batch_failed],
+    on_crashed=[_mark_batch_failed],
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().ocr_concurrency),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def process_batch(batch_id: str) -> dict[str, Any]:
+    """Validate and OCR a batch's documents in parallel; one failure never stops the rest.
+
+    Args:
+        batch_id: The id of the batch to process, as returned by the upload API.
+    """
+    logger = get_run_logger()
+    plan = batches.begin_processing(batch_id, flow_run_id=runtime.flow_run.id)
+    logger.info("Batch %s: %d documents, %d still to do, tier %s",
+                batch_id, plan.total, len(plan.pending_document_ids), plan.tier.value)
+    progress = Progress(batch_id, plan.total, plan.already_done)
+
+    validations = validate_document.map(plan.pending_document_ids)
+    document_of: dict[Any, str] = dict(
+        zip((f.task_run_id for f in validations), plan.pending_document_ids, strict=True)
+    )
+    ocrs: list[PrefectFuture[int]] = []
+    for validation in as_completed(list(validations)):
+        if _final_state(validation).is_completed():
+            ocr = ocr_document.submit(validation.result(), plan.tier)
+            document_of[ocr.task_run_id] = document_of[validation.task_run_id]
+            ocrs.append(ocr)
+        else:
+            _settle(validation, document_of, during="validation")
+            progress.advance()
+    for ocr in as_completed(ocrs):
+        if not _final_state(ocr).is_completed():
+            _settle(ocr, document_of, during="ocr")
+        progress.advance()
+
+    return summarize_batch(batch_id)
+
+
+def _final_state(future: PrefectFuture[Any]) -> State:
+    """The task's own final state (not the API's view, which may lag behind)."""
+    future.wait()
+    return future.state
+
+
+def _settle(future: PrefectFuture[Any], document_of: dict[Any, str], *, during: str) -> None:
+    """Make sure a document whose task failed has an end state, whatever broke."""
+    pipeline.record_unexpected_failure(
+        document_of[future.task_run_id], during=during, reason=future.state.message or "unknown"
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    process_batch(sys.argv[1])

@@ -1,0 +1,22 @@
+"""Per-document tasks: validate, then OCR."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from docpipe import pipeline
+from docpipe.models import Tier
+
+
+@task(name="validate_document", cache_policy=NO_CACHE, task_run_name="validate-{document_id}")
+def validate_document(document_id: str) -> str:
+    """Deep-check one document; fails (with the reason) if it cannot be OCR'd."""
+    pipeline.validate_document(document_id)
+    return document_id
+
+
+@task(name="ocr_document", cache_policy=NO_CACHE, task_run_name="ocr-{document_id}")
+def ocr_document(document_id: str, tier: Tier) -> int:
+    """OCR one validated document with Tesseract; returns its page count."""
+    return pipeline.ocr_stored_document(document_id, tier=tier)

@@ -1,0 +1,120 @@
+"""Fixtures: one real docpipe stack (Prefect server, worker, API) for the session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import documents
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Limits small enough to test cheaply; everything else is the shipped default.
+TEST_MAX_FILE_BYTES = 2 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point this process's settings at a fresh home, as the stack's processes will be."""
+    home = tmp_path_factory.mktemp("docpipe-home")
+    env = {
+        "DOCPIPE_HOME": str(home),
+        "DOCPIPE_API_PORT": str(free_port()),
+        "DOCPIPE_PREFECT_PORT": str(free_port()),
+        "DOCPIPE_MAX_FILE_BYTES": str(TEST_MAX_FILE_BYTES),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from docpipe.config import get_settings
+
+    get_settings.cache_clear()
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stack(docpipe_home: Path) -> Iterator[Any]:
+    """The real service: Prefect server on SQLite, pool, deployments, one worker, the API."""
+    from docpipe.config import get_settings
+    from docpipe.stack import Stack
+
+    running = Stack(get_settings())
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(stack: Any) -> Iterator[None]:
+    """Let this process talk to the stack's Prefect server (for in-process flow runs)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: stack.settings.prefect_api_url}):
+        yield
+
+
+@pytest.fixture(scope="session")
+def api(stack: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.settings.api_url, timeout=60) as client:
+        yield client
+
+
+_tenant_counter = iter(range(1_000_000))
+
+
+def make_tenant(tier: str = "standard") -> tuple[str, str]:
+    from docpipe.models import Tier
+    from docpipe.tenants import create_tenant
+
+    tenant_id = f"t{os.getpid()}-{next(_tenant_counter)}"
+    tenant, key = create_tenant(tenant_id, Tier(tier))
+    return tenant.id, key
+
+
+@pytest.fixture
+def tenant(docpipe_home: Path) -> tuple[str, str]:
+    """A fresh standard tenant: (id, API key)."""
+    return make_tenant()
+
+
+def wait_for_batch(api: httpx.Client, key: str, batch_id: str, *, timeout: float = 300,
+                   until: tuple[str, ...] = ("Completed", "Failed", "Cancelled")) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = api.get(f"/api/batches/{batch_id}",
+                                       headers={"X-API-Key": key}).json()
+        if body["status"] in until:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} still {body['status']} after {timeout} s")
+        time.sleep(1)
+
+
+def files_part(named: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("files", (name, data)) for name, data in named]
+
+
+@pytest.fixture(scope="session")
+def sample_pages() -> dict[str, tuple[str, bytes]]:
+    """One document of each kind, with the phrase drawn on it."""
+    return {
+        kind: (documents.phrase(i), documents.document(documents.phrase(i), kind, seed=i))
+        for i, kind in enumerate(["pdf", "png", "jpeg", "tiff"])
+    }

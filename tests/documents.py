@@ -1,0 +1,70 @@
+"""Test documents with known text: scanned-looking pages, PDFs, and broken files."""
+
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+WORDS = (
+    "invoice account balance payment amount total delivery order customer address "
+    "contract signature date number reference office company market report summary "
+    "quarter energy river mountain garden window silver orange planet yellow"
+).split()
+
+
+def phrase(seed: int, words: int = 4) -> str:
+    """A few distinct dictionary words, the same for the same seed."""
+    rng = random.Random(seed)
+    return " ".join(rng.sample(WORDS, words)).upper()
+
+
+def page_image(lines: list[str], *, width: int = 1240, dpi: int = 150, noise: bool = True,
+               seed: int = 0) -> Image.Image:
+    """A grayscale page that looks scanned: dark text on off-white, a little blur and noise."""
+    font = ImageFont.load_default(size=max(24, dpi // 4))
+    line_height = int(font.size * 1.6)
+    height = max(400, 120 + line_height * len(lines))
+    image = Image.new("L", (width, height), 245)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + i * line_height), line, fill=20, font=font)
+    if noise:
+        rng = random.Random(seed)
+        pixels = image.load()
+        assert pixels is not None
+        for _ in range(width * height // 200):
+            x, y = rng.randrange(width), rng.randrange(height)
+            pixels[x, y] = rng.choice((0, 255))
+        image = image.filter(ImageFilter.GaussianBlur(0.6))
+    image.info["dpi"] = (dpi, dpi)
+    return image
+
+
+def encode(image: Image.Image, kind: str) -> bytes:
+    buf = io.BytesIO()
+    if kind == "pdf":
+        image.save(buf, "PDF", resolution=image.info.get("dpi", (150, 150))[0])
+    elif kind == "jpeg":
+        image.save(buf, "JPEG", quality=90)
+    else:
+        image.save(buf, {"png": "PNG", "tiff": "TIFF"}[kind], dpi=image.info.get("dpi"))
+    return buf.getvalue()
+
+
+def document(text: str, kind: str, *, seed: int = 0) -> bytes:
+    """One page of the given kind with the text drawn on it."""
+    return encode(page_image([text], seed=seed), kind)
+
+
+def multipage_pdf(texts: list[str]) -> bytes:
+    pages = [page_image([t], seed=i) for i, t in enumerate(texts)]
+    buf = io.BytesIO()
+    pages[0].save(buf, "PDF", resolution=150, save_all=True, append_images=pages[1:])
+    return buf.getvalue()
+
+
+def truncated(data: bytes) -> bytes:
+    """The first half of a file: the signature is right, the rest is missing."""
+    return data[: len(data) // 2]

@@ -1,0 +1,41 @@
+"""docpipe.ocr against the real Tesseract, on pages with known text."""
+
+from __future__ import annotations
+
+import pytest
+
+from docpipe.errors import OcrFailed
+from docpipe.ocr import PAGE_SEPARATOR, ocr_document
+from tests import documents
+
+OPTIONS = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
+
+
+@pytest.mark.parametrize("kind", ["pdf", "png", "jpeg", "tiff"])
+def test_reads_the_words_drawn_on_the_page(kind: str) -> None:
+    text = documents.phrase(7)
+    result = ocr_document(documents.document(text, kind, seed=7), kind=kind, **OPTIONS)
+    assert result.pages == 1
+    assert set(text.split()) <= set(result.text.split())
+
+
+def test_pdf_pages_come_back_in_order_separated() -> None:
+    texts = [documents.phrase(i) for i in range(3)]
+    result = ocr_document(documents.multipage_pdf(texts), kind="pdf", **OPTIONS)
+    assert result.pages == 3
+    pages = result.text.split(PAGE_SEPARATOR)
+    assert len(pages) == 3
+    for expected, got in zip(texts, pages, strict=True):
+        assert set(expected.split()) <= set(got.split())
+
+
+def test_a_page_that_takes_too_long_fails_with_a_reason() -> None:
+    data = documents.document(documents.phrase(1), "png")
+    with pytest.raises(OcrFailed, match="took longer than"):
+        ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=0.01)
+
+
+def test_an_unknown_language_fails_with_tesseracts_reason() -> None:
+    data = documents.document(documents.phrase(1), "png")
+    with pytest.raises(OcrFailed, match="Tesseract failed"):
+        ocr_document(data, kind="png", language="xxx", dpi=300, page_timeout=60)

@@ -1,0 +1,81 @@
+"""The cheap upload checks and the deep document checks."""
+
+from __future__ import annotations
+
+import io
+
+import pypdf
+import pytest
+
+from docpipe.errors import InvalidDocument
+from docpipe.validation import check_upload, inspect_document, sniff_kind
+from tests import documents
+
+LIMITS = {"max_pages": 10, "max_pixels": 50_000_000}
+
+
+def encrypted_pdf() -> bytes:
+    reader = pypdf.PdfReader(io.BytesIO(documents.document("SECRET", "pdf")))
+    writer = pypdf.PdfWriter()
+    for page in reader.pages:
+        writer.add_page(page)
+    writer.encrypt(user_password="pw", algorithm="RC4-128")
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["pdf", "png", "jpeg", "tiff"])
+def test_each_allowed_kind_is_recognised_by_content_and_passes(kind: str) -> None:
+    data = documents.document("HELLO", kind)
+    assert sniff_kind(data[:8]) == kind
+    assert check_upload(size=len(data), head=data[:8], max_bytes=10**8) == (kind, None)
+    assert inspect_document(data, kind=kind, **LIMITS).page_count == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        pytest.param(b"", "empty", id="empty"),
+        pytest.param(b"GIF89a" + b"\0" * 10, "not a PDF", id="gif"),
+        pytest.param(b"hello, this is text", "not a PDF", id="text-named-pdf"),
+        pytest.param(b"%PDF-" + b"x" * 200, "limit", id="too-large"),
+    ],
+)
+def test_cheap_checks_reject_with_a_reason(data: bytes, reason: str) -> None:
+    kind, why = check_upload(size=len(data), head=data[:8], max_bytes=100)
+    assert kind is None
+    assert why is not None and reason in why
+
+
+@pytest.mark.parametrize(
+    ("make", "kind", "reason"),
+    [
+        pytest.param(lambda: documents.truncated(documents.document("X", "pdf")), "pdf",
+                     "PDF does not open", id="truncated-pdf"),
+        pytest.param(lambda: documents.truncated(documents.document("X", "png")), "png",
+                     "does not decode", id="truncated-png"),
+        pytest.param(lambda: documents.truncated(documents.document("X", "jpeg")), "jpeg",
+                     "does not decode", id="truncated-jpeg"),
+        pytest.param(lambda: documents.truncated(documents.document("X", "tiff")), "tiff",
+                     "does not decode", id="truncated-tiff"),
+        pytest.param(encrypted_pdf, "pdf", "encrypted", id="encrypted-pdf"),
+        pytest.param(lambda: documents.multipage_pdf([str(i) for i in range(11)]), "pdf",
+                     "11 pages; the limit is 10", id="too-many-pages"),
+        pytest.param(lambda: documents.document("X", "png"), "pdf", "not PDF", id="kind-mismatch"),
+    ],
+)
+def test_deep_checks_reject_broken_documents(make, kind: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidDocument, match=reason):
+        inspect_document(make(), kind=kind, **LIMITS)
+
+
+def test_pixel_limit_is_enforced_before_decoding() -> None:
+    data = documents.document("X", "png")  # 1240 x 400 pixels
+    with pytest.raises(InvalidDocument, match="pixels; the limit is 400000"):
+        inspect_document(data, kind="png", max_pages=1, max_pixels=400_000)
+
+
+def test_multipage_pdf_reports_its_pages() -> None:
+    data = documents.multipage_pdf(["ONE", "TWO", "THREE"])
+    assert inspect_document(data, kind="pdf", **LIMITS).page_count == 3
