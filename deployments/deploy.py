@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate, WorkQueueUpdate
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
 from docpipe.config import get_settings
@@ -19,14 +20,14 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 async def ensure_work_pool(pool: str) -> None:
     """Pool `pool` (process type) with queues critical (priority 1) and batch (priority 2)."""
     async with get_client() as client:
-        try:
+        with contextlib.suppress(ObjectAlreadyExists):
             await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        except ObjectAlreadyExists:
-            pass
         existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
         # The pool's own "default" queue goes last so it never outranks ours.
         if "default" in existing:
-            await client.update_work_queue(existing["default"].id, priority=len(QUEUE_PRIORITIES) + 1)
+            await client.update_work_queue(
+                existing["default"].id, priority=len(QUEUE_PRIORITIES) + 1
+            )
         for name, priority in QUEUE_PRIORITIES.items():
             if name in existing:
                 await client.update_work_queue(existing[name].id, priority=priority)
@@ -39,7 +40,7 @@ def deploy_flows(pool: str) -> list[str]:
     process_batch = flow.from_source(
         source=str(PROJECT_DIR), entrypoint="flows/process_batch.py:process_batch"
     )
-    deployment_id = process_batch.deploy(
+    deployment_id = process_batch.deploy(  # type: ignore[union-attr]
         name="process-batch",
         work_pool_name=pool,
         work_queue_name="batch",

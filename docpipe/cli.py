@@ -76,30 +76,50 @@ def worker(
 
     settings = get_settings()
     env = service_env(settings)
-    os.execve(_bin("prefect"), [
-        "prefect", "worker", "start", "--pool", settings.work_pool, "--type", "process",
-        "--name", name, "--limit", str(settings.worker_limit),
-    ], env)
+    os.execve(
+        _bin("prefect"),
+        [
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            settings.work_pool,
+            "--type",
+            "process",
+            "--name",
+            name,
+            "--limit",
+            str(settings.worker_limit),
+        ],
+        env,
+    )
 
 
 @app.command()
 def deploy() -> None:
     """Create the work pool, its queues and the deployments (idempotent)."""
-    import os
     import subprocess
     import sys
+    from pathlib import Path
 
     from docpipe.stack import PROJECT_DIR, service_env
 
     env = service_env(get_settings())
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "deployments.deploy"], env=env,
-                                     cwd=PROJECT_DIR if PROJECT_DIR.exists() else os.getcwd()))
+    raise typer.Exit(
+        subprocess.call(
+            [sys.executable, "-m", "deployments.deploy"],
+            env=env,
+            cwd=PROJECT_DIR if PROJECT_DIR.exists() else Path.cwd(),
+        )
+    )
 
 
 @tenant_app.command("create")
 def tenant_create(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
-    tier: Annotated[Tier, typer.Option(help="vip batches run on the critical queue.")] = Tier.STANDARD,
+    tier: Annotated[
+        Tier, typer.Option(help="vip batches run on the critical queue.")
+    ] = Tier.STANDARD,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a tenant and print its API key (shown only this once)."""
@@ -110,10 +130,14 @@ def tenant_create(
     except DocpipeError as e:
         raise typer.Exit(_fail(str(e))) from e
     if as_json:
-        typer.echo(json.dumps({"tenantId": tenant.id, "tier": tenant.tier.value, "apiKey": api_key}))
+        typer.echo(
+            json.dumps({"tenantId": tenant.id, "tier": tenant.tier.value, "apiKey": api_key})
+        )
     else:
-        typer.echo(f"tenant {tenant.id} ({tenant.tier.value})\nAPI key: {api_key}\n"
-                   "Keep it: only its hash is stored.")
+        typer.echo(
+            f"tenant {tenant.id} ({tenant.tier.value})\nAPI key: {api_key}\n"
+            "Keep it: only its hash is stored."
+        )
 
 
 def _fail(message: str) -> int:

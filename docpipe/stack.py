@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -85,10 +86,18 @@ class Stack:
 
     def start_server(self) -> None:
         s = self.settings
-        self._spawn("prefect-server", [
-            _bin("prefect"), "server", "start", "--host", s.prefect_host,
-            "--port", str(s.prefect_port),
-        ])
+        self._spawn(
+            "prefect-server",
+            [
+                _bin("prefect"),
+                "server",
+                "start",
+                "--host",
+                s.prefect_host,
+                "--port",
+                str(s.prefect_port),
+            ],
+        )
         self._wait_for("prefect-server", f"{s.prefect_api_url}/health", timeout=120)
 
     def deploy(self) -> None:
@@ -96,24 +105,48 @@ class Stack:
         with log_path.open("ab") as out:
             result = subprocess.run(
                 [sys.executable, "-m", "deployments.deploy"],
-                env=service_env(self.settings), cwd=PROJECT_DIR, stdout=out,
-                stderr=subprocess.STDOUT, timeout=300, check=False,
+                env=service_env(self.settings),
+                cwd=PROJECT_DIR,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
             )
         if result.returncode != 0:
             raise RuntimeError(f"creating the deployments failed; see {log_path}")
 
     def start_worker(self, name: str = "docpipe-worker") -> Service:
-        return self._spawn("worker", [
-            _bin("prefect"), "worker", "start", "--pool", self.settings.work_pool,
-            "--type", "process", "--name", name, "--limit", str(self.settings.worker_limit),
-        ])
+        return self._spawn(
+            "worker",
+            [
+                _bin("prefect"),
+                "worker",
+                "start",
+                "--pool",
+                self.settings.work_pool,
+                "--type",
+                "process",
+                "--name",
+                name,
+                "--limit",
+                str(self.settings.worker_limit),
+            ],
+        )
 
     def start_api(self) -> None:
         s = self.settings
-        self._spawn("api", [
-            _bin("uvicorn"), "docpipe.api.app:app", "--host", s.api_host,
-            "--port", str(s.api_port), "--no-access-log",
-        ])
+        self._spawn(
+            "api",
+            [
+                _bin("uvicorn"),
+                "docpipe.api.app:app",
+                "--host",
+                s.api_host,
+                "--port",
+                str(s.api_port),
+                "--no-access-log",
+            ],
+        )
         self._wait_for("api", f"{s.api_url}/health", timeout=60)
 
     def stop(self) -> None:
@@ -126,16 +159,12 @@ class Stack:
             except psutil.NoSuchProcess:
                 continue
         for proc in procs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
         _, alive = psutil.wait_procs(procs, timeout=STOP_SECONDS - 2)
         for proc in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(alive, timeout=2)
         for service in self.services:
             service.process.poll()
@@ -152,8 +181,12 @@ class Stack:
     def _spawn(self, name: str, command: list[str]) -> Service:
         log_file = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            command, env=service_env(self.settings), cwd=PROJECT_DIR, stdout=log_file,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            env=service_env(self.settings),
+            cwd=PROJECT_DIR,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             # Own session: a terminal's Ctrl-C reaches `docpipe up` alone, which then
             # stops the services in order.
             start_new_session=True,

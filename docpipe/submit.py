@@ -36,7 +36,7 @@ def prefect_settings() -> dict[object, object]:
 
 
 def submit_batch(batch_id: str, *, tenant_id: str, tier: Tier) -> str | None:
-    """Create the batch's flow run; None if Prefect could not be reached (the batch stays Queued)."""
+    """Create the batch's flow run; None if Prefect is unreachable (the batch stays Queued)."""
     from prefect.deployments import run_deployment
     from prefect.settings import temporary_settings
 
@@ -55,6 +55,6 @@ def submit_batch(batch_id: str, *, tenant_id: str, tier: Tier) -> str | None:
     except Exception as e:  # any failure to reach Prefect leaves the batch Queued, not lost
         log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
         return None
-    flow_run_id = str(flow_run.id)
+    flow_run_id = str(flow_run.id)  # type: ignore[union-attr]  # sync call returns a FlowRun
     record_submission(batch_id, flow_run_id)
     return flow_run_id

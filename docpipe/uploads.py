@@ -56,12 +56,14 @@ def stage_files(uploads: Iterable[tuple[str | None, BinaryIO]], settings: Settin
     """Copy each upload to a staging file, hashing as it goes; reject the lot if any is bad."""
     uploads = list(uploads)
     if not uploads:
-        raise InvalidUpload("no files in the request (send one or more parts named 'files')", [],
-                            too_large=False)
+        raise InvalidUpload(
+            "no files in the request (send one or more parts named 'files')", [], too_large=False
+        )
     if len(uploads) > settings.max_batch_documents:
         raise InvalidUpload(
             f"{len(uploads)} files in one batch; the limit is {settings.max_batch_documents}",
-            [], too_large=False,
+            [],
+            too_large=False,
         )
     settings.staging_dir.mkdir(parents=True, exist_ok=True)
     staged = StagedBatch(Path(tempfile.mkdtemp(prefix="batch-", dir=settings.staging_dir)))
@@ -85,8 +87,9 @@ def stage_files(uploads: Iterable[tuple[str | None, BinaryIO]], settings: Settin
     if invalid:
         staged.__exit__(None, None, None)
         noun = "file" if len(invalid) == 1 else "files"
-        raise InvalidUpload(f"{len(invalid)} invalid {noun}; nothing was stored", invalid,
-                            too_large=too_large)
+        raise InvalidUpload(
+            f"{len(invalid)} invalid {noun}; nothing was stored", invalid, too_large=too_large
+        )
     return staged
 
 

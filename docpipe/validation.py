@@ -47,16 +47,15 @@ class Inspection:
     page_count: int
 
 
-def inspect_document(
-    data: bytes, *, kind: str, max_pages: int, max_pixels: int
-) -> Inspection:
+def inspect_document(data: bytes, *, kind: str, max_pages: int, max_pixels: int) -> Inspection:
     """The deep checks: the whole document decodes and is within limits."""
     if sniff_kind(data[:SNIFF_BYTES]) != kind:
         raise InvalidDocument(f"content is not {kind.upper()}")
     if kind == "pdf":
         return Inspection(kind, _inspect_pdf(data, max_pages=max_pages))
-    return Inspection(kind, _inspect_image(data, kind=kind, max_pages=max_pages,
-                                           max_pixels=max_pixels))
+    return Inspection(
+        kind, _inspect_image(data, kind=kind, max_pages=max_pages, max_pixels=max_pixels)
+    )
 
 
 def _inspect_pdf(data: bytes, *, max_pages: int) -> int:

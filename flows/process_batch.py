@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect import State, flow, get_run_logger, runtime
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -19,14 +20,15 @@ class Progress:
 
     def __init__(self, batch_id: str, total: int, done: int) -> None:
         self.total, self.done = total, done
-        self.artifact_id = create_progress_artifact(
+        self.artifact_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             progress=self._percent(), key=f"batch-{batch_id}", description=self._text()
         )
 
     def advance(self) -> None:
         self.done += 1
-        update_progress_artifact(self.artifact_id, progress=self._percent(),
-                                 description=self._text())
+        update_progress_artifact(
+            self.artifact_id, progress=self._percent(), description=self._text()
+        )
 
     def _percent(self) -> float:
         return 100.0 * self.done / self.total if self.total else 100.0
@@ -55,8 +57,13 @@ def process_batch(batch_id: str) -> dict[str, Any]:
     """
     logger = get_run_logger()
     plan = batches.begin_processing(batch_id, flow_run_id=runtime.flow_run.id)
-    logger.info("Batch %s: %d documents, %d still to do, tier %s",
-                batch_id, plan.total, len(plan.pending_document_ids), plan.tier.value)
+    logger.info(
+        "Batch %s: %d documents, %d still to do, tier %s",
+        batch_id,
+        plan.total,
+        len(plan.pending_document_ids),
+        plan.tier.value,
+    )
     progress = Progress(batch_id, plan.total, plan.already_done)
 
     validations = validate_document.map(plan.pending_document_ids)

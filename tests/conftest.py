@@ -64,16 +64,56 @@ def stack(docpipe_home: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def prefect_api(stack: Any) -> Iterator[None]:
     """Let this process talk to the stack's Prefect server (for in-process flow runs)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: stack.settings.prefect_api_url}):
         yield
+        # Send what this process still holds before the server goes away.
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")
 def api(stack: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.settings.api_url, timeout=60) as client:
         yield client
+
+
+POSTGRES_URL = os.environ.get(
+    "DOCPIPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, docpipe_home: Path) -> Iterator[str]:
+    """Run the test on the default SQLite, then on PostgreSQL in a schema of its own."""
+    from docpipe.config import get_settings
+
+    if request.param == "sqlite":
+        yield get_settings().database_url
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"docpipe_test_{os.getpid()}_{next(_tenant_counter)}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    os.environ["DOCPIPE_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    try:
+        yield url
+    finally:
+        os.environ.pop("DOCPIPE_DATABASE_URL")
+        get_settings.cache_clear()
+        from docpipe.db import engine_for
+
+        engine_for(url).dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 _tenant_counter = iter(range(1_000_000))
@@ -94,12 +134,19 @@ def tenant(docpipe_home: Path) -> tuple[str, str]:
     return make_tenant()
 
 
-def wait_for_batch(api: httpx.Client, key: str, batch_id: str, *, timeout: float = 300,
-                   until: tuple[str, ...] = ("Completed", "Failed", "Cancelled")) -> dict[str, Any]:
+def wait_for_batch(
+    api: httpx.Client,
+    key: str,
+    batch_id: str,
+    *,
+    timeout: float = 300,
+    until: tuple[str, ...] = ("Completed", "Failed", "Cancelled"),
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        body: dict[str, Any] = api.get(f"/api/batches/{batch_id}",
-                                       headers={"X-API-Key": key}).json()
+        body: dict[str, Any] = api.get(
+            f"/api/batches/{batch_id}", headers={"X-API-Key": key}
+        ).json()
         if body["status"] in until:
             return body
         if time.monotonic() > deadline:

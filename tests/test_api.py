@@ -32,8 +32,10 @@ def stored_state(tenant_id: str, home: Path) -> tuple[int, int, list[str], list[
 
 def good_files(n: int) -> list[tuple[str, bytes]]:
     kinds = ["png", "pdf", "jpeg", "tiff"]
-    return [(f"page-{i}.{kinds[i % 4]}", documents.document(documents.phrase(i), kinds[i % 4],
-                                                            seed=i)) for i in range(n)]
+    return [
+        (f"page-{i}.{kinds[i % 4]}", documents.document(documents.phrase(i), kinds[i % 4], seed=i))
+        for i in range(n)
+    ]
 
 
 def test_health_reports_database_and_prefect(api: httpx.Client) -> None:
@@ -44,7 +46,10 @@ def test_health_reports_database_and_prefect(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("headers", "status"),
-    [pytest.param({}, 401, id="no-key"), pytest.param({"X-API-Key": "dp_wrong"}, 401, id="bad-key")],
+    [
+        pytest.param({}, 401, id="no-key"),
+        pytest.param({"X-API-Key": "dp_wrong"}, 401, id="bad-key"),
+    ],
 )
 @pytest.mark.parametrize(
     ("method", "path"),
@@ -68,8 +73,9 @@ def test_every_route_but_health_needs_a_valid_key(
 def test_naming_another_tenant_is_forbidden(api: httpx.Client, tenant: tuple[str, str]) -> None:
     _, key = tenant
     other, _ = make_tenant()
-    response = api.post(f"{UPLOAD}?tenantId={other}", headers={"X-API-Key": key},
-                        files=files_part(good_files(1)))
+    response = api.post(
+        f"{UPLOAD}?tenantId={other}", headers={"X-API-Key": key}, files=files_part(good_files(1))
+    )
     assert response.status_code == 403
     assert api.get(f"/api/batches?tenantId={other}", headers={"X-API-Key": key}).status_code == 403
 
@@ -79,23 +85,29 @@ def test_forbidden_type_in_ten_files_rejects_all_and_stores_nothing(
 ) -> None:
     tenant_id, key = tenant
     files = good_files(9) + [("notes.pdf", b"MZ\x90\x00 this is an executable, named .pdf")]
-    response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files=files_part(files))
+    response = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key}, files=files_part(files)
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["invalidFiles"] == [
-        {"fileName": "notes.pdf",
-         "reason": "not a PDF, PNG, JPEG or TIFF (judged by the file's content)"}
+        {
+            "fileName": "notes.pdf",
+            "reason": "not a PDF, PNG, JPEG or TIFF (judged by the file's content)",
+        }
     ]
     assert "nothing was stored" in body["error"]
     assert stored_state(tenant_id, docpipe_home) == (0, 0, [], [])
 
 
-def test_every_bad_file_is_named(api: httpx.Client, tenant: tuple[str, str], docpipe_home: Path) -> None:
+def test_every_bad_file_is_named(
+    api: httpx.Client, tenant: tuple[str, str], docpipe_home: Path
+) -> None:
     tenant_id, key = tenant
     files = [("empty.png", b""), *good_files(2), ("a.gif", b"GIF89a....")]
-    response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files=files_part(files))
+    response = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key}, files=files_part(files)
+    )
     assert response.status_code == 400
     assert [f["fileName"] for f in response.json()["invalidFiles"]] == ["empty.png", "a.gif"]
     assert response.json()["invalidFiles"][0]["reason"] == "file is empty"
@@ -107,8 +119,11 @@ def test_a_file_over_the_size_limit_gets_413(
 ) -> None:
     tenant_id, key = tenant
     big = b"%PDF-1.7\n" + b"0" * TEST_MAX_FILE_BYTES
-    response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files=files_part([*good_files(1), ("big.pdf", big)]))
+    response = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=files_part([*good_files(1), ("big.pdf", big)]),
+    )
     assert response.status_code == 413
     [invalid] = response.json()["invalidFiles"]
     assert invalid["fileName"] == "big.pdf"
@@ -121,8 +136,11 @@ def test_more_files_than_a_batch_allows_is_rejected(
 ) -> None:
     tenant_id, key = tenant
     png = documents.document("X", "png", seed=1)
-    response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files=files_part([(f"{i}.png", png) for i in range(101)]))
+    response = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=files_part([(f"{i}.png", png) for i in range(101)]),
+    )
     assert response.status_code == 400
     assert "101 files in one batch; the limit is 100" in response.json()["error"]
     assert stored_state(tenant_id, docpipe_home) == (0, 0, [], [])
@@ -133,9 +151,12 @@ def test_more_files_than_a_batch_allows_is_rejected(
     [
         pytest.param(UPLOAD + "?tenantId={t}", {}, "files", id="no-files"),
         pytest.param(UPLOAD, {"files": [("files", ("a.png", b"x"))]}, "tenantId", id="no-tenant"),
-        pytest.param(UPLOAD + "?tenantId={t}", {"content": b"not multipart",
-                                                 "headers": {"Content-Type": "text/plain"}},
-                     "", id="not-multipart"),
+        pytest.param(
+            UPLOAD + "?tenantId={t}",
+            {"content": b"not multipart", "headers": {"Content-Type": "text/plain"}},
+            "",
+            id="not-multipart",
+        ),
         pytest.param("/api/batches?tenantId={t}&limit=0", {}, "limit", id="bad-limit"),
     ],
 )
@@ -153,8 +174,11 @@ def test_malformed_requests_get_400_with_a_reason(
 def test_single_upload_is_a_batch_of_one(api: httpx.Client, tenant: tuple[str, str]) -> None:
     tenant_id, key = tenant
     name, data = good_files(1)[0]
-    response = api.post(f"/api/documents/upload?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files={"file": (name, data)})
+    response = api.post(
+        f"/api/documents/upload?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files={"file": (name, data)},
+    )
     assert response.status_code == 202
     body = response.json()
     assert set(body) == {"documentId", "batchId", "status", "statusUrl"}
@@ -168,8 +192,11 @@ def test_a_tenant_never_sees_another_tenants_batch_or_document(
     api: httpx.Client, tenant: tuple[str, str]
 ) -> None:
     tenant_id, key = tenant
-    response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                        files=files_part(good_files(1)))
+    response = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=files_part(good_files(1)),
+    )
     body = response.json()
     _, other_key = make_tenant()
     other = {"X-API-Key": other_key}
@@ -196,8 +223,7 @@ def test_text_is_409_until_the_document_is_ready(
 
     with stage_files([("a.png", io.BytesIO(good_files(1)[0][1]))], get_settings()) as staged:
         created = create_batch(row, staged)  # not submitted: stays Uploaded
-    response = api.get(f"/api/documents/{created.document_ids[0]}/text",
-                       headers={"X-API-Key": key})
+    response = api.get(f"/api/documents/{created.document_ids[0]}/text", headers={"X-API-Key": key})
     assert response.status_code == 409
     assert response.json()["error"] == "document is Uploaded, not Ready"
 
@@ -208,12 +234,16 @@ def test_batches_are_listed_newest_first_and_paged(
     tenant_id, key = tenant
     ids = []
     for _ in range(3):
-        response = api.post(f"{UPLOAD}?tenantId={tenant_id}", headers={"X-API-Key": key},
-                            files=files_part(good_files(1)))
+        response = api.post(
+            f"{UPLOAD}?tenantId={tenant_id}",
+            headers={"X-API-Key": key},
+            files=files_part(good_files(1)),
+        )
         ids.append(response.json()["batchId"])
     page = api.get(f"/api/batches?tenantId={tenant_id}&limit=2", headers={"X-API-Key": key}).json()
     assert page["total"] == 3
     assert [b["id"] for b in page["items"]] == [ids[2], ids[1]]
-    rest = api.get(f"/api/batches?tenantId={tenant_id}&limit=2&offset=2",
-                   headers={"X-API-Key": key}).json()
+    rest = api.get(
+        f"/api/batches?tenantId={tenant_id}&limit=2&offset=2", headers={"X-API-Key": key}
+    ).json()
     assert [b["id"] for b in rest["items"]] == [ids[0]]

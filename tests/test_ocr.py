@@ -16,7 +16,7 @@ def test_reads_the_words_drawn_on_the_page(kind: str) -> None:
     text = documents.phrase(7)
     result = ocr_document(documents.document(text, kind, seed=7), kind=kind, **OPTIONS)
     assert result.pages == 1
-    assert set(text.split()) <= set(result.text.split())
+    assert documents.words(text) <= documents.words(result.text)
 
 
 def test_pdf_pages_come_back_in_order_separated() -> None:
@@ -26,7 +26,7 @@ def test_pdf_pages_come_back_in_order_separated() -> None:
     pages = result.text.split(PAGE_SEPARATOR)
     assert len(pages) == 3
     for expected, got in zip(texts, pages, strict=True):
-        assert set(expected.split()) <= set(got.split())
+        assert documents.words(expected) <= documents.words(got)
 
 
 def test_a_page_that_takes_too_long_fails_with_a_reason() -> None:

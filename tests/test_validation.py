@@ -51,17 +51,37 @@ def test_cheap_checks_reject_with_a_reason(data: bytes, reason: str) -> None:
 @pytest.mark.parametrize(
     ("make", "kind", "reason"),
     [
-        pytest.param(lambda: documents.truncated(documents.document("X", "pdf")), "pdf",
-                     "PDF does not open", id="truncated-pdf"),
-        pytest.param(lambda: documents.truncated(documents.document("X", "png")), "png",
-                     "does not decode", id="truncated-png"),
-        pytest.param(lambda: documents.truncated(documents.document("X", "jpeg")), "jpeg",
-                     "does not decode", id="truncated-jpeg"),
-        pytest.param(lambda: documents.truncated(documents.document("X", "tiff")), "tiff",
-                     "does not decode", id="truncated-tiff"),
+        pytest.param(
+            lambda: documents.truncated(documents.document("X", "pdf")),
+            "pdf",
+            "PDF does not open",
+            id="truncated-pdf",
+        ),
+        pytest.param(
+            lambda: documents.truncated(documents.document("X", "png")),
+            "png",
+            "does not decode",
+            id="truncated-png",
+        ),
+        pytest.param(
+            lambda: documents.truncated(documents.document("X", "jpeg")),
+            "jpeg",
+            "does not decode",
+            id="truncated-jpeg",
+        ),
+        pytest.param(
+            lambda: documents.truncated(documents.document("X", "tiff")),
+            "tiff",
+            "does not decode",
+            id="truncated-tiff",
+        ),
         pytest.param(encrypted_pdf, "pdf", "encrypted", id="encrypted-pdf"),
-        pytest.param(lambda: documents.multipage_pdf([str(i) for i in range(11)]), "pdf",
-                     "11 pages; the limit is 10", id="too-many-pages"),
+        pytest.param(
+            lambda: documents.multipage_pdf([str(i) for i in range(11)]),
+            "pdf",
+            "11 pages; the limit is 10",
+            id="too-many-pages",
+        ),
         pytest.param(lambda: documents.document("X", "png"), "pdf", "not PDF", id="kind-mismatch"),
     ],
 )

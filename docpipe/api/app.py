@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,8 +31,15 @@ STATUS_OF: list[tuple[type[DocpipeError], int]] = [
 ]
 
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    get_engine()  # create the tables before the first request
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="docpipe",
         summary="Batch OCR of scanned documents, orchestrated by Prefect.",
         version="0.1.0",
@@ -38,10 +47,6 @@ def create_app() -> FastAPI:
     app.include_router(documents.router)
     app.include_router(batches.router)
     app.include_router(health.router)
-
-    @app.on_event("startup")
-    def _create_tables() -> None:
-        get_engine()
 
     @app.exception_handler(InvalidUpload)
     def _invalid_upload(_: Request, e: InvalidUpload) -> JSONResponse:

@@ -47,8 +47,13 @@ class DocumentInBatch(Schema):
 
     @classmethod
     def of(cls, document: Document) -> DocumentInBatch:
-        return cls(id=document.id, file_name=document.file_name, status=document.status,
-                   processed_at=document.processed_at, error=document.error)
+        return cls(
+            id=document.id,
+            file_name=document.file_name,
+            status=document.status,
+            processed_at=document.processed_at,
+            error=document.error,
+        )
 
 
 class BatchView(Schema):
@@ -98,11 +103,17 @@ class BatchSummaryView(Schema):
     @classmethod
     def of(cls, batch: Batch) -> BatchSummaryView:
         full = BatchView.of(batch)
-        return cls(id=batch.id, status=batch.status, created_at=batch.created_at,
-                   completed_at=batch.completed_at, total_documents=full.total_documents,
-                   completed_documents=full.completed_documents,
-                   success_count=full.success_count, failure_count=full.failure_count,
-                   status_url=f"/api/batches/{batch.id}")
+        return cls(
+            id=batch.id,
+            status=batch.status,
+            created_at=batch.created_at,
+            completed_at=batch.completed_at,
+            total_documents=full.total_documents,
+            completed_documents=full.completed_documents,
+            success_count=full.success_count,
+            failure_count=full.failure_count,
+            status_url=f"/api/batches/{batch.id}",
+        )
 
 
 class BatchPage(Schema):
@@ -130,11 +141,22 @@ class DocumentView(Schema):
 
     @classmethod
     def of(cls, d: Document) -> DocumentView:
-        return cls(id=d.id, batch_id=d.batch_id, tenant_id=d.tenant_id, file_name=d.file_name,
-                   kind=d.kind, size_bytes=d.size_bytes, sha256=d.sha256, status=d.status,
-                   error=d.error, page_count=d.page_count, created_at=d.created_at,
-                   processed_at=d.processed_at, ocr_seconds=d.ocr_seconds,
-                   text_url=f"/api/documents/{d.id}/text")
+        return cls(
+            id=d.id,
+            batch_id=d.batch_id,
+            tenant_id=d.tenant_id,
+            file_name=d.file_name,
+            kind=d.kind,
+            size_bytes=d.size_bytes,
+            sha256=d.sha256,
+            status=d.status,
+            error=d.error,
+            page_count=d.page_count,
+            created_at=d.created_at,
+            processed_at=d.processed_at,
+            ocr_seconds=d.ocr_seconds,
+            text_url=f"/api/documents/{d.id}/text",
+        )
 
 
 class Health(Schema):

@@ -21,8 +21,9 @@ def list_batches(
 ) -> BatchPage:
     """The tenant's batches, newest first."""
     items, total = batches.list_batches(tenant.id, limit=limit, offset=offset)
-    return BatchPage(items=[BatchSummaryView.of(b) for b in items], total=total, limit=limit,
-                     offset=offset)
+    return BatchPage(
+        items=[BatchSummaryView.of(b) for b in items], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/{batch_id}", responses={404: {"model": ErrorBody}})

@@ -36,8 +36,12 @@ def bulk_upload(
 ) -> BatchAccepted:
     """Upload a batch (PDF, PNG, JPEG, TIFF); every file is checked before any is kept."""
     created = _accept(tenant, files, settings)
-    return BatchAccepted(batch_id=created.batch_id, document_ids=created.document_ids,
-                         status=created.status, status_url=f"/api/batches/{created.batch_id}")
+    return BatchAccepted(
+        batch_id=created.batch_id,
+        document_ids=created.document_ids,
+        status=created.status,
+        status_url=f"/api/batches/{created.batch_id}",
+    )
 
 
 @router.post("/upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
@@ -48,9 +52,12 @@ def upload(
 ) -> DocumentAccepted:
     """Upload one document: a batch of one."""
     created = _accept(tenant, [file], settings)
-    return DocumentAccepted(document_id=created.document_ids[0], batch_id=created.batch_id,
-                            status=created.status,
-                            status_url=f"/api/batches/{created.batch_id}")
+    return DocumentAccepted(
+        document_id=created.document_ids[0],
+        batch_id=created.batch_id,
+        status=created.status,
+        status_url=f"/api/batches/{created.batch_id}",
+    )
 
 
 @router.get("/{document_id}", responses={404: {"model": ErrorBody}})

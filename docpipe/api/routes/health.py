@@ -26,5 +26,6 @@ def health(settings: SettingsDep) -> Health:
         prefect = httpx.get(f"{settings.prefect_api_url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         prefect = False
-    return Health(status="ok" if database and prefect else "degraded", database=database,
-                  prefect=prefect)
+    return Health(
+        status="ok" if database and prefect else "degraded", database=database, prefect=prefect
+    )

@@ -1,0 +1,116 @@
+"""One batch end to end: HTTP upload, the process-batch flow on a real worker, the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
+
+from tests import documents
+from tests.conftest import files_part, wait_for_batch
+
+pytestmark = pytest.mark.e2e
+
+
+def ten_files_two_broken() -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """Eight good documents of every kind, a truncated PDF and a cut-off PNG."""
+    kinds = ["pdf", "png", "jpeg", "tiff"]
+    files, texts = [], {}
+    for i in range(8):
+        kind = kinds[i % 4]
+        name = f"scan-{i}.{kind}"
+        texts[name] = documents.phrase(100 + i)
+        files.append((name, documents.document(texts[name], kind, seed=i)))
+    files.insert(3, ("cut.pdf", documents.truncated(documents.document("GONE", "pdf"))))
+    files.insert(7, ("cut.png", documents.truncated(documents.document("GONE", "png"))))
+    return files, texts
+
+
+def task_runs_of(flow_run_id: str) -> list[TaskRun]:
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
+def test_ten_documents_two_corrupted(
+    api: httpx.Client, tenant: tuple[str, str], prefect_api: None
+) -> None:
+    tenant_id, key = tenant
+    files, texts = ten_files_two_broken()
+    response = api.post(
+        f"/api/documents/bulk-upload?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=files_part(files),
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "Queued"
+    assert len(accepted["documentIds"]) == 10
+
+    batch = wait_for_batch(api, key, accepted["batchId"])
+
+    assert batch["status"] == "Completed"
+    assert (batch["totalDocuments"], batch["completedDocuments"]) == (10, 10)
+    assert (batch["successCount"], batch["failureCount"]) == (8, 2)
+    assert [d["id"] for d in batch["documents"]] == accepted["documentIds"]
+    by_name = {d["fileName"]: d for d in batch["documents"]}
+    assert by_name["cut.pdf"]["status"] == "ValidationFailed"
+    assert "PDF does not open" in by_name["cut.pdf"]["error"]
+    assert by_name["cut.png"]["status"] == "ValidationFailed"
+    assert "image does not decode" in by_name["cut.png"]["error"]
+    for name, text in texts.items():
+        document = by_name[name]
+        assert document["status"] == "Ready", document
+        ocr = api.get(f"/api/documents/{document['id']}/text", headers={"X-API-Key": key})
+        assert ocr.status_code == 200
+        assert ocr.headers["content-type"].startswith("text/plain")
+        assert documents.words(text) <= documents.words(ocr.text), (name, ocr.text)
+
+    # The summary ran exactly once, after every document's tasks had finished.
+    runs = task_runs_of(batch["flowRunId"])
+    summaries = [r for r in runs if r.name.startswith("summarize-")]
+    assert len(summaries) == 1
+    document_runs = [r for r in runs if not r.name.startswith("summarize-")]
+    assert len([r for r in document_runs if r.name.startswith("validate-")]) == 10
+    assert len([r for r in document_runs if r.name.startswith("ocr-")]) == 8
+    last_document_end = max(r.end_time for r in document_runs if r.end_time)
+    assert summaries[0].start_time is not None
+    assert summaries[0].start_time >= last_document_end
+    assert batch["completedAt"] >= max(d["processedAt"] for d in batch["documents"])
+
+
+def test_progress_and_summary_artifacts_show_in_prefect(
+    api: httpx.Client, tenant: tuple[str, str], prefect_api: None
+) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    tenant_id, key = tenant
+    files = [(f"{i}.png", documents.document(documents.phrase(i), "png", seed=i)) for i in range(3)]
+    accepted = api.post(
+        f"/api/documents/bulk-upload?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=files_part(files),
+    ).json()
+    batch_id = accepted["batchId"]
+    assert wait_for_batch(api, key, batch_id)["status"] == "Completed"
+
+    def latest(artifact_key: str) -> Any:
+        with get_client(sync_client=True) as client:
+            found = client.read_latest_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key]))
+            )
+        assert len(found) == 1
+        return found[0]
+
+    progress = latest(f"batch-{batch_id}")
+    assert progress.type == "progress"
+    assert float(progress.data) == 100.0
+    assert progress.description == "3 of 3 documents finished"
+    summary = latest(f"batch-{batch_id}-summary")
+    assert summary.type == "table"
+    assert summary.description == f"Batch {batch_id} complete: 3 succeeded, 0 failed"
