@@ -52,7 +52,39 @@ def deploy_flows(pool: str) -> list[str]:
         print_next_steps=False,
         ignore_warnings=True,
     )
-    return [str(deployment_id)]
+    settings = get_settings()
+    recover = flow.from_source(
+        source=str(PROJECT_DIR), entrypoint="flows/recover_batches.py:recover_batches"
+    )
+    recover_id = recover.deploy(  # type: ignore[union-attr]
+        name="recover-batches",
+        work_pool_name=pool,
+        # Light work that unblocks others: it goes on the queue that is served first.
+        work_queue_name="critical",
+        description="Submit batches Prefect never received; resubmit ones whose flow run died.",
+        interval=settings.recovery_interval_seconds,
+        tags=["docpipe"],
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    ingest = flow.from_source(
+        source=str(PROJECT_DIR), entrypoint="flows/ingest_folder.py:ingest_folder"
+    )
+    ingest_id = ingest.deploy(  # type: ignore[union-attr]
+        name="ingest-folder",
+        work_pool_name=pool,
+        work_queue_name="critical",
+        description="Turn settled files in the inbox (one folder per tenant) into batches.",
+        interval=settings.ingest_interval_seconds,
+        tags=["docpipe"],
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    return [str(deployment_id), str(recover_id), str(ingest_id)]
 
 
 def main() -> None:

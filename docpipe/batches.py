@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from docpipe.db import session_scope
-from docpipe.errors import NotFound
+from docpipe.errors import Conflict, NotFound
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
     Batch,
@@ -34,14 +34,14 @@ class CreatedBatch:
     status: BatchStatus
 
 
-def create_batch(tenant: Tenant, staged: StagedBatch) -> CreatedBatch:
+def create_batch(tenant: Tenant, staged: StagedBatch, *, source: str = "api") -> CreatedBatch:
     """Store the staged files and their rows together: all of them, or none."""
     storage = get_storage()
     batch_id = new_id()
     stored: list[str] = []
     try:
         with session_scope() as session:
-            batch = Batch(id=batch_id, tenant_id=tenant.id, tier=tenant.tier)
+            batch = Batch(id=batch_id, tenant_id=tenant.id, tier=tenant.tier, source=source)
             session.add(batch)
             document_ids = []
             for position, staged_file in enumerate(staged.files):
@@ -72,11 +72,99 @@ def create_batch(tenant: Tenant, staged: StagedBatch) -> CreatedBatch:
     return CreatedBatch(batch_id, document_ids, tenant.tier, BatchStatus.QUEUED)
 
 
-def record_submission(batch_id: str, flow_run_id: str) -> None:
+@dataclass(frozen=True)
+class Submission:
+    """What Prefect needs to run a batch, and which submission of it this is."""
+
+    batch_id: str
+    tenant_id: str
+    tier: Tier
+    number: int
+
+
+def next_submission(batch_id: str) -> Submission:
     with session_scope() as session:
         batch = session.get(Batch, batch_id)
-        if batch is not None and batch.flow_run_id is None:
+        if batch is None:
+            raise NotFound(f"batch {batch_id} does not exist")
+        return Submission(batch.id, batch.tenant_id, batch.tier, batch.submissions + 1)
+
+
+def record_submission(submission: Submission, flow_run_id: str) -> None:
+    with session_scope() as session:
+        batch = session.get(Batch, submission.batch_id)
+        if batch is not None:
             batch.flow_run_id = flow_run_id
+            batch.submissions = max(batch.submissions, submission.number)
+            batch.heartbeat_at = None
+
+
+def heartbeat(batch_id: str) -> None:
+    """The flow run is alive; recovery leaves a batch with a fresh heartbeat alone."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is not None:
+            batch.heartbeat_at = utcnow()
+
+
+def cancel_batch(tenant_id: str, batch_id: str) -> str | None:
+    """Cancel an unfinished batch; returns its flow run id, which the caller cancels in Prefect."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        if batch is None or batch.tenant_id != tenant_id:
+            raise NotFound("batch not found")
+        if batch.status.is_final:
+            raise Conflict(f"batch is already {batch.status.value}")
+        now = utcnow()
+        for document in batch.documents:
+            if not document.status.is_final:
+                document.status = DocumentStatus.CANCELLED
+                document.error = "batch was cancelled"
+                document.processed_at = now
+        batch.status = BatchStatus.CANCELLED
+        batch.completed_at = now
+        _count(batch)
+        return batch.flow_run_id
+
+
+def prepare_retry(tenant_id: str, batch_id: str) -> list[str]:
+    """Put a finished batch's failed and cancelled documents back in line; returns their ids."""
+    retryable = {
+        DocumentStatus.VALIDATION_FAILED,
+        DocumentStatus.OCR_FAILED,
+        DocumentStatus.CANCELLED,
+    }
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        if batch is None or batch.tenant_id != tenant_id:
+            raise NotFound("batch not found")
+        if not batch.status.is_final:
+            raise Conflict(f"batch is still {batch.status.value}; retry it once it has finished")
+        again = [d for d in batch.documents if d.status in retryable]
+        if not again:
+            raise Conflict("nothing to retry: every document is Ready")
+        for document in again:
+            document.status = DocumentStatus.UPLOADED
+            document.error = None
+            document.processed_at = None
+            document.started_at = None
+        batch.status = BatchStatus.QUEUED
+        batch.completed_at = None
+        batch.error = None
+        return [d.id for d in again]
+
+
+def set_status(batch_id: str, status: BatchStatus) -> None:
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is not None and not batch.status.is_final:
+            batch.status = status
+
+
+def _count(batch: Batch) -> None:
+    statuses = [d.status for d in batch.documents]
+    batch.success_count = sum(s == DocumentStatus.READY for s in statuses)
+    batch.failure_count = sum(s.is_failure for s in statuses)
 
 
 @dataclass(frozen=True)
@@ -88,6 +176,7 @@ class BatchPlan:
     total: int
     already_done: int
     pending_document_ids: list[str]
+    cancelled: bool = False
 
 
 def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
@@ -96,7 +185,10 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
+        if batch.status == BatchStatus.CANCELLED:
+            return BatchPlan(batch.id, batch.tier, len(batch.documents), 0, [], cancelled=True)
         batch.status = BatchStatus.PROCESSING
+        batch.heartbeat_at = utcnow()
         batch.started_at = batch.started_at or utcnow()
         batch.completed_at = None
         if flow_run_id:
@@ -147,8 +239,10 @@ def summarize_batch(batch_id: str) -> BatchSummary:
         cancelled = int(counts.get(DocumentStatus.CANCELLED.value, 0))
         batch.success_count = succeeded
         batch.failure_count = failed
-        batch.completed_at = utcnow()
-        batch.status = BatchStatus.COMPLETED
+        if batch.status != BatchStatus.CANCELLED:  # a cancel that raced the last document
+            batch.completed_at = utcnow()
+            batch.status = BatchStatus.COMPLETED
+        assert batch.completed_at is not None
         return BatchSummary(
             batch_id, len(table), succeeded, failed, cancelled, batch.completed_at, table
         )
@@ -188,6 +282,15 @@ def get_batch(tenant_id: str, batch_id: str) -> Batch:
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         return batch
+
+
+def get_batch_tenant(batch_id: str) -> str:
+    """The tenant a batch belongs to (for operators and tests, not for the API)."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound("batch not found")
+        return batch.tenant_id
 
 
 def list_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[Batch], int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -100,7 +101,6 @@ def deploy() -> None:
     """Create the work pool, its queues and the deployments (idempotent)."""
     import subprocess
     import sys
-    from pathlib import Path
 
     from docpipe.stack import PROJECT_DIR, service_env
 
@@ -110,6 +110,47 @@ def deploy() -> None:
             [sys.executable, "-m", "deployments.deploy"],
             env=env,
             cwd=PROJECT_DIR if PROJECT_DIR.exists() else Path.cwd(),
+        )
+    )
+
+
+@app.command()
+def recover() -> None:
+    """Submit batches Prefect never received and resubmit ones whose flow run died, once."""
+    from docpipe.recovery import recover_batches
+
+    report = recover_batches()
+    typer.echo(json.dumps(report.as_dict()))
+    if not report.prefect_reachable:
+        raise typer.Exit(_fail("Prefect did not answer"))
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="The folder to scan.")],
+    tenant: Annotated[str, typer.Option(help="Whose documents they are.")],
+    settle: Annotated[
+        float | None, typer.Option(help="Seconds a file must be unchanged; default from settings.")
+    ] = None,
+) -> None:
+    """Scan one folder once: settled files become batches; bad ones go to rejected/."""
+    from docpipe.inbox import ingest_folder
+    from docpipe.tenants import get_tenant
+
+    row = get_tenant(tenant)
+    if row is None:
+        raise typer.Exit(_fail(f"no tenant {tenant!r}"))
+    if not path.is_dir():
+        raise typer.Exit(_fail(f"{path} is not a folder"))
+    report = ingest_folder(path, row, settle=settle)
+    typer.echo(
+        json.dumps(
+            {
+                "batches": report.batches,
+                "rejected": report.rejected,
+                "duplicates": report.duplicates,
+                "waiting": report.waiting,
+            }
         )
     )
 

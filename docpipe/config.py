@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     # VIP batch gets the CPU even when standard batches already fill every core.
     standard_niceness: int = 10
 
+    # Recovery: a Processing batch whose run has not beaten for stale_after_seconds is
+    # taken for dead and resubmitted, at most max_submissions times in all.
+    heartbeat_seconds: float = 10.0
+    stale_after_seconds: float = 90.0
+    max_submissions: int = 3
+    queued_grace_seconds: float = 30.0
+    recovery_interval_seconds: float = 60.0
+
+    inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
+    inbox_settle_seconds: float = 5.0
+    ingest_interval_seconds: float = 60.0
+
     work_pool: str = "docpipe"
     worker_limit: int = 4
     submit_timeout_seconds: float = 10.0
@@ -51,6 +63,9 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'docpipe.db'}"
         if not self.storage_url:
             self.storage_url = str(self.home / "blobs")
+        if self.inbox == Path():
+            self.inbox = self.home / "inbox"
+        self.inbox = self.inbox.expanduser().resolve()
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
         return self

@@ -50,6 +50,10 @@ class BatchStatus(StrEnum):
     CANCELLED = "Cancelled"
     FAILED = "Failed"
 
+    @property
+    def is_final(self) -> bool:
+        return self in (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -111,6 +115,11 @@ class Batch(Base):
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    # Flow runs submitted for this batch: the idempotency key of the next one, and the
+    # bound on how often recovery resubmits a batch that keeps crashing.
+    submissions: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None]
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="batch", order_by="Document.position"
@@ -127,7 +136,7 @@ class Document(Base):
     file_name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(8))
     size_bytes: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     storage_key: Mapped[str] = mapped_column(String(255))
     text_key: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[DocumentStatus] = mapped_column(

@@ -16,7 +16,7 @@ def _start(document_id: str, status: DocumentStatus) -> Document:
         document = session.get(Document, document_id)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")
-        if document.status != DocumentStatus.READY:
+        if document.status not in (DocumentStatus.READY, DocumentStatus.CANCELLED):
             document.status = status
             document.error = None
             document.started_at = document.started_at or utcnow()
@@ -26,8 +26,8 @@ def _start(document_id: str, status: DocumentStatus) -> Document:
 def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
     with session_scope() as session:
         document = session.get(Document, document_id)
-        if document is None:
-            return
+        if document is None or document.status == DocumentStatus.CANCELLED:
+            return  # cancelled while this step ran: the cancel stands
         document.status = status
         document.processed_at = utcnow()
         for name, value in fields.items():
@@ -37,7 +37,7 @@ def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
 def validate_document(document_id: str) -> bool:
     """Deep-check one document; returns whether it should go on to OCR."""
     document = _start(document_id, DocumentStatus.VALIDATING)
-    if document.status == DocumentStatus.READY:
+    if document.status in (DocumentStatus.READY, DocumentStatus.CANCELLED):
         return False
     settings = get_settings()
     try:
@@ -53,7 +53,7 @@ def validate_document(document_id: str) -> bool:
         raise
     with session_scope() as session:
         stored = session.get(Document, document_id)
-        if stored is not None:
+        if stored is not None and stored.status != DocumentStatus.CANCELLED:
             stored.page_count = inspection.page_count
             # Passed validation: now waiting for, or in, OCR.
             stored.status = DocumentStatus.PROCESSING
@@ -63,7 +63,7 @@ def validate_document(document_id: str) -> bool:
 def ocr_stored_document(document_id: str, *, tier: Tier) -> int:
     """OCR one validated document and store its text beside it; returns its page count."""
     document = _start(document_id, DocumentStatus.PROCESSING)
-    if document.status == DocumentStatus.READY:
+    if document.status in (DocumentStatus.READY, DocumentStatus.CANCELLED):
         return document.page_count or 0
     settings = get_settings()
     storage = get_storage()

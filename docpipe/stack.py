@@ -36,6 +36,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "DOCPIPE_PREFECT_API_URL": settings.prefect_api_url,
             "DOCPIPE_DATABASE_URL": settings.database_url,
             "DOCPIPE_STORAGE_URL": settings.storage_url,
+            "DOCPIPE_INBOX": str(settings.inbox),
             "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,
@@ -80,6 +81,7 @@ class Stack:
                 self.start_worker()
             if api:
                 self.start_api()
+            self.recover()
         except BaseException:
             self.stop()
             raise
@@ -115,6 +117,20 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"creating the deployments failed; see {log_path}")
 
+    def recover(self) -> None:
+        """One recovery pass at start: batches left behind by the last run get going."""
+        log_path = self.log_dir / "recover.log"
+        with log_path.open("ab") as out:
+            subprocess.run(
+                [_bin("docpipe"), "recover"],
+                env=service_env(self.settings),
+                cwd=PROJECT_DIR,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+            )
+
     def start_worker(self, name: str = "docpipe-worker") -> Service:
         return self._spawn(
             "worker",
@@ -149,26 +165,15 @@ class Stack:
         )
         self._wait_for("api", f"{s.api_url}/health", timeout=60)
 
+    def stop_service(self, name: str) -> None:
+        """Stop one service and everything it started (the others keep running)."""
+        service = next(s for s in self.services if s.name == name)
+        _terminate_tree([service])
+        self.services.remove(service)
+
     def stop(self) -> None:
         """Stop every process started, with everything they started, within STOP_SECONDS."""
-        procs: list[psutil.Process] = []
-        for service in reversed(self.services):
-            try:
-                parent = psutil.Process(service.process.pid)
-                procs.extend([parent, *parent.children(recursive=True)])
-            except psutil.NoSuchProcess:
-                continue
-        for proc in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=STOP_SECONDS - 2)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=2)
-        for service in self.services:
-            service.process.poll()
-            service.log_file.close()
+        _terminate_tree(list(reversed(self.services)))
         self.services.clear()
 
     def check_alive(self) -> str | None:
@@ -208,6 +213,28 @@ class Stack:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:g} s")
+
+
+def _terminate_tree(services: list[Service]) -> None:
+    """SIGTERM the services and all their descendants; SIGKILL what is left after a while."""
+    procs: list[psutil.Process] = []
+    for service in services:
+        try:
+            parent = psutil.Process(service.process.pid)
+            procs.extend([parent, *parent.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            continue
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=STOP_SECONDS - 2)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2)
+    for service in services:
+        service.process.poll()
+        service.log_file.close()
 
 
 def _bin(name: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from docpipe.batches import record_submission
+from docpipe.batches import next_submission, record_submission
 from docpipe.config import get_settings
 from docpipe.models import Tier
 
@@ -19,36 +21,42 @@ def queue_for(tier: Tier) -> str:
     return QUEUES[tier]
 
 
-def prefect_settings() -> dict[object, object]:
-    """Prefect client settings for this docpipe installation."""
+@contextmanager
+def prefect_client_settings() -> Iterator[None]:
+    """Talk to this installation's Prefect server, and give up quickly if it is down."""
     from prefect.settings import (
         PREFECT_API_REQUEST_TIMEOUT,
         PREFECT_API_URL,
         PREFECT_CLIENT_MAX_RETRIES,
+        temporary_settings,
     )
 
     settings = get_settings()
-    return {
-        PREFECT_API_URL: settings.prefect_api_url,
-        PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
-        PREFECT_CLIENT_MAX_RETRIES: 1,
-    }
+    with temporary_settings(
+        updates={
+            PREFECT_API_URL: settings.prefect_api_url,
+            PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
+            PREFECT_CLIENT_MAX_RETRIES: 1,
+        }
+    ):
+        yield
 
 
-def submit_batch(batch_id: str, *, tenant_id: str, tier: Tier) -> str | None:
-    """Create the batch's flow run; None if Prefect is unreachable (the batch stays Queued)."""
+def submit_batch(batch_id: str) -> str | None:
+    """Create the batch's next flow run; None if Prefect is unreachable (the batch stays Queued)."""
     from prefect.deployments import run_deployment
-    from prefect.settings import temporary_settings
 
+    submission = next_submission(batch_id)
     try:
-        with temporary_settings(updates=prefect_settings()):  # type: ignore[arg-type]
+        with prefect_client_settings():
             flow_run = run_deployment(
                 PROCESS_BATCH_DEPLOYMENT,
                 parameters={"batch_id": batch_id},
                 flow_run_name=f"batch-{batch_id}",
-                work_queue_name=queue_for(tier),
-                idempotency_key=f"batch-{batch_id}",
-                tags=[f"tenant:{tenant_id}", f"tier:{tier.value}"],
+                work_queue_name=queue_for(submission.tier),
+                # The same submission asked twice (a lost answer) makes one flow run.
+                idempotency_key=f"batch-{batch_id}-{submission.number}",
+                tags=[f"tenant:{submission.tenant_id}", f"tier:{submission.tier.value}"],
                 timeout=0,
                 as_subflow=False,
             )
@@ -56,5 +64,20 @@ def submit_batch(batch_id: str, *, tenant_id: str, tier: Tier) -> str | None:
         log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
         return None
     flow_run_id = str(flow_run.id)  # type: ignore[union-attr]  # sync call returns a FlowRun
-    record_submission(batch_id, flow_run_id)
+    record_submission(submission, flow_run_id)
     return flow_run_id
+
+
+def cancel_flow_run(flow_run_id: str) -> bool:
+    """Ask Prefect to cancel a flow run (the worker kills it); False if Prefect is unreachable."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    try:
+        with prefect_client_settings(), get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+    except Exception as e:
+        log.warning("could not cancel flow run %s: %s", flow_run_id, e)
+        return False
+    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -42,10 +44,32 @@ def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
     batches.mark_failed(flow_run.parameters["batch_id"], state.message or state.name)
 
 
+class Heartbeat:
+    """Tells recovery this run is alive, every few seconds, until the run ends."""
+
+    def __init__(self, batch_id: str) -> None:
+        self.batch_id = batch_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="batch-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = get_settings().heartbeat_seconds
+        while not self.stopped.wait(interval):
+            with contextlib.suppress(Exception):  # a missed beat is not worth failing a batch
+                batches.heartbeat(self.batch_id)
+
+
 @flow(
     name="process-batch",
     on_failure=[_mark_batch_failed],
-    on_crashed=[_mark_batch_failed],
     task_runner=ThreadPoolTaskRunner(max_workers=get_settings().ocr_concurrency),  # type: ignore[arg-type]
     log_prints=False,
 )
@@ -64,27 +88,36 @@ def process_batch(batch_id: str) -> dict[str, Any]:
         len(plan.pending_document_ids),
         plan.tier.value,
     )
-    progress = Progress(batch_id, plan.total, plan.already_done)
+    if plan.cancelled:
+        logger.info("Batch %s was cancelled before it started; nothing to do", batch_id)
+        return {"batchId": batch_id, "cancelled": plan.total}
+    with Heartbeat(batch_id):
+        progress = Progress(batch_id, plan.total, plan.already_done)
+        _process_documents(plan, progress)
+        return summarize_batch(batch_id)
 
+
+def _process_documents(plan: batches.BatchPlan, progress: Progress) -> None:
+    """Validate every pending document, OCR each valid one as soon as it is validated."""
     validations = validate_document.map(plan.pending_document_ids)
     document_of: dict[Any, str] = dict(
         zip((f.task_run_id for f in validations), plan.pending_document_ids, strict=True)
     )
     ocrs: list[PrefectFuture[int]] = []
     for validation in as_completed(list(validations)):
-        if _final_state(validation).is_completed():
-            ocr = ocr_document.submit(validation.result(), plan.tier)
-            document_of[ocr.task_run_id] = document_of[validation.task_run_id]
-            ocrs.append(ocr)
-        else:
+        if not _final_state(validation).is_completed():
             _settle(validation, document_of, during="validation")
             progress.advance()
+        elif (document_id := validation.result()) is None:
+            progress.advance()
+        else:
+            ocr = ocr_document.submit(document_id, plan.tier)
+            document_of[ocr.task_run_id] = document_of[validation.task_run_id]
+            ocrs.append(ocr)
     for ocr in as_completed(ocrs):
         if not _final_state(ocr).is_completed():
             _settle(ocr, document_of, during="ocr")
         progress.advance()
-
-    return summarize_batch(batch_id)
 
 
 def _final_state(future: PrefectFuture[Any]) -> State:

@@ -10,10 +10,12 @@ from docpipe.models import Tier
 
 
 @task(name="validate_document", cache_policy=NO_CACHE, task_run_name="validate-{document_id}")
-def validate_document(document_id: str) -> str:
-    """Deep-check one document; fails (with the reason) if it cannot be OCR'd."""
-    pipeline.validate_document(document_id)
-    return document_id
+def validate_document(document_id: str) -> str | None:
+    """Deep-check one document; fails (with the reason) if it cannot be OCR'd.
+
+    Returns the id to OCR, or None when there is nothing to do (Ready or Cancelled).
+    """
+    return document_id if pipeline.validate_document(document_id) else None
 
 
 @task(name="ocr_document", cache_policy=NO_CACHE, task_run_name="ocr-{document_id}")

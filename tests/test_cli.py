@@ -112,5 +112,10 @@ def test_up_serves_a_batch_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         _, alive = psutil.wait_procs(started, timeout=0.5)
         assert alive == []
     finally:
-        if up.poll() is None:
-            up.kill()
+        if up.poll() is None:  # a failed assertion: still leave nothing running
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                for proc in [psutil.Process(up.pid), *psutil.Process(up.pid).children(True)]:
+                    proc.kill()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
 
 from docpipe import batches
 from docpipe.api.deps import NamedTenantDep, TenantDep
 from docpipe.api.schemas import BatchPage, BatchSummaryView, BatchView, ErrorBody
+from docpipe.models import BatchStatus
+from docpipe.submit import cancel_flow_run, submit_batch
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 
@@ -29,4 +31,28 @@ def list_batches(
 @router.get("/{batch_id}", responses={404: {"model": ErrorBody}})
 def get_batch(batch_id: str, tenant: TenantDep) -> BatchView:
     """A batch with every document's status."""
+    return BatchView.of(batches.get_batch(tenant.id, batch_id))
+
+
+@router.post("/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+    """Stop the batch's flow run; documents not yet finished become Cancelled. 409 if finished."""
+    flow_run_id = batches.cancel_batch(tenant.id, batch_id)
+    if flow_run_id is not None:
+        # The batch is Cancelled in our store whatever Prefect says; a run that still
+        # starts later sees that and does nothing.
+        cancel_flow_run(flow_run_id)
+    return BatchView.of(batches.get_batch(tenant.id, batch_id))
+
+
+@router.post(
+    "/{batch_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+def retry_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+    """Reprocess the documents that failed or were cancelled. 409 while the batch runs."""
+    batches.prepare_retry(tenant.id, batch_id)
+    if submit_batch(batch_id) is not None:
+        batches.set_status(batch_id, BatchStatus.PROCESSING)
     return BatchView.of(batches.get_batch(tenant.id, batch_id))

@@ -24,7 +24,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def _accept(tenant: Tenant, files: list[UploadFile], settings: SettingsDep) -> batches.CreatedBatch:
     with stage_files([(f.filename, f.file) for f in files], settings) as staged:
         created = batches.create_batch(tenant, staged)
-    submit_batch(created.batch_id, tenant_id=tenant.id, tier=created.tier)
+    submit_batch(created.batch_id)
     return created
 
 

@@ -1,0 +1,119 @@
+"""Find batches that were accepted but are not moving, and get them moving again (or end them)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from docpipe import batches
+from docpipe.config import get_settings
+from docpipe.db import session_scope
+from docpipe.models import Batch, BatchStatus, utcnow
+from docpipe.submit import prefect_client_settings, submit_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    submitted: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    prefect_reachable: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "submitted": self.submitted,
+            "resubmitted": self.resubmitted,
+            "failed": self.failed,
+            "prefectReachable": self.prefect_reachable,
+        }
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    id: str
+    status: BatchStatus
+    flow_run_id: str | None
+    created_at: datetime
+    heartbeat_at: datetime | None
+    submissions: int
+
+
+def recover_batches() -> RecoveryReport:
+    """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died."""
+    settings = get_settings()
+    now = utcnow()
+    report = RecoveryReport()
+    with session_scope() as session:
+        candidates = [
+            _Candidate(b.id, b.status, b.flow_run_id, b.created_at, b.heartbeat_at, b.submissions)
+            for b in session.scalars(
+                select(Batch).where(Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]))
+            )
+        ]
+    states = _flow_run_states([c.flow_run_id for c in candidates if c.flow_run_id])
+    if states is None:
+        report.prefect_reachable = False
+        return report
+    grace = timedelta(seconds=settings.queued_grace_seconds)
+    stale = timedelta(seconds=settings.stale_after_seconds)
+    for batch in candidates:
+        if batch.flow_run_id is None:
+            # Accepted while Prefect was down (or the API died before submitting).
+            if now - batch.created_at >= grace and submit_batch(batch.id):
+                report.submitted.append(batch.id)
+            continue
+        state = states.get(batch.flow_run_id)
+        if state is None:
+            continue
+        state_type, started = state
+        if state_type in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            reason = f"its flow run ended {state_type.lower()} without finishing the batch"
+        elif state_type == "RUNNING" and now - (batch.heartbeat_at or started or now) >= stale:
+            reason = f"its flow run stopped reporting for over {stale.total_seconds():g} s"
+            _mark_crashed(batch.flow_run_id, reason)
+        else:
+            continue  # scheduled, pending, or running and alive
+        if batch.submissions >= settings.max_submissions:
+            batches.mark_failed(batch.id, f"gave up after {batch.submissions} flow runs: {reason}")
+            report.failed.append(batch.id)
+            log.warning("batch %s failed: %s", batch.id, reason)
+        elif submit_batch(batch.id):
+            report.resubmitted.append(batch.id)
+            log.warning("batch %s resubmitted: %s", batch.id, reason)
+    return report
+
+
+def _flow_run_states(ids: list[str]) -> dict[str, tuple[str, datetime | None]] | None:
+    """Each flow run's state type and start time; None if Prefect does not answer."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    try:
+        with prefect_client_settings(), get_client(sync_client=True) as client:
+            if not ids:
+                if (error := client.api_healthcheck()) is not None:
+                    raise error
+                return {}
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids)))
+            )
+    except Exception as e:
+        log.warning("Prefect did not answer; recovery waits: %s", e)
+        return None
+    return {str(r.id): (r.state.type.value if r.state else "PENDING", r.start_time) for r in runs}
+
+
+def _mark_crashed(flow_run_id: str, reason: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with prefect_client_settings(), get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+    except Exception as e:
+        log.warning("could not mark flow run %s crashed: %s", flow_run_id, e)

@@ -1,0 +1,22 @@
+"""recover-batches: get accepted batches moving again after Prefect or a worker went away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from docpipe import recovery
+
+
+@flow(name="recover-batches", log_prints=False)
+def recover_batches() -> dict[str, Any]:
+    """Submit batches Prefect never received; resubmit ones whose flow run died."""
+    report = recovery.recover_batches()
+    get_run_logger().info(
+        "recovery: %d submitted, %d resubmitted, %d given up",
+        len(report.submitted),
+        len(report.resubmitted),
+        len(report.failed),
+    )
+    return report.as_dict()

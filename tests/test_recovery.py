@@ -1,0 +1,129 @@
+"""Recovery: batches accepted while Prefect was down, and flow runs that died."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Crashed, Scheduled
+
+from docpipe import batches
+from docpipe.config import Settings, get_settings
+from docpipe.models import BatchStatus
+from docpipe.recovery import recover_batches
+from docpipe.stack import Stack, _bin, service_env
+from docpipe.submit import PROCESS_BATCH_DEPLOYMENT
+from docpipe.tenants import get_tenant
+from docpipe.uploads import stage_files
+from tests import documents
+from tests.conftest import free_port, make_tenant, wait_for_batch
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of this test's own, to stop and start parts of."""
+    stack = Stack(Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port()))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def cli(stack: Stack, *args: str, **env: str) -> str:
+    result = subprocess.run(
+        [_bin("docpipe"), *args],
+        env={**service_env(stack.settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_a_batch_accepted_while_prefect_is_down_completes_when_it_is_back(
+    own_stack: Stack,
+) -> None:
+    key = json.loads(cli(own_stack, "tenant", "create", "acme", "--json"))["apiKey"]
+    own_stack.stop_service("prefect-server")
+
+    with httpx.Client(base_url=own_stack.settings.api_url, timeout=60) as api:
+        text = documents.phrase(5)
+        response = api.post(
+            "/api/documents/upload?tenantId=acme",
+            headers={"X-API-Key": key},
+            files={"file": ("a.png", documents.document(text, "png"))},
+        )
+        assert response.status_code == 202, response.text
+        batch_id = response.json()["batchId"]
+        queued = api.get(f"/api/batches/{batch_id}", headers={"X-API-Key": key}).json()
+        assert (queued["status"], queued["flowRunId"]) == ("Queued", None)
+        assert api.get("/health").json()["prefect"] is False
+
+        own_stack.start_server()
+        report = json.loads(cli(own_stack, "recover", DOCPIPE_QUEUED_GRACE_SECONDS="0"))
+
+        assert report["submitted"] == [batch_id]
+        done = wait_for_batch(api, key, batch_id)
+        assert (done["status"], done["successCount"]) == ("Completed", 1)
+        ocr = api.get(
+            f"/api/documents/{response.json()['documentId']}/text", headers={"X-API-Key": key}
+        )
+        assert documents.words(text) <= documents.words(ocr.text)
+
+
+def crashed_batch(submissions_left: int) -> str:
+    """A batch whose flow run crashed without closing it."""
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    png = documents.document(documents.phrase(1), "png")
+    with stage_files([("a.png", io.BytesIO(png))], get_settings()) as staged:
+        batch_id = batches.create_batch(tenant, staged).batch_id
+    # Runs scheduled for tomorrow, so no worker takes them, then crashed.
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(PROCESS_BATCH_DEPLOYMENT)
+        for _ in range(get_settings().max_submissions - submissions_left):
+            run = client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters={"batch_id": batch_id},
+                state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=1)),
+            )
+            client.set_flow_run_state(run.id, Crashed(message="worker died"), force=True)
+            batches.record_submission(batches.next_submission(batch_id), str(run.id))
+    batches.set_status(batch_id, BatchStatus.PROCESSING)
+    return batch_id
+
+
+def test_a_crashed_run_is_resubmitted(api: httpx.Client, prefect_api: None) -> None:
+    batch_id = crashed_batch(submissions_left=2)
+    crashed_run = batches.get_batch(batches.get_batch_tenant(batch_id), batch_id).flow_run_id
+
+    report = recover_batches()
+
+    assert batch_id in report.resubmitted
+    batch = batches.get_batch(batches.get_batch_tenant(batch_id), batch_id)
+    assert batch.flow_run_id != crashed_run
+    assert batch.submissions == 2
+
+
+def test_a_batch_that_keeps_crashing_ends_failed_with_a_reason(prefect_api: None) -> None:
+    batch_id = crashed_batch(submissions_left=0)
+
+    report = recover_batches()
+
+    assert batch_id in report.failed
+    batch = batches.get_batch(batches.get_batch_tenant(batch_id), batch_id)
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error == (
+        "gave up after 3 flow runs: its flow run ended crashed without finishing the batch"
+    )
+    assert batch_id not in recover_batches().resubmitted
