@@ -13,6 +13,10 @@ class OcrFailed(DocpipeError):
     """Tesseract could not read a document that passed validation."""
 
 
+class OcrInterrupted(OcrFailed):
+    """Tesseract died (a crash or a signal): the same page may well read the next time."""
+
+
 class NotFound(DocpipeError):
     """The thing asked for does not exist, or belongs to another tenant."""
 

@@ -15,7 +15,7 @@ import pypdfium2 as pdfium
 import pytesseract
 from PIL import Image
 
-from docpipe.errors import OcrFailed
+from docpipe.errors import OcrFailed, OcrInterrupted
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
@@ -97,14 +97,16 @@ def _ocr_page(page: Image.Image | Path, *, language: str, timeout: float) -> str
     source = str(page) if isinstance(page, Path) else page
     try:
         text: str = pytesseract.image_to_string(source, lang=language, timeout=timeout)
-    except RuntimeError as e:
+    except pytesseract.TesseractNotFoundError as e:
+        raise OcrFailed("tesseract is not installed or not on PATH") from e
+    except pytesseract.TesseractError as e:  # a RuntimeError too: it must come first
+        if isinstance(e.status, int) and e.status < 0:  # killed by a signal
+            raise OcrInterrupted(f"Tesseract was killed by signal {-e.status}") from e
+        raise OcrFailed(f"Tesseract failed: {str(e.message).strip() or e.status}") from e
+    except RuntimeError as e:  # pytesseract's timeout
         if "timeout" in str(e).lower():
             raise OcrFailed(f"Tesseract took longer than {timeout:g} s on a page") from e
         raise OcrFailed(f"Tesseract failed: {e}") from e
-    except pytesseract.TesseractNotFoundError as e:
-        raise OcrFailed("tesseract is not installed or not on PATH") from e
-    except pytesseract.TesseractError as e:
-        raise OcrFailed(f"Tesseract failed: {e.message or e.status}") from e
     return text.strip()
 
 

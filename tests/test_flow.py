@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +108,44 @@ def test_a_broken_flow_marks_the_batch_failed(
     batch = batches.get_batch(tenant_id, batch_id)
     assert batch.status == BatchStatus.FAILED
     assert batch.error is not None and "database went away" in batch.error
+
+
+def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
+    tenant: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Tesseract killed by a signal is retried; an error that will recur is not."""
+    import pytesseract
+
+    from flows.process_batch import process_batch
+
+    real = pytesseract.image_to_string
+    calls: dict[str, int] = {}
+
+    def flaky_tesseract(image: Any, **options: Any) -> str:
+        name = Path(str(image)).name if isinstance(image, str) else "pdf-page"
+        calls[name] = calls.get(name, 0) + 1
+        if name == "page.png" and calls[name] == 1:
+            raise pytesseract.TesseractError(-9, "Killed")  # the first try dies
+        if name == "page.tiff":
+            raise pytesseract.TesseractError(1, "Error during processing.")  # always fails
+        return str(real(image, **options))
+
+    monkeypatch.setattr(pytesseract, "image_to_string", flaky_tesseract)
+    tenant_id, _ = tenant
+    batch_id = new_batch(
+        tenant_id,
+        [
+            (f"{k}.{k}", documents.document(documents.phrase(i), k, seed=i))
+            for i, k in enumerate(["png", "tiff"])
+        ],
+    )
+
+    summary = process_batch(batch_id)
+
+    assert (summary["succeeded"], summary["failed"]) == (1, 1)
+    docs = statuses(tenant_id, batch_id)
+    assert docs["png.png"].status == DocumentStatus.READY
+    assert calls["page.png"] == 2
+    assert docs["tiff.tiff"].status == DocumentStatus.OCR_FAILED
+    assert "Error during processing" in docs["tiff.tiff"].error
+    assert calls["page.tiff"] == 1
