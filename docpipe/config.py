@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_submissions: int = 3
     queued_grace_seconds: float = 30.0
     recovery_interval_seconds: float = 60.0
+    # Stored files with no batch row, and staging left by a killed upload, are removed
+    # once this old: younger ones may belong to an upload still in progress.
+    orphan_grace_seconds: float = 300.0
 
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     inbox_settle_seconds: float = 5.0

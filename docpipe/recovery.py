@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -12,6 +14,7 @@ from docpipe import batches
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.models import Batch, BatchStatus, utcnow
+from docpipe.storage import get_storage
 from docpipe.submit import prefect_client_settings, submit_batch
 
 log = logging.getLogger(__name__)
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RecoveryReport:
     submitted: list[str] = field(default_factory=list)
+    orphans_removed: list[str] = field(default_factory=list)
     resubmitted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     prefect_reachable: bool = True
@@ -29,6 +33,7 @@ class RecoveryReport:
             "submitted": self.submitted,
             "resubmitted": self.resubmitted,
             "failed": self.failed,
+            "orphansRemoved": self.orphans_removed,
             "prefectReachable": self.prefect_reachable,
         }
 
@@ -47,7 +52,7 @@ def recover_batches() -> RecoveryReport:
     """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died."""
     settings = get_settings()
     now = utcnow()
-    report = RecoveryReport()
+    report = RecoveryReport(orphans_removed=sweep_orphans())
     with session_scope() as session:
         candidates = [
             _Candidate(b.id, b.status, b.flow_run_id, b.created_at, b.heartbeat_at, b.submissions)
@@ -117,3 +122,27 @@ def _mark_crashed(flow_run_id: str, reason: str) -> None:
             client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
     except Exception as e:
         log.warning("could not mark flow run %s crashed: %s", flow_run_id, e)
+
+
+def sweep_orphans() -> list[str]:
+    """Remove what a killed upload left: stored files of uncommitted batches, staging dirs."""
+    settings = get_settings()
+    cutoff = time.time() - settings.orphan_grace_seconds
+    removed: list[str] = []
+    if settings.staging_dir.is_dir():
+        for leftover in settings.staging_dir.iterdir():
+            if leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(f"staging/{leftover.name}")
+    storage = get_storage()
+    keys = storage.keys()
+    batch_of = {key: key.split("/")[1] for key in keys if key.count("/") == 2}
+    with session_scope() as session:
+        known = set(
+            session.scalars(select(Batch.id).where(Batch.id.in_(set(batch_of.values()))))
+        )
+    for key, batch_id in batch_of.items():
+        if (batch_id not in known or ".partial-" in key) and storage.modified(key) < cutoff:
+            storage.delete(key)
+            removed.append(key)
+    return removed

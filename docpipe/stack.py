@@ -37,6 +37,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             "DOCPIPE_DATABASE_URL": settings.database_url,
             "DOCPIPE_STORAGE_URL": settings.storage_url,
             "DOCPIPE_INBOX": str(settings.inbox),
+            "DOCPIPE_STALE_AFTER_SECONDS": str(settings.stale_after_seconds),
+            "DOCPIPE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
             "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,

@@ -46,6 +46,10 @@ class Storage:
     def exists(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))
 
+    def modified(self, key: str) -> float:
+        """When the blob was last written, in seconds since the epoch."""
+        return float(self.fs.modified(self._path(key)).timestamp())
+
     def delete(self, key: str) -> None:
         if self.fs.exists(self._path(key)):
             self.fs.rm_file(self._path(key))

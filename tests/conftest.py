@@ -165,3 +165,32 @@ def sample_pages() -> dict[str, tuple[str, bytes]]:
         kind: (documents.phrase(i), documents.document(documents.phrase(i), kind, seed=i))
         for i, kind in enumerate(["pdf", "png", "jpeg", "tiff"])
     }
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Any]:
+    """A stack of this test's own, to stop, kill and start parts of."""
+    from docpipe.config import Settings
+    from docpipe.stack import Stack
+
+    stack = Stack(Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port()))
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def cli(stack: Any, *args: str, **env: str) -> str:
+    """Run `docpipe ARGS` against a stack's settings; returns what it printed."""
+    import subprocess
+
+    from docpipe.stack import _bin, service_env
+
+    result = subprocess.run(
+        [_bin("docpipe"), *args],
+        env={**service_env(stack.settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,38 +12,17 @@ from prefect.client.orchestration import get_client
 from prefect.states import Crashed, Scheduled
 
 from docpipe import batches
-from docpipe.config import Settings, get_settings
+from docpipe.config import get_settings
 from docpipe.models import BatchStatus
 from docpipe.recovery import recover_batches
-from docpipe.stack import Stack, _bin, service_env
+from docpipe.stack import Stack
 from docpipe.submit import PROCESS_BATCH_DEPLOYMENT
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
 from tests import documents
-from tests.conftest import free_port, make_tenant, wait_for_batch
+from tests.conftest import cli, make_tenant, wait_for_batch
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack of this test's own, to stop and start parts of."""
-    stack = Stack(Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port()))
-    stack.start()
-    yield stack
-    stack.stop()
-
-
-def cli(stack: Stack, *args: str, **env: str) -> str:
-    result = subprocess.run(
-        [_bin("docpipe"), *args],
-        env={**service_env(stack.settings), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout
 
 
 def test_a_batch_accepted_while_prefect_is_down_completes_when_it_is_back(
