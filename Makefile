@@ -14,6 +14,12 @@ install:
 	@scripts/install-system-deps
 	@$(UV) sync --frozen --quiet
 
+bench: install ## bare Tesseract vs the whole pipeline on the same pages (BENCH_ARGS="--pages 100")
+	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
+
+loadtest: install ## Locust + VIP/standard scenarios + memory check; writes loadtest/results/
+	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
+
 lint: install
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy docpipe tasks flows deployments
 

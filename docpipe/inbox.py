@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from docpipe.validation import SNIFF_BYTES, check_upload
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"
+LOCK_FILE = ".docpipe-scan.lock"
 
 
 @dataclass
@@ -59,14 +62,41 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
 def ingest_folder(
     folder: Path, tenant: Tenant, *, max_batch: int | None = None, settle: float | None = None
 ) -> IngestReport:
-    """Turn the folder's settled files into batches of at most max_batch documents each."""
+    """Turn the folder's settled files into batches of at most max_batch documents each.
+
+    One scan at a time per folder: a scan that finds another one at work skips the folder.
+    """
+    with _scan_lock(folder) as locked:
+        if not locked:
+            log.info("another scan is at work in %s; skipped", folder)
+            return IngestReport()
+        return _ingest(folder, tenant, max_batch=max_batch, settle=settle)
+
+
+@contextlib.contextmanager
+def _scan_lock(folder: Path) -> Iterator[bool]:
+    with (folder / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ingest(
+    folder: Path, tenant: Tenant, *, max_batch: int | None, settle: float | None
+) -> IngestReport:
     settings = get_settings()
     max_batch = max_batch or settings.max_batch_documents
     settle = settings.inbox_settle_seconds if settle is None else settle
     report = IngestReport()
     now = time.time()
     accepted: list[Path] = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         stat = path.stat()
         if now - stat.st_mtime < settle:
             report.waiting.append(path.name)  # maybe still being written

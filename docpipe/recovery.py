@@ -138,9 +138,7 @@ def sweep_orphans() -> list[str]:
     keys = storage.keys()
     batch_of = {key: key.split("/")[1] for key in keys if key.count("/") == 2}
     with session_scope() as session:
-        known = set(
-            session.scalars(select(Batch.id).where(Batch.id.in_(set(batch_of.values()))))
-        )
+        known = set(session.scalars(select(Batch.id).where(Batch.id.in_(set(batch_of.values())))))
     for key, batch_id in batch_of.items():
         if (batch_id not in known or ".partial-" in key) and storage.modified(key) < cutoff:
             storage.delete(key)

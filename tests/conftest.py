@@ -34,6 +34,10 @@ def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "DOCPIPE_API_PORT": str(free_port()),
         "DOCPIPE_PREFECT_PORT": str(free_port()),
         "DOCPIPE_MAX_FILE_BYTES": str(TEST_MAX_FILE_BYTES),
+        # The scheduled scans would race the tests that scan and recover by hand;
+        # their schedules are checked on the deployments instead.
+        "DOCPIPE_INGEST_INTERVAL_SECONDS": "86400",
+        "DOCPIPE_RECOVERY_INTERVAL_SECONDS": "86400",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -33,6 +33,10 @@ def drop(folder: Path, name: str, data: bytes, *, age: float = 60) -> Path:
     return path
 
 
+def visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def batch_count(tenant_id: str) -> int:
     with session_scope() as session:
         return int(session.scalar(select(func.count()).where(Batch.tenant_id == tenant_id)) or 0)
@@ -43,20 +47,20 @@ def good(i: int) -> tuple[str, bytes]:
     return f"scan-{i}.{kind}", documents.document(documents.phrase(i), kind, seed=i)
 
 
-def test_settled_files_become_batches_and_bad_ones_are_rejected(
+def test_150_files_become_two_batches_and_bad_ones_are_rejected(
     api: httpx.Client, stack: object
 ) -> None:
     tenant_id, key = make_tenant()
     tenant = get_tenant(tenant_id)
     assert tenant is not None
     folder = get_settings().inbox / tenant_id
-    for i in range(7):
+    for i in range(149):
         drop(folder, *good(i))
     drop(folder, "notes.txt", b"just some text")
     drop(folder, "blank.png", b"")
-    drop(folder, "growing.png", good(9)[1][:100], age=0)  # still being written
+    drop(folder, "growing.png", good(999)[1][:100], age=0)  # still being written
 
-    report = inbox.ingest_folder(folder, tenant, max_batch=4, settle=5)
+    report = inbox.ingest_folder(folder, tenant, settle=5)
 
     assert len(report.batches) == 2
     assert report.waiting == ["growing.png"]
@@ -72,13 +76,13 @@ def test_settled_files_become_batches_and_bad_ones_are_rejected(
         "notes.txt.reason.txt",
     ]
     assert (rejected / "notes.txt.reason.txt").read_text().startswith("not a PDF")
-    assert sorted(p.name for p in folder.iterdir()) == ["growing.png", "rejected"]
+    assert visible(folder) == ["growing.png", "rejected"]
     sizes = []
     for batch_id in report.batches:
         batch = wait_for_batch(api, key, batch_id)
         assert batch["status"] == "Completed" and batch["failureCount"] == 0
         sizes.append(batch["totalDocuments"])
-    assert sizes == [4, 3]
+    assert sizes == [100, 49]
     names = {
         d["fileName"]: d["id"] for d in wait_for_batch(api, key, report.batches[0])["documents"]
     }
@@ -86,8 +90,8 @@ def test_settled_files_become_batches_and_bad_ones_are_rejected(
     assert documents.words(documents.phrase(0)) <= documents.words(text)
 
     # The file finishes being written; a later scan takes it.
-    drop(folder, "growing.png", good(9)[1])
-    later = inbox.ingest_folder(folder, tenant, max_batch=4, settle=5)
+    drop(folder, "growing.png", good(999)[1])
+    later = inbox.ingest_folder(folder, tenant, settle=5)
     assert len(later.batches) == 1 and later.waiting == []
     assert batch_count(tenant_id) == 3
 
@@ -110,14 +114,14 @@ def test_a_crash_after_commit_neither_loses_nor_doubles_a_file(
         inbox.ingest_folder(folder, tenant, settle=5)
     monkeypatch.undo()
     assert batch_count(tenant_id) == 1
-    assert len(list(folder.iterdir())) == 3  # nothing lost
+    assert len(visible(folder)) == 3  # nothing lost
 
     again = inbox.ingest_folder(folder, tenant, settle=5)
 
     assert again.batches == []
     assert sorted(again.duplicates) == [good(i)[0] for i in range(3)]
     assert batch_count(tenant_id) == 1  # nothing ingested twice
-    assert list(folder.iterdir()) == []
+    assert visible(folder) == []
 
 
 def test_a_folder_without_a_tenant_is_left_alone(stack: object) -> None:
@@ -163,3 +167,33 @@ def test_the_flow_takes_a_tenant_and_a_folder(
     result = ingest_folder(tenant_id=tenant_id, folder=str(tmp_path))
     assert len(result["batches"]) == 1
     assert ingest_folder(tenant_id="nobody-at-all")["unknownTenants"] == ["nobody-at-all"]
+
+
+def test_one_scan_at_a_time_per_folder(stack: object) -> None:
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    drop(folder, *good(1))
+    with inbox._scan_lock(folder) as locked:  # another scan is at work
+        assert locked
+        assert inbox.ingest_folder(folder, tenant, settle=5) == inbox.IngestReport()
+    assert visible(folder) == [good(1)[0]]
+    assert len(inbox.ingest_folder(folder, tenant, settle=5).batches) == 1
+
+
+def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name in ("ingest-folder/ingest-folder", "recover-batches/recover-batches"):
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_queue_name == "critical"
+            [schedule] = deployment.schedules
+            assert schedule.schedule.interval.total_seconds() == 86400  # as configured
+        process = client.read_deployment_by_name("process-batch/process-batch")
+        assert process.parameter_openapi_schema["required"] == ["batch_id"]
+        ingest = client.read_deployment_by_name("ingest-folder/ingest-folder")
+        described = ingest.parameter_openapi_schema["properties"]
+        assert "Only this tenant" in described["tenant_id"]["description"]
+        assert "Scan this folder" in described["folder"]["description"]

@@ -1,0 +1,221 @@
+"""`make bench`: bare Tesseract on N pages as fast as this machine allows, then the same pages
+through docpipe end to end; prints the floor, the pipeline time, their ratio, the CPU spent
+outside Tesseract per document, and OCR quality (character error rate) for both."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from loadtest.pages import cached_pages, character_error_rate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def floor(pages: list[Path], workdir: Path, cores: int) -> dict[str, float]:
+    """Bare Tesseract, single-threaded, one process per core (xargs -P)."""
+    out = workdir / "floor"
+    out.mkdir(parents=True, exist_ok=True)
+    listing = "\n".join(str(p) for p in pages)
+    command = (
+        f"xargs -P {cores} -I{{}} sh -c "
+        + shlex.quote(f'tesseract "$1" "{out}/$(basename "$1" .png)" -l eng 2>/dev/null')
+        + " _ {}"
+    )
+    before = os.times()
+    started = time.perf_counter()
+    subprocess.run(
+        ["sh", "-c", command],
+        input=listing,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+    )
+    seconds = time.perf_counter() - started
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return {"seconds": seconds, "tesseractCpuSeconds": cpu}
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the stack's own processes (not Tesseract), sampled as they come and go."""
+
+    roots: list[int]
+    interval: float = 0.05
+    seen: dict[int, float] = field(default_factory=dict)
+    start: dict[int, float] = field(default_factory=dict)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.start = self._sample()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for root in self.roots:
+            try:
+                parent = psutil.Process(root)
+                for proc in [parent, *parent.children(recursive=True)]:
+                    if proc.name().startswith("tesseract"):
+                        continue
+                    t = proc.cpu_times()
+                    found[proc.pid] = t.user + t.system  # self only, not reaped children
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.seen.update(self._sample())
+
+    def stop(self) -> float:
+        self.stopped.set()
+        self.thread.join()
+        self.seen.update(self._sample())
+        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in self.seen.items())
+
+
+def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
+    """The same pages as one batch through HTTP upload, the flow and the summary."""
+    headers = {"X-API-Key": key}
+    roots = [s.process.pid for s in stack.services]
+    with httpx.Client(base_url=stack.settings.api_url, timeout=600) as api:
+        meter = CpuMeter(roots)
+        started = time.perf_counter()
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in pages]
+        response = api.post(
+            "/api/documents/bulk-upload?tenantId=bench", headers=headers, files=files
+        )
+        response.raise_for_status()
+        batch_id = response.json()["batchId"]
+        while True:
+            batch = api.get(f"/api/batches/{batch_id}", headers=headers).json()
+            if batch["status"] in ("Completed", "Failed", "Cancelled"):
+                break
+            time.sleep(0.25)
+        seconds = time.perf_counter() - started
+        cpu = meter.stop()
+        texts = {
+            d["fileName"]: api.get(f"/api/documents/{d['id']}/text", headers=headers).text
+            for d in batch["documents"]
+            if d["status"] == "Ready"
+        }
+    return {"seconds": seconds, "orchestrationCpuSeconds": cpu, "batch": batch, "texts": texts}
+
+
+def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
+    from docpipe.config import Settings
+    from docpipe.stack import Stack
+
+    cache = ROOT / "loadtest" / ".pages"
+    pages = cached_pages(pages_count, cache)
+    paths = [p for p, _ in pages]
+    known = {p.name: text for p, text in pages}
+    with tempfile.TemporaryDirectory(prefix="docpipe-bench-") as tmp:
+        workdir = Path(tmp)
+        print(f"floor: bare Tesseract on {pages_count} pages, {cores} at a time ...", flush=True)
+        bare = floor(paths, workdir, cores)
+        bare_texts = {p.name: (workdir / "floor" / f"{p.stem}.txt").read_text() for p in paths}
+        settings = Settings(
+            home=workdir / "home",
+            api_port=free_port(),
+            prefect_port=free_port(),
+            ocr_concurrency=cores,
+        )
+        stack = Stack(settings)
+        print("pipeline: starting the stack ...", flush=True)
+        stack.start()
+        try:
+            created = subprocess.run(
+                [
+                    str(ROOT / ".venv" / "bin" / "docpipe"),
+                    "tenant",
+                    "create",
+                    "bench",
+                    "--tier",
+                    "vip",
+                    "--json",
+                ],
+                env={**os.environ, "DOCPIPE_HOME": str(settings.home)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            key = json.loads(created.stdout)["apiKey"]
+            # One small batch first, so neither side pays for a cold start.
+            pipeline(paths[:1], stack, key)
+            print(f"pipeline: {pages_count} pages as one batch ...", flush=True)
+            piped = pipeline(paths, stack, key)
+        finally:
+            stack.stop()
+    batch = piped["batch"]
+    cer_bare = sum(character_error_rate(known[n], t) for n, t in bare_texts.items()) / len(paths)
+    cer_pipe = sum(character_error_rate(known[n], piped["texts"].get(n, "")) for n in known) / len(
+        paths
+    )
+    figures = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pages": pages_count,
+        "cores": cores,
+        "floorSeconds": round(bare["seconds"], 2),
+        "pipelineSeconds": round(piped["seconds"], 2),
+        "ratio": round(piped["seconds"] / bare["seconds"], 3),
+        "orchestrationCpuMsPerDocument": round(
+            1000 * piped["orchestrationCpuSeconds"] / pages_count, 1
+        ),
+        "tesseractCpuSecondsFloor": round(bare["tesseractCpuSeconds"], 2),
+        "succeeded": batch["successCount"],
+        "failed": batch["failureCount"],
+        "cerFloor": round(cer_bare, 4),
+        "cerPipeline": round(cer_pipe, 4),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pages", type=int, default=100)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    args = parser.parse_args()
+    figures = run(args.pages, args.out, args.cores)
+    print(
+        f"\n{figures['pages']} one-page documents on {figures['cores']} cores\n"
+        f"  floor (bare Tesseract):   {figures['floorSeconds']:8.2f} s\n"
+        f"  pipeline (docpipe):       {figures['pipelineSeconds']:8.2f} s\n"
+        f"  ratio:                    {figures['ratio']:8.3f}\n"
+        f"  CPU outside Tesseract:    {figures['orchestrationCpuMsPerDocument']:8.1f} ms/document\n"
+        f"  character error rate:     floor {figures['cerFloor']:.4f}, "
+        f"pipeline {figures['cerPipeline']:.4f}\n"
+        f"  written to {args.out / 'bench.json'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

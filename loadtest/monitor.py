@@ -1,0 +1,127 @@
+"""Sample the stack while a load runs: memory and CPU per process, queue depth, UI query latency."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy import create_engine, func, select
+
+from docpipe.config import Settings
+from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
+
+ROLES = {
+    "server": ("prefect", "server", "start"),
+    "worker": ("prefect", "worker", "start"),
+    "api": ("uvicorn", "docpipe.api.app:app"),
+}
+COLUMNS = [
+    "t", "rss_server_mb", "rss_worker_mb", "rss_api_mb", "rss_flow_runs_mb",
+    "cpu_server", "cpu_worker", "cpu_api", "cpu_flow_runs", "cpu_tesseract",
+    "queued_critical", "queued_batch", "documents_open", "ui_query_ms",
+]  # fmt: skip
+
+
+def find_services(settings: Settings) -> dict[str, psutil.Process]:
+    """The stack's processes for this installation's ports, found by their command lines."""
+    found: dict[str, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        for role, words in ROLES.items():
+            if all(w in cmdline for w in words) and role not in found:
+                env = proc.info.get("environ") or {}
+                if env.get("DOCPIPE_HOME", str(settings.home)) == str(settings.home):
+                    found[role] = proc
+    return found
+
+
+@dataclass
+class Monitor:
+    settings: Settings
+    out: Path
+    interval: float = 1.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.services = find_services(self.settings)
+        self.stopped = threading.Event()
+        self.engine = create_engine(self.settings.database_url)
+        self.cpu_seen: dict[int, float] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.monotonic()
+        self.thread.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.stopped.set()
+        self.thread.join()
+        with self.out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        self.engine.dispose()
+        return self.rows
+
+    def rss(self) -> dict[str, float]:
+        return {role: proc.memory_info().rss / 2**20 for role, proc in self.services.items()}
+
+    def _cpu_delta(self, proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        now = t.user + t.system
+        delta = now - self.cpu_seen.get(proc.pid, now)
+        self.cpu_seen[proc.pid] = now
+        return delta
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.settings.prefect_api_url, timeout=30) as prefect:
+            while not self.stopped.wait(self.interval):
+                try:
+                    self.rows.append(self._sample(prefect))
+                except (psutil.Error, httpx.HTTPError):
+                    continue
+
+    def _sample(self, prefect: httpx.Client) -> dict[str, Any]:
+        row: dict[str, Any] = {"t": round(time.monotonic() - self.started, 1)}
+        flow_runs_rss = flow_runs_cpu = tesseract_cpu = 0.0
+        for role, proc in self.services.items():
+            row[f"rss_{role}_mb"] = round(proc.memory_info().rss / 2**20, 1)
+            row[f"cpu_{role}"] = round(self._cpu_delta(proc), 3)
+            if role != "worker":
+                continue
+            for child in proc.children(recursive=True):
+                try:
+                    if child.name().startswith("tesseract"):
+                        tesseract_cpu += self._cpu_delta(child)
+                    else:
+                        flow_runs_cpu += self._cpu_delta(child)
+                        flow_runs_rss += child.memory_info().rss / 2**20
+                except psutil.NoSuchProcess:
+                    continue
+        row["rss_flow_runs_mb"] = round(flow_runs_rss, 1)
+        row["cpu_flow_runs"] = round(flow_runs_cpu, 3)
+        row["cpu_tesseract"] = round(tesseract_cpu, 3)
+        for queue in ("critical", "batch"):
+            counted = prefect.post(
+                "/flow_runs/count",
+                json={
+                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}},
+                    "work_pool_queues": {"name": {"any_": [queue]}},
+                },
+            )
+            row[f"queued_{queue}"] = counted.json() if counted.is_success else None
+        started = time.perf_counter()
+        # What the UI's runs page asks for.
+        prefect.post("/flow_runs/filter", json={"limit": 50, "sort": "START_TIME_DESC"})
+        row["ui_query_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        with self.engine.connect() as connection:
+            row["documents_open"] = connection.scalar(
+                select(func.count()).where(
+                    Document.status.not_in([s.value for s in FINAL_DOCUMENT_STATUSES])
+                )
+            )
+        return row

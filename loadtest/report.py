@@ -1,0 +1,177 @@
+"""Turn a load run's CSVs into report.md and PNG plots (pandas + matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+
+def documents_frame(database_url: str) -> pd.DataFrame:
+    """Every load-test document with its tier and timings."""
+    engine = create_engine(database_url)
+    query = text(
+        "SELECT d.id, d.status, d.page_count, d.ocr_seconds, d.started_at, d.processed_at,"
+        " b.tier, b.id AS batch_id, b.created_at AS batch_created"
+        " FROM documents d JOIN batches b ON b.id = d.batch_id"
+        " WHERE b.tenant_id LIKE 'loadtest-%'"
+    )
+    with engine.connect() as connection:
+        frame = pd.read_sql(query, connection)
+    engine.dispose()
+    for column in ("started_at", "processed_at", "batch_created"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="mixed")
+    return frame
+
+
+def _plot(path: Path, title: str, ylabel: str, series: dict[str, pd.Series]) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for label, values in series.items():
+        ax.plot(values.index, values.to_numpy(), label=label)
+    ax.set_title(title)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out: Path, database_url: str) -> str:
+    docs = documents_frame(database_url)
+    monitor = pd.read_csv(out / "monitor.csv") if (out / "monitor.csv").exists() else None
+    stats_path = out / "locust_stats.csv"
+    stats = pd.read_csv(stats_path) if stats_path.exists() else pd.DataFrame()
+    scenarios: dict[str, Any] = (
+        json.loads((out / "scenarios.json").read_text())
+        if (out / "scenarios.json").exists()
+        else {}
+    )
+    lines = [f"# docpipe load test, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", ""]
+
+    done = docs.dropna(subset=["processed_at"])
+    if not done.empty:
+        t0 = done["batch_created"].min()
+        done = done.assign(t=(done["processed_at"] - t0).dt.total_seconds())
+        series = {
+            tier: g.sort_values("t").assign(n=range(1, len(g) + 1)).set_index("t")["n"]
+            for tier, g in done.groupby("tier")
+        }
+        _plot(out / "documents.png", "Documents finished over time", "documents", series)
+        span = done["t"].max() - 0
+        pages = int(done["page_count"].fillna(1).sum())
+        per_doc = (done["processed_at"] - done["batch_created"]).dt.total_seconds()
+        lines += [
+            "## Throughput",
+            "",
+            f"- documents finished: {len(done)} ({pages} pages) in {span:.0f} s: "
+            f"**{pages / span:.2f} pages/s**",
+            f"- OCR time per document: mean {done['ocr_seconds'].mean():.2f} s, "
+            f"p95 {done['ocr_seconds'].quantile(0.95):.2f} s",
+            f"- time from upload to finished, per document: mean {per_doc.mean():.1f} s, "
+            f"p95 {per_doc.quantile(0.95):.1f} s",
+            "",
+            "![documents](documents.png)",
+            "",
+        ]
+    batch_rows = stats[stats.get("Type", pd.Series(dtype=str)) == "BATCH"] if len(stats) else stats
+    if len(batch_rows):
+        lines += [
+            "## Whole batches (Locust, request type BATCH)",
+            "",
+            "| tier | batches | mean s | p95 s | max s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for _, row in batch_rows.iterrows():
+            lines.append(
+                f"| {row['Name']} | {row['Request Count']} | "
+                f"{row['Average Response Time'] / 1000:.1f} | {row['95%'] / 1000:.1f} | "
+                f"{row['Max Response Time'] / 1000:.1f} |"
+            )
+        lines.append("")
+    if monitor is not None and len(monitor):
+        m = monitor.set_index("t")
+        _plot(
+            out / "queues.png",
+            "Queue depth",
+            "count",
+            {
+                "flow runs waiting (critical)": m["queued_critical"],
+                "flow runs waiting (batch)": m["queued_batch"],
+                "documents not finished": m["documents_open"],
+            },
+        )
+        interval = m.index.to_series().diff().fillna(1.0).clip(lower=0.1)
+        _plot(
+            out / "cpu.png",
+            "CPU use (cores)",
+            "cores",
+            {
+                "tesseract": m["cpu_tesseract"] / interval,
+                "worker + flow runs": (m["cpu_worker"] + m["cpu_flow_runs"]) / interval,
+                "prefect server": m["cpu_server"] / interval,
+                "api": m["cpu_api"] / interval,
+            },
+        )
+        _plot(
+            out / "memory.png",
+            "Resident memory",
+            "MiB",
+            {
+                "api": m["rss_api_mb"],
+                "worker": m["rss_worker_mb"],
+                "prefect server": m["rss_server_mb"],
+                "flow runs": m["rss_flow_runs_mb"],
+            },
+        )
+        lines += [
+            "## Prefect API under load",
+            "",
+            f"- the UI's flow-run query (`POST /api/flow_runs/filter`, 50 newest): "
+            f"p95 **{m['ui_query_ms'].quantile(0.95):.0f} ms**, "
+            f"max {m['ui_query_ms'].max():.0f} ms over {len(m)} samples",
+            "",
+            "![queues](queues.png)",
+            "",
+            "![cpu](cpu.png)",
+            "",
+            "![memory](memory.png)",
+            "",
+        ]
+    if "priority" in scenarios:
+        p = scenarios["priority"]
+        lines += [
+            "## VIP versus standard",
+            "",
+            f"- a standard {p['batchSize']}-document batch, then a VIP one "
+            f"{p['vipSubmittedAfterSeconds']} s later: standard took {p['standardSeconds']} s, "
+            f"VIP {p['vipSeconds']} s; VIP finished first: **{p['vipFinishedFirst']}**",
+            f"- a {p['smallVipBatch']}-document VIP batch: {p['smallVipIdleSeconds']} s on an idle "
+            f"machine, {p['smallVipBusySeconds']} s while a standard batch runs: "
+            f"**{p['smallVipSlowdown']}x**",
+            "",
+        ]
+    if "memory" in scenarios:
+        lines += [
+            "## Memory from batch to batch",
+            "",
+            "| process | after warm-up MiB | after more batches MiB | growth |",
+            "| --- | --- | --- | --- |",
+        ]
+        for role, m_ in scenarios["memory"].items():
+            lines.append(
+                f"| {role} | {m_['beforeMb']} | {m_['afterMb']} | {m_['growth'] * 100:.1f}% |"
+            )
+        lines.append("")
+    report = "\n".join(lines)
+    (out / "report.md").write_text(report)
+    return report

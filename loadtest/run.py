@@ -1,0 +1,194 @@
+"""`make loadtest`: start the stack if needed, run Locust headless, the VIP-versus-standard
+scenarios and the memory check, then write loadtest/results/ (CSVs, report.md, plots)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from docpipe.config import get_settings
+from docpipe.models import Tier
+from docpipe.stack import Stack
+from docpipe.tenants import create_tenant
+from loadtest.monitor import Monitor, find_services
+from loadtest.pages import cached_pages
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Tenant:
+    id: str
+    key: str
+
+
+def make_tenant(tier: Tier) -> Tenant:
+    tenant, key = create_tenant(f"loadtest-{tier.value}-{int(time.time() * 1000)}", tier)
+    return Tenant(tenant.id, key)
+
+
+class Client:
+    """Uploads a batch and waits for it, as a tenant would."""
+
+    def __init__(self, api_url: str, pages: list[tuple[str, bytes]]) -> None:
+        self.http = httpx.Client(base_url=api_url, timeout=600)
+        self.pages = pages
+
+    def submit(self, tenant: Tenant, count: int) -> tuple[str, float]:
+        files = [("files", (n, d, "image/png")) for n, d in self.pages[:count]]
+        started = time.perf_counter()
+        response = self.http.post(
+            f"/api/documents/bulk-upload?tenantId={tenant.id}",
+            headers={"X-API-Key": tenant.key},
+            files=files,
+        )
+        response.raise_for_status()
+        return str(response.json()["batchId"]), started
+
+    def wait(self, tenant: Tenant, batch_id: str, started: float) -> float:
+        while True:
+            body = self.http.get(
+                f"/api/batches/{batch_id}", headers={"X-API-Key": tenant.key}
+            ).json()
+            if body["status"] in ("Completed", "Failed", "Cancelled"):
+                return time.perf_counter() - started
+            time.sleep(0.25)
+
+    def run(self, tenant: Tenant, count: int) -> float:
+        return self.wait(tenant, *self.submit(tenant, count))
+
+
+def vip_scenarios(client: Client, vip: Tenant, standard: Tenant, size: int) -> dict[str, Any]:
+    """VIP versus standard on a busy machine."""
+    small = max(1, size // 10)
+    idle_small = client.run(vip, small)
+    std_id, std_start = client.submit(standard, size)
+    time.sleep(5)
+    vip_id, vip_start = client.submit(vip, size)
+    vip_seconds = client.wait(vip, vip_id, vip_start)
+    vip_done_at = time.perf_counter()
+    std_seconds = client.wait(standard, std_id, std_start)
+    std_done_at = std_start + std_seconds
+    std_id, std_start = client.submit(standard, size)
+    time.sleep(5)
+    busy_small = client.run(vip, small)
+    client.wait(standard, std_id, std_start)
+    return {
+        "batchSize": size,
+        "standardSeconds": round(std_seconds, 1),
+        "vipSubmittedAfterSeconds": 5,
+        "vipSeconds": round(vip_seconds, 1),
+        "vipFinishedFirst": vip_done_at < std_done_at,
+        "smallVipBatch": small,
+        "smallVipIdleSeconds": round(idle_small, 1),
+        "smallVipBusySeconds": round(busy_small, 1),
+        "smallVipSlowdown": round(busy_small / idle_small, 2),
+    }
+
+
+def memory_check(client: Client, tenant: Tenant, settings: Any, batches: int) -> dict[str, Any]:
+    """RSS of the API, worker and server after a warm-up, then after `batches` more batches."""
+    for _ in range(2):
+        client.run(tenant, 10)
+    services = find_services(settings)
+    before = {r: p.memory_info().rss / 2**20 for r, p in services.items()}
+    for _ in range(batches):
+        client.run(tenant, 10)
+    after = {r: p.memory_info().rss / 2**20 for r, p in services.items()}
+    return {
+        role: {
+            "beforeMb": round(before[role], 1),
+            "afterMb": round(after[role], 1),
+            "growth": round(after[role] / before[role] - 1, 3),
+        }
+        for role in before
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--duration", default="3m", help="Locust's --run-time")
+    parser.add_argument("--memory-batches", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    parser.add_argument("--skip-scenarios", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    stack = None
+    try:
+        httpx.get(f"{settings.api_url}/health", timeout=2).raise_for_status()
+        print(f"using the docpipe running at {settings.api_url}", flush=True)
+    except httpx.HTTPError:
+        print(f"starting docpipe in {settings.home} ...", flush=True)
+        stack = Stack(settings)
+        stack.start()
+    try:
+        vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+        pages_dir = ROOT / "loadtest" / ".pages"
+        pages = [(p.name, p.read_bytes()) for p, _ in cached_pages(args.batch_size, pages_dir)]
+        monitor = Monitor(settings, args.out / "monitor.csv")
+        env = {
+            **os.environ,
+            "DOCPIPE_LOADTEST_VIP_TENANT": vip.id,
+            "DOCPIPE_LOADTEST_VIP_KEY": vip.key,
+            "DOCPIPE_LOADTEST_STANDARD_TENANT": standard.id,
+            "DOCPIPE_LOADTEST_STANDARD_KEY": standard.key,
+            "DOCPIPE_LOADTEST_BATCH_SIZE": str(args.batch_size),
+            "DOCPIPE_LOADTEST_PAGES": str(pages_dir),
+        }
+        print(f"locust: 1 VIP and 1 standard user for {args.duration} ...", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "loadtest" / "locustfile.py"),
+                "--headless",
+                "-u",
+                "2",
+                "-r",
+                "2",
+                "--run-time",
+                args.duration,
+                "--stop-timeout",
+                "600",
+                "--host",
+                settings.api_url,
+                "--csv",
+                str(args.out / "locust"),
+                "--only-summary",
+            ],
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+        client = Client(settings.api_url, pages)
+        results: dict[str, Any] = {}
+        if not args.skip_scenarios:
+            print("scenarios: VIP versus standard ...", flush=True)
+            results["priority"] = vip_scenarios(client, vip, standard, args.batch_size)
+            print("memory: warm-up, then more batches ...", flush=True)
+            results["memory"] = memory_check(client, standard, settings, args.memory_batches)
+        monitor.stop()
+        (args.out / "scenarios.json").write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        if stack is not None:
+            stack.stop()
+    from loadtest.report import write_report
+
+    print(write_report(args.out, settings.database_url))
+
+
+if __name__ == "__main__":
+    main()

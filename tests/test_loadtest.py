@@ -1,0 +1,122 @@
+"""The benchmark and the Locust run work on a tiny input and produce well-formed output.
+
+No timing is asserted here: the figures come from `make bench` and `make loadtest`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from loadtest.pages import cached_pages, character_error_rate, page_text
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pages_are_the_same_for_the_same_seed(tmp_path: Path) -> None:
+    first = cached_pages(2, tmp_path / "a")
+    second = cached_pages(2, tmp_path / "b")
+    assert [p.read_bytes() for p, _ in first] == [p.read_bytes() for p, _ in second]
+    assert first[1][1] == page_text(1) != page_text(0)
+
+
+@pytest.mark.parametrize(
+    ("reference", "hypothesis", "rate"),
+    [("abcd", "abcd", 0.0), ("abcd", "abxd", 0.25), ("ab  cd", "ab cd", 0.0), ("ab", "", 1.0)],
+)
+def test_character_error_rate(reference: str, hypothesis: str, rate: float) -> None:
+    assert character_error_rate(reference, hypothesis) == rate
+
+
+def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--pages", "2", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["pages"] == 2 and figures["succeeded"] == 2 and figures["failed"] == 0
+    for name in ("floorSeconds", "pipelineSeconds", "ratio", "orchestrationCpuMsPerDocument"):
+        assert figures[name] > 0, name
+    assert figures["cerPipeline"] <= figures["cerFloor"] + 0.001
+    assert "ratio:" in result.stdout and "ms/document" in result.stdout
+
+
+def test_locust_reports_whole_batches_per_tier(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    from docpipe.config import get_settings
+    from docpipe.models import Tier
+    from loadtest.monitor import Monitor
+    from loadtest.report import write_report
+    from loadtest.run import make_tenant
+
+    vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+    monitor = Monitor(get_settings(), tmp_path / "monitor.csv", interval=0.5)
+    env = {
+        **os.environ,
+        "DOCPIPE_LOADTEST_VIP_TENANT": vip.id,
+        "DOCPIPE_LOADTEST_VIP_KEY": vip.key,
+        "DOCPIPE_LOADTEST_STANDARD_TENANT": standard.id,
+        "DOCPIPE_LOADTEST_STANDARD_KEY": standard.key,
+        "DOCPIPE_LOADTEST_BATCH_SIZE": "2",
+        "DOCPIPE_LOADTEST_POLL_SECONDS": "0.5",
+        "DOCPIPE_LOADTEST_PAGES": str(tmp_path / "pages"),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            "loadtest/locustfile.py",
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "--run-time",
+            "40s",
+            "--stop-timeout",
+            "120",
+            "--host",
+            stack.settings.api_url,
+            "--csv",
+            str(tmp_path / "locust"),
+            "--only-summary",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    monitor.stop()
+    assert result.returncode == 0, result.stderr[-2000:]
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    for tier in ("vip", "standard"):
+        row = batches.loc[f"batch complete [{tier}]"]
+        assert row["Request Count"] >= 1 and row["Failure Count"] == 0
+    assert stats[stats["Name"] == "/api/batches/[id]"]["Request Count"].sum() > 0
+
+    report = write_report(tmp_path, get_settings().database_url)
+
+    for heading in ("## Throughput", "## Whole batches", "## Prefect API under load"):
+        assert heading in report
+    for plot in ("documents.png", "queues.png", "cpu.png", "memory.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+    monitored = pd.read_csv(tmp_path / "monitor.csv")
+    assert monitored["rss_api_mb"].min() > 0 and monitored["ui_query_ms"].max() > 0
