@@ -66,6 +66,7 @@ class CpuMeter:
     roots: list[int]
     interval: float = 0.05
     seen: dict[int, float] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
     start: dict[int, float] = field(default_factory=dict)
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -84,6 +85,8 @@ class CpuMeter:
                         continue
                     t = proc.cpu_times()
                     found[proc.pid] = t.user + t.system  # self only, not reaped children
+                    if proc.pid not in self.names:
+                        self.names[proc.pid] = _role(proc.cmdline())
             except psutil.NoSuchProcess:
                 continue
         return found
@@ -92,11 +95,29 @@ class CpuMeter:
         while not self.stopped.wait(self.interval):
             self.seen.update(self._sample())
 
-    def stop(self) -> float:
+    def stop(self) -> dict[str, float]:
+        """CPU seconds spent since the start, by role (server, worker, flow run, api)."""
         self.stopped.set()
         self.thread.join()
         self.seen.update(self._sample())
-        return sum(cpu - self.start.get(pid, 0.0) for pid, cpu in self.seen.items())
+        by_role: dict[str, float] = {}
+        for pid, cpu in self.seen.items():
+            role = self.names.get(pid, "other")
+            by_role[role] = by_role.get(role, 0.0) + cpu - self.start.get(pid, 0.0)
+        return by_role
+
+
+def _role(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    for role, marker in (
+        ("prefect server", "server start"),
+        ("worker", "worker start"),
+        ("api", "uvicorn"),
+        ("flow run", "prefect.engine"),
+    ):
+        if marker in text:
+            return role
+    return "other"
 
 
 def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
@@ -124,7 +145,7 @@ def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
             for d in batch["documents"]
             if d["status"] == "Ready"
         }
-    return {"seconds": seconds, "orchestrationCpuSeconds": cpu, "batch": batch, "texts": texts}
+    return {"seconds": seconds, "orchestrationCpu": cpu, "batch": batch, "texts": texts}
 
 
 def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
@@ -185,8 +206,12 @@ def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
         "pipelineSeconds": round(piped["seconds"], 2),
         "ratio": round(piped["seconds"] / bare["seconds"], 3),
         "orchestrationCpuMsPerDocument": round(
-            1000 * piped["orchestrationCpuSeconds"] / pages_count, 1
+            1000 * sum(piped["orchestrationCpu"].values()) / pages_count, 1
         ),
+        "orchestrationCpuMsPerDocumentByProcess": {
+            role: round(1000 * cpu / pages_count, 1)
+            for role, cpu in sorted(piped["orchestrationCpu"].items())
+        },
         "tesseractCpuSecondsFloor": round(bare["tesseractCpuSeconds"], 2),
         "succeeded": batch["successCount"],
         "failed": batch["failureCount"],
