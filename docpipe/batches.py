@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from docpipe.db import session_scope
@@ -116,11 +116,17 @@ def cancel_batch(tenant_id: str, batch_id: str) -> str | None:
         if batch.status.is_final:
             raise Conflict(f"batch is already {batch.status.value}")
         now = utcnow()
-        for document in batch.documents:
-            if not document.status.is_final:
-                document.status = DocumentStatus.CANCELLED
-                document.error = "batch was cancelled"
-                document.processed_at = now
+        # One conditional statement: a document that reaches Ready meanwhile stays Ready.
+        session.execute(
+            update(Document)
+            .where(
+                Document.batch_id == batch_id,
+                Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+            )
+            .values(status=DocumentStatus.CANCELLED, error="batch was cancelled", processed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.expire_all()
         batch.status = BatchStatus.CANCELLED
         batch.completed_at = now
         _count(batch)

@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
+from sqlalchemy import update
+
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import InvalidDocument, NotFound, OcrFailed
-from docpipe.models import Document, DocumentStatus, Tier, utcnow
+from docpipe.models import FINAL_DOCUMENT_STATUSES, Document, DocumentStatus, Tier, utcnow
 from docpipe.ocr import ocr_document
 from docpipe.storage import get_storage, text_key
 from docpipe.validation import inspect_document
 
+# A cancel may land while a step runs: every write below is a compare-and-set that
+# leaves a Cancelled (or Ready) document as it is, never a read-modify-write.
+SETTLED = (DocumentStatus.READY, DocumentStatus.CANCELLED)
+
+
+def _set_unless_settled(document_id: str, **values: object) -> bool:
+    """Update the document unless it is Ready or Cancelled; returns whether it did."""
+    with session_scope() as session:
+        result = session.execute(
+            update(Document)
+            .where(Document.id == document_id, Document.status.not_in(SETTLED))
+            .values(**values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
 
 def _start(document_id: str, status: DocumentStatus) -> Document:
     with session_scope() as session:
-        document = session.get(Document, document_id)
-        if document is None:
+        started = session.get(Document, document_id)
+        if started is None:
             raise NotFound(f"document {document_id} does not exist")
-        if document.status not in (DocumentStatus.READY, DocumentStatus.CANCELLED):
-            document.status = status
-            document.error = None
-            document.started_at = document.started_at or utcnow()
+        first_start = started.started_at or utcnow()
+    _set_unless_settled(document_id, status=status, error=None, started_at=first_start)
+    with session_scope() as session:
+        document = session.get(Document, document_id)
+        assert document is not None
         return document
 
 
 def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
-    with session_scope() as session:
-        document = session.get(Document, document_id)
-        if document is None or document.status == DocumentStatus.CANCELLED:
-            return  # cancelled while this step ran: the cancel stands
-        document.status = status
-        document.processed_at = utcnow()
-        for name, value in fields.items():
-            setattr(document, name, value)
+    _set_unless_settled(document_id, status=status, processed_at=utcnow(), **fields)
 
 
 def validate_document(document_id: str) -> bool:
@@ -51,13 +62,10 @@ def validate_document(document_id: str) -> bool:
     except InvalidDocument as e:
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
         raise
-    with session_scope() as session:
-        stored = session.get(Document, document_id)
-        if stored is not None and stored.status != DocumentStatus.CANCELLED:
-            stored.page_count = inspection.page_count
-            # Passed validation: now waiting for, or in, OCR.
-            stored.status = DocumentStatus.PROCESSING
-    return True
+    # Passed validation: now waiting for, or in, OCR.
+    return _set_unless_settled(
+        document_id, page_count=inspection.page_count, status=DocumentStatus.PROCESSING
+    )
 
 
 def ocr_stored_document(document_id: str, *, tier: Tier) -> int:
@@ -98,12 +106,14 @@ def record_unexpected_failure(document_id: str, *, during: str, reason: str) -> 
         DocumentStatus.VALIDATION_FAILED if during == "validation" else DocumentStatus.OCR_FAILED
     )
     with session_scope() as session:
-        document = session.get(Document, document_id)
-        if document is None or document.status.is_final:
-            return
-        document.status = status
-        document.error = f"{during} broke: {reason}"[:2000]
-        document.processed_at = utcnow()
+        session.execute(
+            update(Document)
+            .where(
+                Document.id == document_id,
+                Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+            )
+            .values(status=status, error=f"{during} broke: {reason}"[:2000], processed_at=utcnow())
+        )
 
 
 def read_text(document: Document) -> str:
