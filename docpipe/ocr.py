@@ -110,6 +110,24 @@ def _ocr_page(page: Image.Image | Path, *, language: str, timeout: float) -> str
     return text.strip()
 
 
+def lower_process_priority(niceness: int) -> None:
+    """Run this process, and the Tesseract processes it starts, at a lower CPU priority.
+
+    Linux's autogroup scheduler shares the CPU fairly between sessions whatever their
+    processes' nice values, and every flow run is a session of its own: so the
+    session's autogroup gets the niceness too, or a VIP run would not get ahead.
+    """
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):
+        if os.getpriority(os.PRIO_PROCESS, 0) < niceness:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    autogroup = Path("/proc/self/autogroup")
+    with contextlib.suppress(OSError):
+        if autogroup.exists():
+            autogroup.write_text(str(niceness))
+
+
 def _run_at_niceness(niceness: int) -> None:
     """Set this thread's niceness; Tesseract processes it starts inherit it."""
     if niceness <= 0:

@@ -17,6 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from docpipe import batches, pipeline
 from docpipe.config import get_settings
+from docpipe.models import Tier
+from docpipe.ocr import lower_process_priority
 from tasks import ocr_document, summarize_batch, validate_document
 
 
@@ -109,6 +111,8 @@ def process_batch(batch_id: str) -> dict[str, Any]:
         len(plan.pending_document_ids),
         plan.tier.value,
     )
+    if plan.tier != Tier.VIP:
+        lower_process_priority(get_settings().standard_niceness)
     if plan.cancelled:
         logger.info("Batch %s was cancelled before it started; nothing to do", batch_id)
         return {"batchId": batch_id, "cancelled": plan.total}

@@ -39,3 +39,33 @@ def test_an_unknown_language_fails_with_tesseracts_reason() -> None:
     data = documents.document(documents.phrase(1), "png")
     with pytest.raises(OcrFailed, match="Tesseract failed"):
         ocr_document(data, kind="png", language="xxx", dpi=300, page_timeout=60)
+
+
+def test_lower_priority_reaches_the_process_its_autogroup_and_tesseract() -> None:
+    """Standard-tier OCR yields the CPU to VIP runs, even across sessions (autogroup)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import os, subprocess\n"
+        "from pathlib import Path\n"
+        "from docpipe.ocr import lower_process_priority\n"
+        "lower_process_priority(7)\n"
+        "child = subprocess.run(['sh', '-c', 'cut -d\" \" -f19 /proc/self/stat'],\n"
+        "                       capture_output=True, text=True).stdout.strip()\n"
+        "group = Path('/proc/self/autogroup')\n"
+        "print(os.getpriority(os.PRIO_PROCESS, 0), child,\n"
+        "      group.read_text().split()[-1] if group.exists() else 'none')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,  # a session of its own, as a worker's flow run has
+    )
+    own, child, group = result.stdout.split()
+    assert own == "7" and child == "7"
+    if Path("/proc/self/autogroup").exists():
+        assert group == "7"
