@@ -35,56 +35,55 @@ async def ensure_work_pool(pool: str) -> None:
                 await client.create_work_queue(name=name, work_pool_name=pool, priority=priority)
 
 
+def _deploy(
+    pool: str, entrypoint: str, *, queue: str, description: str, interval: float | None = None
+) -> str:
+    """Register one flow from the local source tree on the pool; returns the deployment id."""
+    source = flow.from_source(source=str(PROJECT_DIR), entrypoint=entrypoint)
+    deployment_id = source.deploy(  # type: ignore[union-attr]
+        name=entrypoint.rsplit(":", 1)[1].replace("_", "-"),
+        work_pool_name=pool,
+        work_queue_name=queue,
+        description=description,
+        interval=interval,
+        tags=["docpipe"],
+        build=False,
+        push=False,
+        print_next_steps=False,
+        ignore_warnings=True,
+    )
+    return str(deployment_id)
+
+
 def deploy_flows(pool: str) -> list[str]:
-    """Register process-batch from the local source tree; returns the deployment ids."""
-    process_batch = flow.from_source(
-        source=str(PROJECT_DIR), entrypoint="flows/process_batch.py:process_batch"
-    )
-    deployment_id = process_batch.deploy(  # type: ignore[union-attr]
-        name="process-batch",
-        work_pool_name=pool,
-        work_queue_name="batch",
-        description="Validate and OCR one batch's documents, then summarise it. "
-        "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
-        tags=["docpipe"],
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
+    """process-batch, and the two scheduled flows; returns the deployment ids."""
     settings = get_settings()
-    recover = flow.from_source(
-        source=str(PROJECT_DIR), entrypoint="flows/recover_batches.py:recover_batches"
-    )
-    recover_id = recover.deploy(  # type: ignore[union-attr]
-        name="recover-batches",
-        work_pool_name=pool,
-        # Light work that unblocks others: it goes on the queue that is served first.
-        work_queue_name="critical",
-        description="Submit batches Prefect never received; resubmit ones whose flow run died.",
-        interval=settings.recovery_interval_seconds,
-        tags=["docpipe"],
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
-    ingest = flow.from_source(
-        source=str(PROJECT_DIR), entrypoint="flows/ingest_folder.py:ingest_folder"
-    )
-    ingest_id = ingest.deploy(  # type: ignore[union-attr]
-        name="ingest-folder",
-        work_pool_name=pool,
-        work_queue_name="critical",
-        description="Turn settled files in the inbox (one folder per tenant) into batches.",
-        interval=settings.ingest_interval_seconds,
-        tags=["docpipe"],
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
-    return [str(deployment_id), str(recover_id), str(ingest_id)]
+    return [
+        _deploy(
+            pool,
+            "flows/process_batch.py:process_batch",
+            # The default; each run is submitted to its tenant tier's queue.
+            queue="batch",
+            description="Validate and OCR one batch's documents, then summarise it. "
+            "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
+        ),
+        # The scheduled flows are light work that unblocks others: they go on the
+        # queue that is served first.
+        _deploy(
+            pool,
+            "flows/recover_batches.py:recover_batches",
+            queue="critical",
+            description="Submit batches Prefect never received; resubmit ones whose run died.",
+            interval=settings.recovery_interval_seconds,
+        ),
+        _deploy(
+            pool,
+            "flows/ingest_folder.py:ingest_folder",
+            queue="critical",
+            description="Turn settled files in the inbox (one folder per tenant) into batches.",
+            interval=settings.ingest_interval_seconds,
+        ),
+    ]
 
 
 def main() -> None:

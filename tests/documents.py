@@ -8,38 +8,10 @@ import re
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-WORDS = [
-    "invoice",
-    "account",
-    "balance",
-    "payment",
-    "amount",
-    "total",
-    "delivery",
-    "order",
-    "customer",
-    "address",
-    "contract",
-    "signature",
-    "date",
-    "number",
-    "reference",
-    "office",
-    "company",
-    "market",
-    "report",
-    "summary",
-    "quarter",
-    "energy",
-    "river",
-    "mountain",
-    "garden",
-    "window",
-    "silver",
-    "orange",
-    "planet",
-    "yellow",
-]
+from loadtest.pages import VOCABULARY
+
+# The first 30 words of the benchmark's vocabulary: short, common, OCR-friendly.
+WORDS = VOCABULARY[:30]
 
 
 def phrase(seed: int, words: int = 4) -> str:
