@@ -17,6 +17,7 @@ from docpipe.models import (
     BatchStatus,
     Document,
     DocumentStatus,
+    Outcomes,
     Tenant,
     Tier,
     new_id,
@@ -167,10 +168,12 @@ def set_status(batch_id: str, status: BatchStatus) -> None:
             batch.status = status
 
 
-def _count(batch: Batch) -> None:
-    statuses = [d.status for d in batch.documents]
-    batch.success_count = sum(s == DocumentStatus.READY for s in statuses)
-    batch.failure_count = sum(s.is_failure for s in statuses)
+def _count(batch: Batch) -> Outcomes:
+    """Record the batch's success and failure counts from its documents."""
+    outcomes = Outcomes.of(d.status for d in batch.documents)
+    batch.success_count = outcomes.succeeded
+    batch.failure_count = outcomes.failed
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -230,27 +233,24 @@ def summarize_batch(batch_id: str) -> BatchSummary:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
-        table = outcomes_table(batch.documents)
-        unfinished = table[~table["status"].isin([s.value for s in FINAL_DOCUMENT_STATUSES])]
-        if not unfinished.empty:
+        outcomes = _count(batch)
+        if outcomes.finished < outcomes.total:
             raise RuntimeError(
-                f"batch {batch_id} has {len(unfinished)} documents without an end state"
+                f"batch {batch_id} has {outcomes.total - outcomes.finished} documents "
+                "without an end state"
             )
-        counts = table["status"].value_counts()
-        succeeded = int(counts.get(DocumentStatus.READY.value, 0))
-        failed = int(
-            counts.get(DocumentStatus.VALIDATION_FAILED.value, 0)
-            + counts.get(DocumentStatus.OCR_FAILED.value, 0)
-        )
-        cancelled = int(counts.get(DocumentStatus.CANCELLED.value, 0))
-        batch.success_count = succeeded
-        batch.failure_count = failed
         if batch.status != BatchStatus.CANCELLED:  # a cancel that raced the last document
             batch.completed_at = utcnow()
             batch.status = BatchStatus.COMPLETED
         assert batch.completed_at is not None
         return BatchSummary(
-            batch_id, len(table), succeeded, failed, cancelled, batch.completed_at, table
+            batch_id,
+            outcomes.total,
+            outcomes.succeeded,
+            outcomes.failed,
+            outcomes.cancelled,
+            batch.completed_at,
+            outcomes_table(batch.documents),
         )
 
 

@@ -73,27 +73,11 @@ def worker(
     """Run one more worker on this machine against the configured Prefect server."""
     import os
 
-    from docpipe.stack import _bin, service_env
+    from docpipe.stack import service_env, worker_command
 
     settings = get_settings()
-    env = service_env(settings)
-    os.execve(
-        _bin("prefect"),
-        [
-            "prefect",
-            "worker",
-            "start",
-            "--pool",
-            settings.work_pool,
-            "--type",
-            "process",
-            "--name",
-            name,
-            "--limit",
-            str(settings.worker_limit),
-        ],
-        env,
-    )
+    command = worker_command(settings, name)
+    os.execve(command[0], command, service_env(settings))
 
 
 @app.command()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -41,6 +44,28 @@ FINAL_DOCUMENT_STATUSES = frozenset(
         DocumentStatus.CANCELLED,
     }
 )
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """How a set of documents ended: the one place their statuses are counted."""
+
+    total: int
+    finished: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def of(cls, statuses: Iterable[DocumentStatus]) -> Outcomes:
+        counts = Counter(statuses)
+        return cls(
+            total=sum(counts.values()),
+            finished=sum(n for s, n in counts.items() if s.is_final),
+            succeeded=counts[DocumentStatus.READY],
+            failed=sum(n for s, n in counts.items() if s.is_failure),
+            cancelled=counts[DocumentStatus.CANCELLED],
+        )
 
 
 class BatchStatus(StrEnum):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from collections.abc import Collection
+
+from sqlalchemy import func, update
 
 from docpipe.config import get_settings
 from docpipe.db import session_scope
@@ -17,32 +19,35 @@ from docpipe.validation import inspect_document
 SETTLED = (DocumentStatus.READY, DocumentStatus.CANCELLED)
 
 
-def _set_unless_settled(document_id: str, **values: object) -> bool:
-    """Update the document unless it is Ready or Cancelled; returns whether it did."""
+def _set_unless(
+    document_id: str, *, unless: Collection[DocumentStatus] = SETTLED, **values: object
+) -> bool:
+    """Update the document unless its status is one of `unless`; returns whether it did."""
     with session_scope() as session:
         result = session.execute(
             update(Document)
-            .where(Document.id == document_id, Document.status.not_in(SETTLED))
+            .where(Document.id == document_id, Document.status.not_in(list(unless)))
             .values(**values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _start(document_id: str, status: DocumentStatus) -> Document:
-    with session_scope() as session:
-        started = session.get(Document, document_id)
-        if started is None:
-            raise NotFound(f"document {document_id} does not exist")
-        first_start = started.started_at or utcnow()
-    _set_unless_settled(document_id, status=status, error=None, started_at=first_start)
+    _set_unless(
+        document_id,
+        status=status,
+        error=None,
+        started_at=func.coalesce(Document.started_at, utcnow()),
+    )
     with session_scope() as session:
         document = session.get(Document, document_id)
-        assert document is not None
+        if document is None:
+            raise NotFound(f"document {document_id} does not exist")
         return document
 
 
 def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
-    _set_unless_settled(document_id, status=status, processed_at=utcnow(), **fields)
+    _set_unless(document_id, unless=SETTLED, status=status, processed_at=utcnow(), **fields)
 
 
 def validate_document(document_id: str) -> bool:
@@ -63,7 +68,7 @@ def validate_document(document_id: str) -> bool:
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
         raise
     # Passed validation: now waiting for, or in, OCR.
-    return _set_unless_settled(
+    return _set_unless(
         document_id, page_count=inspection.page_count, status=DocumentStatus.PROCESSING
     )
 
@@ -105,15 +110,13 @@ def record_unexpected_failure(document_id: str, *, during: str, reason: str) -> 
     status = (
         DocumentStatus.VALIDATION_FAILED if during == "validation" else DocumentStatus.OCR_FAILED
     )
-    with session_scope() as session:
-        session.execute(
-            update(Document)
-            .where(
-                Document.id == document_id,
-                Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
-            )
-            .values(status=status, error=f"{during} broke: {reason}"[:2000], processed_at=utcnow())
-        )
+    _set_unless(
+        document_id,
+        unless=FINAL_DOCUMENT_STATUSES,
+        status=status,
+        error=f"{during} broke: {reason}"[:2000],
+        processed_at=utcnow(),
+    )
 
 
 def read_text(document: Document) -> str:

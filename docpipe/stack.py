@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -134,22 +135,7 @@ class Stack:
             )
 
     def start_worker(self, name: str = "docpipe-worker") -> Service:
-        return self._spawn(
-            "worker",
-            [
-                _bin("prefect"),
-                "worker",
-                "start",
-                "--pool",
-                self.settings.work_pool,
-                "--type",
-                "process",
-                "--name",
-                name,
-                "--limit",
-                str(self.settings.worker_limit),
-            ],
-        )
+        return self._spawn("worker", worker_command(self.settings, name))
 
     def start_api(self) -> None:
         s = self.settings
@@ -237,6 +223,21 @@ def _terminate_tree(services: list[Service]) -> None:
     for service in services:
         service.process.poll()
         service.log_file.close()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_command(settings: Settings, name: str) -> list[str]:
+    """`prefect worker start` for docpipe's pool, as `make up` and `docpipe worker` run it."""
+    return [
+        _bin("prefect"), "worker", "start", "--pool", settings.work_pool, "--type", "process",
+        "--name", name, "--limit", str(settings.worker_limit),
+    ]  # fmt: skip
 
 
 def _bin(name: str) -> str:

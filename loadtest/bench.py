@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import shlex
-import socket
 import subprocess
 import tempfile
 import threading
@@ -24,12 +23,6 @@ import psutil
 from loadtest.pages import cached_pages, character_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def floor(pages: list[Path], workdir: Path, cores: int) -> dict[str, float]:
@@ -150,7 +143,7 @@ def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
 
 def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
     from docpipe.config import Settings
-    from docpipe.stack import Stack
+    from docpipe.stack import Stack, free_port
 
     cache = ROOT / "loadtest" / ".pages"
     pages = cached_pages(pages_count, cache)

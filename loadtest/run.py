@@ -67,6 +67,34 @@ class Client:
         return self.wait(tenant, *self.submit(tenant, count))
 
 
+def locust_env(
+    vip: Tenant, standard: Tenant, batch_size: int, pages_dir: Path, **extra: str
+) -> dict[str, str]:
+    """The environment loadtest/locustfile.py reads its tenants and batch size from."""
+    return {
+        **os.environ,
+        "DOCPIPE_LOADTEST_VIP_TENANT": vip.id,
+        "DOCPIPE_LOADTEST_VIP_KEY": vip.key,
+        "DOCPIPE_LOADTEST_STANDARD_TENANT": standard.id,
+        "DOCPIPE_LOADTEST_STANDARD_KEY": standard.key,
+        "DOCPIPE_LOADTEST_BATCH_SIZE": str(batch_size),
+        "DOCPIPE_LOADTEST_PAGES": str(pages_dir),
+        **extra,
+    }
+
+
+def locust_command(
+    host: str, csv_prefix: Path, run_time: str, *, stop_timeout: int = 600
+) -> list[str]:
+    """Locust headless: one VIP and one standard user; whole batches finish before exit."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless", "-u", "2", "-r", "2", "--run-time", run_time,
+        "--stop-timeout", str(stop_timeout), "--host", host, "--csv", str(csv_prefix),
+        "--only-summary",
+    ]  # fmt: skip
+
+
 def vip_scenarios(client: Client, vip: Tenant, standard: Tenant, size: int) -> dict[str, Any]:
     """VIP versus standard on a busy machine."""
     small = max(1, size // 10)
@@ -139,40 +167,11 @@ def main() -> None:
         pages_dir = ROOT / "loadtest" / ".pages"
         pages = [(p.name, p.read_bytes()) for p, _ in cached_pages(args.batch_size, pages_dir)]
         monitor = Monitor(settings, args.out / "monitor.csv")
-        env = {
-            **os.environ,
-            "DOCPIPE_LOADTEST_VIP_TENANT": vip.id,
-            "DOCPIPE_LOADTEST_VIP_KEY": vip.key,
-            "DOCPIPE_LOADTEST_STANDARD_TENANT": standard.id,
-            "DOCPIPE_LOADTEST_STANDARD_KEY": standard.key,
-            "DOCPIPE_LOADTEST_BATCH_SIZE": str(args.batch_size),
-            "DOCPIPE_LOADTEST_PAGES": str(pages_dir),
-        }
         print(f"locust: 1 VIP and 1 standard user for {args.duration} ...", flush=True)
         if not args.skip_locust:
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "locust",
-                    "-f",
-                    str(ROOT / "loadtest" / "locustfile.py"),
-                    "--headless",
-                    "-u",
-                    "2",
-                    "-r",
-                    "2",
-                    "--run-time",
-                    args.duration,
-                    "--stop-timeout",
-                    "600",
-                    "--host",
-                    settings.api_url,
-                    "--csv",
-                    str(args.out / "locust"),
-                    "--only-summary",
-                ],
-                env=env,
+                locust_command(settings.api_url, args.out / "locust", args.duration),
+                env=locust_env(vip, standard, args.batch_size, pages_dir),
                 cwd=ROOT,
                 check=False,
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from docpipe.stack import free_port
 from tests import documents
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 # Limits small enough to test cheaply; everything else is the shipped default.
 TEST_MAX_FILE_BYTES = 2 * 1024 * 1024

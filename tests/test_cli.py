@@ -15,8 +15,9 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
+from docpipe.stack import free_port
 from tests import documents
-from tests.conftest import free_port, wait_for_batch
+from tests.conftest import wait_for_batch
 
 DOCPIPE = str(Path(sys.executable).parent / "docpipe")
 

@@ -5,7 +5,6 @@ No timing is asserted here: the figures come from `make bench` and `make loadtes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,44 +59,14 @@ def test_locust_reports_whole_batches_per_tier(
     from docpipe.models import Tier
     from loadtest.monitor import Monitor
     from loadtest.report import write_report
-    from loadtest.run import make_tenant
+    from loadtest.run import locust_command, locust_env, make_tenant
 
     vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
     monitor = Monitor(get_settings(), tmp_path / "monitor.csv", interval=0.5)
-    env = {
-        **os.environ,
-        "DOCPIPE_LOADTEST_VIP_TENANT": vip.id,
-        "DOCPIPE_LOADTEST_VIP_KEY": vip.key,
-        "DOCPIPE_LOADTEST_STANDARD_TENANT": standard.id,
-        "DOCPIPE_LOADTEST_STANDARD_KEY": standard.key,
-        "DOCPIPE_LOADTEST_BATCH_SIZE": "2",
-        "DOCPIPE_LOADTEST_POLL_SECONDS": "0.5",
-        "DOCPIPE_LOADTEST_PAGES": str(tmp_path / "pages"),
-    }
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            "loadtest/locustfile.py",
-            "--headless",
-            "-u",
-            "2",
-            "-r",
-            "2",
-            "--run-time",
-            "40s",
-            "--stop-timeout",
-            "120",
-            "--host",
-            stack.settings.api_url,
-            "--csv",
-            str(tmp_path / "locust"),
-            "--only-summary",
-        ],
+        locust_command(stack.settings.api_url, tmp_path / "locust", "40s", stop_timeout=120),
+        env=locust_env(vip, standard, 2, tmp_path / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,

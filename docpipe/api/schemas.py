@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from docpipe.models import Batch, BatchStatus, Document, DocumentStatus
+from docpipe.models import Batch, BatchStatus, Document, DocumentStatus, Outcomes
 
 
 class Schema(BaseModel):
@@ -72,17 +72,17 @@ class BatchView(Schema):
 
     @classmethod
     def of(cls, batch: Batch) -> BatchView:
-        statuses = [d.status for d in batch.documents]
+        outcomes = Outcomes.of(d.status for d in batch.documents)
         return cls(
             id=batch.id,
             tenant_id=batch.tenant_id,
             status=batch.status,
             created_at=batch.created_at,
             completed_at=batch.completed_at,
-            total_documents=len(statuses),
-            completed_documents=sum(s.is_final for s in statuses),
-            success_count=sum(s == DocumentStatus.READY for s in statuses),
-            failure_count=sum(s.is_failure for s in statuses),
+            total_documents=outcomes.total,
+            completed_documents=outcomes.finished,
+            success_count=outcomes.succeeded,
+            failure_count=outcomes.failed,
             flow_run_id=batch.flow_run_id,
             error=batch.error,
             documents=[DocumentInBatch.of(d) for d in batch.documents],
@@ -102,16 +102,16 @@ class BatchSummaryView(Schema):
 
     @classmethod
     def of(cls, batch: Batch) -> BatchSummaryView:
-        full = BatchView.of(batch)
+        outcomes = Outcomes.of(d.status for d in batch.documents)
         return cls(
             id=batch.id,
             status=batch.status,
             created_at=batch.created_at,
             completed_at=batch.completed_at,
-            total_documents=full.total_documents,
-            completed_documents=full.completed_documents,
-            success_count=full.success_count,
-            failure_count=full.failure_count,
+            total_documents=outcomes.total,
+            completed_documents=outcomes.finished,
+            success_count=outcomes.succeeded,
+            failure_count=outcomes.failed,
             status_url=f"/api/batches/{batch.id}",
         )
 
