@@ -13,6 +13,7 @@ test: install ## install what is missing, then run the whole test suite
 install:
 	@scripts/install-system-deps
 	@$(UV) sync --frozen --quiet
+	@.venv/bin/python -m compileall -q docpipe tasks flows deployments loadtest >/dev/null
 
 bench: install ## bare Tesseract vs the whole pipeline on the same pages (BENCH_ARGS="--pages 100")
 	.venv/bin/python -m loadtest.bench $(BENCH_ARGS)
