@@ -15,6 +15,9 @@ from docpipe.config import get_settings
 from docpipe.submit import QUEUE_PRIORITIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Flow runs start through docpipe's warm starter (docpipe/warm.py): forked from a process
+# that has Prefect and the flows imported, instead of a new Python importing them again.
+FLOW_RUN_COMMAND = "python -m docpipe.warm"
 
 
 async def ensure_work_pool(pool: str) -> None:
@@ -47,6 +50,7 @@ def _deploy(
         description=description,
         interval=interval,
         tags=["docpipe"],
+        job_variables={"command": FLOW_RUN_COMMAND},
         build=False,
         push=False,
         print_next_steps=False,

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from docpipe.config import get_settings
 from docpipe.errors import DocpipeError
 from docpipe.models import Tier
+
+if TYPE_CHECKING:
+    from docpipe.stack import Stack
 
 app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
@@ -31,7 +35,21 @@ def up() -> None:
         typer.echo(f"tesseract {tesseract_version()}")
     except DocpipeError as e:
         raise typer.Exit(_fail(str(e))) from e
-    stack = Stack(settings)
+    typer.echo(f"starting docpipe in {settings.home} ...")
+    ui = settings.prefect_api_url.removesuffix("/api")
+    _run_until_stopped(
+        Stack(settings),
+        None,
+        f"docpipe is up.\n"
+        f"  API docs:   {settings.api_url}/docs\n"
+        f"  Prefect UI: {ui}\n"
+        f"  logs:       {settings.home / 'logs'}\n"
+        f"Make a tenant:  .venv/bin/docpipe tenant create acme --tier standard",
+    )
+
+
+def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: str) -> None:
+    """Start (the whole stack by default), print the banner, wait for Ctrl-C, stop it all."""
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -40,20 +58,12 @@ def up() -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    typer.echo(f"starting docpipe in {settings.home} ...")
     try:
-        stack.start()
+        (start or stack.start)()
     except RuntimeError as e:
+        stack.stop()
         raise typer.Exit(_fail(str(e))) from e
-    ui = settings.prefect_api_url.removesuffix("/api")
-    typer.echo(
-        f"\ndocpipe is up.\n"
-        f"  API docs:   {settings.api_url}/docs\n"
-        f"  Prefect UI: {ui}\n"
-        f"  logs:       {stack.log_dir}\n"
-        f"Make a tenant:  .venv/bin/docpipe tenant create acme --tier standard\n"
-        f"Ctrl-C stops everything.\n"
-    )
+    typer.echo(f"\n{banner}\nCtrl-C stops everything.\n")
     try:
         while not stopping:
             if (dead := stack.check_alive()) is not None:
@@ -70,14 +80,18 @@ def up() -> None:
 def worker(
     name: Annotated[str, typer.Option(help="The worker's name in Prefect.")] = "docpipe-worker",
 ) -> None:
-    """Run one more worker on this machine against the configured Prefect server."""
-    import os
+    """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both."""
+    from docpipe.stack import Stack
 
-    from docpipe.stack import service_env, worker_command
+    stack = Stack(get_settings())
 
-    settings = get_settings()
-    command = worker_command(settings, name)
-    os.execve(command[0], command, service_env(settings))
+    def start() -> None:
+        stack.settings.home.mkdir(parents=True, exist_ok=True)
+        stack.log_dir.mkdir(parents=True, exist_ok=True)
+        stack.start_warm_starter()
+        stack.start_worker(name)
+
+    _run_until_stopped(stack, start, f"worker {name} is polling pool {stack.settings.work_pool}.")
 
 
 @app.command()

@@ -1,10 +1,10 @@
-"""The per-document steps the flow runs: validate, then OCR; each records its outcome."""
+"""The per-document step the flow runs: validate, then OCR; each records its outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import func, update
+from sqlalchemy import case, func, update
 
 from docpipe.config import get_settings
 from docpipe.db import session_scope
@@ -50,14 +50,19 @@ def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
     _set_unless(document_id, unless=SETTLED, status=status, processed_at=utcnow(), **fields)
 
 
-def validate_document(document_id: str) -> bool:
-    """Deep-check one document; returns whether it should go on to OCR."""
+def process_document(document_id: str, *, tier: Tier) -> int:
+    """Deep-check one document, then OCR it and store its text; returns its page count.
+
+    Raises InvalidDocument or OcrFailed (after recording the reason on the document).
+    A document already Ready or Cancelled is left as it is.
+    """
     document = _start(document_id, DocumentStatus.VALIDATING)
-    if document.status in (DocumentStatus.READY, DocumentStatus.CANCELLED):
-        return False
+    if document.status in SETTLED:
+        return document.page_count or 0
     settings = get_settings()
+    storage = get_storage()
+    data = storage.read_bytes(document.storage_key)
     try:
-        data = get_storage().read_bytes(document.storage_key)
         inspection = inspect_document(
             data,
             kind=document.kind,
@@ -67,22 +72,14 @@ def validate_document(document_id: str) -> bool:
     except InvalidDocument as e:
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
         raise
-    # Passed validation: now waiting for, or in, OCR.
-    return _set_unless(
+    # Passed validation: now in OCR (unless it was cancelled meanwhile).
+    if not _set_unless(
         document_id, page_count=inspection.page_count, status=DocumentStatus.PROCESSING
-    )
-
-
-def ocr_stored_document(document_id: str, *, tier: Tier) -> int:
-    """OCR one validated document and store its text beside it; returns its page count."""
-    document = _start(document_id, DocumentStatus.PROCESSING)
-    if document.status in (DocumentStatus.READY, DocumentStatus.CANCELLED):
-        return document.page_count or 0
-    settings = get_settings()
-    storage = get_storage()
+    ):
+        return 0
     try:
         result = ocr_document(
-            storage.read_bytes(document.storage_key),
+            data,
             kind=document.kind,
             language=settings.ocr_language,
             dpi=settings.ocr_dpi,
@@ -105,16 +102,22 @@ def ocr_stored_document(document_id: str, *, tier: Tier) -> int:
     return result.pages
 
 
-def record_unexpected_failure(document_id: str, *, during: str, reason: str) -> None:
-    """A step broke for a reason of its own (not the document's): end the document anyway."""
-    status = (
-        DocumentStatus.VALIDATION_FAILED if during == "validation" else DocumentStatus.OCR_FAILED
-    )
+def record_unexpected_failure(document_id: str, *, reason: str) -> None:
+    """A step broke for a reason of its own (not the document's): end the document anyway.
+
+    It failed validation if it never got past it, else OCR.
+    """
     _set_unless(
         document_id,
         unless=FINAL_DOCUMENT_STATUSES,
-        status=status,
-        error=f"{during} broke: {reason}"[:2000],
+        status=case(
+            (
+                Document.status.in_([DocumentStatus.UPLOADED, DocumentStatus.VALIDATING]),
+                DocumentStatus.VALIDATION_FAILED,
+            ),
+            else_=DocumentStatus.OCR_FAILED,
+        ),
+        error=f"processing broke: {reason}"[:2000],
         processed_at=utcnow(),
     )
 

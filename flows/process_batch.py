@@ -8,7 +8,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import State, flow, get_run_logger, runtime
+from prefect import State, flow, get_run_logger, runtime, unmapped
 from prefect.artifacts import create_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
@@ -19,7 +19,7 @@ from docpipe import batches, pipeline
 from docpipe.config import get_settings
 from docpipe.models import Tier
 from docpipe.ocr import lower_process_priority
-from tasks import ocr_document, summarize_batch, validate_document
+from tasks import process_document, summarize_batch
 
 
 class Progress:
@@ -126,25 +126,16 @@ def process_batch(batch_id: str) -> dict[str, Any]:
 
 
 def _process_documents(plan: batches.BatchPlan, progress: Progress) -> None:
-    """Validate every pending document, OCR each valid one as soon as it is validated."""
-    validations = validate_document.map(plan.pending_document_ids)
-    document_of: dict[Any, str] = dict(
-        zip((f.task_run_id for f in validations), plan.pending_document_ids, strict=True)
-    )
-    ocrs: list[PrefectFuture[int]] = []
-    for validation in as_completed(list(validations)):
-        if not _final_state(validation).is_completed():
-            _settle(validation, document_of, during="validation")
-            progress.advance()
-        elif (document_id := validation.result()) is None:
-            progress.advance()
-        else:
-            ocr = ocr_document.submit(document_id, plan.tier)
-            document_of[ocr.task_run_id] = document_of[validation.task_run_id]
-            ocrs.append(ocr)
-    for ocr in as_completed(ocrs):
-        if not _final_state(ocr).is_completed():
-            _settle(ocr, document_of, during="ocr")
+    """One task run per pending document, as many at once as the task runner allows."""
+    runs = process_document.map(plan.pending_document_ids, unmapped(plan.tier))
+    document_of = dict(zip((f.task_run_id for f in runs), plan.pending_document_ids, strict=True))
+    for run in as_completed(list(runs)):
+        if not _final_state(run).is_completed():
+            # The reason is on the document already, unless the task broke before it could
+            # record one (a crash, a bug): then the document ends failed here.
+            pipeline.record_unexpected_failure(
+                document_of[run.task_run_id], reason=run.state.message or "unknown"
+            )
         progress.advance()
 
 
@@ -152,13 +143,6 @@ def _final_state(future: PrefectFuture[Any]) -> State:
     """The task's own final state (not the API's view, which may lag behind)."""
     future.wait()
     return future.state
-
-
-def _settle(future: PrefectFuture[Any], document_of: dict[Any, str], *, during: str) -> None:
-    """Make sure a document whose task failed has an end state, whatever broke."""
-    pipeline.record_unexpected_failure(
-        document_of[future.task_run_id], during=during, reason=future.state.message or "unknown"
-    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class CpuMeter:
     """CPU seconds of the stack's own processes (not Tesseract), sampled as they come and go."""
 
     roots: list[int]
-    interval: float = 0.05
+    interval: float = 0.2
     seen: dict[int, float] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
     start: dict[int, float] = field(default_factory=dict)
@@ -79,7 +79,7 @@ class CpuMeter:
                     t = proc.cpu_times()
                     found[proc.pid] = t.user + t.system  # self only, not reaped children
                     if proc.pid not in self.names:
-                        self.names[proc.pid] = _role(proc.cmdline())
+                        self.names[proc.pid] = _role(proc.cmdline(), first=proc.pid == root)
             except psutil.NoSuchProcess:
                 continue
         return found
@@ -100,11 +100,15 @@ class CpuMeter:
         return by_role
 
 
-def _role(cmdline: list[str]) -> str:
+def _role(cmdline: list[str], *, first: bool) -> str:
+    """Which part of the stack a process is; `first` if it is a service's own process."""
     text = " ".join(cmdline)
+    if "docpipe.warm serve" in text:  # the warm starter, or a flow run forked from it
+        return "warm starter" if first else "flow run"
     for role, marker in (
         ("prefect server", "server start"),
         ("worker", "worker start"),
+        ("worker", "docpipe.warm"),  # the launcher the worker starts per flow run
         ("api", "uvicorn"),
         ("flow run", "prefect.engine"),
     ):
@@ -130,7 +134,7 @@ def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
             batch = api.get(f"/api/batches/{batch_id}", headers=headers).json()
             if batch["status"] in ("Completed", "Failed", "Cancelled"):
                 break
-            time.sleep(0.25)
+            time.sleep(0.5)
         seconds = time.perf_counter() - started
         cpu = meter.stop()
         texts = {

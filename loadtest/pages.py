@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from rapidfuzz.distance import Levenshtein
 
 VOCABULARY = [
     "invoice",
@@ -116,10 +117,4 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
     ref, hyp = " ".join(reference.split()), " ".join(hypothesis.split())
     if not ref:
         return float(bool(hyp))
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / len(ref)
+    return int(Levenshtein.distance(ref, hyp)) / len(ref)

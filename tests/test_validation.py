@@ -48,6 +48,12 @@ def test_cheap_checks_reject_with_a_reason(data: bytes, reason: str) -> None:
     assert why is not None and reason in why
 
 
+def damaged(data: bytes) -> bytes:
+    """The same length, one byte of the image data changed, as a bad sector would."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
 @pytest.mark.parametrize(
     ("make", "kind", "reason"),
     [
@@ -62,6 +68,12 @@ def test_cheap_checks_reject_with_a_reason(data: bytes, reason: str) -> None:
             "png",
             "does not decode",
             id="truncated-png",
+        ),
+        pytest.param(
+            lambda: damaged(documents.document("X", "png")),
+            "png",
+            "does not decode",
+            id="damaged-png",
         ),
         pytest.param(
             lambda: documents.truncated(documents.document("X", "jpeg")),

@@ -1,0 +1,297 @@
+"""The warm starter: flow runs begin in a process that has already imported everything.
+
+A Prefect process worker starts every flow run as a new Python process, which then
+imports Prefect, pandas, SQLAlchemy and the flows: seconds of CPU per batch, before the
+first document is touched. Instead, `docpipe worker` (and `make up`) also runs one
+*warm starter*: a process that imports all of that once, then waits on a Unix socket.
+The deployments' command is `python -m docpipe.warm`, a launcher that imports nothing
+but the standard library. It hands the worker's environment, working directory and
+stdin/stdout/stderr to the warm starter, which forks a child to run `prefect.engine`
+there: the flow run starts in milliseconds, with its own session (so its CPU priority
+is its own), and the worker sees the launcher exactly as it would see the engine:
+
+- signals the worker sends the launcher (cancellation's SIGTERM) reach the flow run;
+- the launcher exits with the flow run's exit status;
+- if the launcher is killed outright, the warm starter kills the flow run too;
+- if no warm starter is listening, the launcher becomes `python -m prefect.engine`,
+  so a flow run never depends on it.
+
+The socket is created owner-only: whoever can connect can run flows as this user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SOCKET_ENV = "DOCPIPE_WARM_SOCKET"
+ENGINE = "prefect.engine"
+# Imported once by the warm starter, so no flow run pays for them again.
+PRELOAD = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.deployments.steps",
+    "flows.process_batch",
+    "flows.recover_batches",
+    "flows.ingest_folder",
+)
+_HEADER = struct.Struct("!I")
+_MAX_REQUEST = 4 * 1024 * 1024
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+
+
+def socket_path_for(home: Path) -> Path:
+    """Where the warm starter for this DOCPIPE_HOME listens: short enough for AF_UNIX."""
+    preferred = home.resolve() / "run" / "warm.sock"
+    if len(str(preferred)) <= _MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"docpipe-{os.getuid()}-{digest}.sock"
+
+
+# The launcher: runs once per flow run, so it imports only the standard library.
+
+
+def launch(argv: list[str]) -> int:
+    """Run one flow run in the warm starter, or as a cold `python -m prefect.engine`."""
+    path = os.environ.get(SOCKET_ENV)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if not path:
+            raise FileNotFoundError("no warm starter configured")
+        conn.connect(path)
+        request = json.dumps({"argv": argv, "cwd": str(Path.cwd()), "env": dict(os.environ)})
+        payload = request.encode()
+        socket.send_fds(conn, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
+        reader = conn.makefile("rb")
+        started = reader.readline().split()
+    except OSError:
+        conn.close()
+        started = []
+    if len(started) != 2 or started[0] != b"pid":
+        print("docpipe: no warm starter answered; starting the flow run cold", file=sys.stderr)
+        os.execv(sys.executable, [sys.executable, "-m", ENGINE, *argv])
+    child = int(started[1])
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    finished = reader.readline().split()
+    if len(finished) != 2 or finished[0] != b"exit":
+        print("docpipe: the warm starter went away during the flow run", file=sys.stderr)
+        return 1
+    code = int(finished[1])
+    if code < 0:  # died of a signal: die of the same one, as the engine would have
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+# The warm starter: one per worker, single-threaded, so forking it is safe.
+
+
+@dataclass
+class Job:
+    """What a forked child runs: the launcher's command line, directory and environment."""
+
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+
+
+def serve(path: Path) -> Job | None:
+    """Preload, then fork a child per launcher until SIGTERM; returns the Job in a child."""
+    import importlib
+    import threading
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    if threading.active_count() != 1:
+        raise RuntimeError("the warm starter must not run threads: forking would be unsafe")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(64)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    stopping: list[int] = []
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _: stopping.append(signum))
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_read, selectors.EVENT_READ, "wake")
+    running: dict[int, socket.socket] = {}  # child pid -> its launcher's connection
+    me = os.getpid()
+    print(f"warm starter ready on {path}", flush=True)
+    try:
+        while not stopping:
+            for key, _ in selector.select(timeout=5):
+                if key.data == "wake":
+                    _drain(wake_read)
+                elif key.data == "accept":
+                    conn, _ = listener.accept()
+                    job, fds = _receive(conn)
+                    if job is None:
+                        conn.close()
+                        continue
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        _become_child(fds, keep=conn)
+                        for fd in (wake_read, wake_write):
+                            os.close(fd)
+                        selector.close()
+                        listener.close()
+                        for other in running.values():
+                            other.close()
+                        return job
+                    for fd in fds:
+                        os.close(fd)
+                    _send(conn, f"pid {pid}\n")
+                    flow_run = job.env.get("PREFECT__FLOW_RUN_ID", "?")
+                    print(f"flow run {flow_run}: started warm as pid {pid}", flush=True)
+                    running[pid] = conn
+                    selector.register(conn, selectors.EVENT_READ, pid)
+                else:  # a launcher hung up: it was killed, so its flow run goes too
+                    pid = key.data
+                    selector.unregister(key.fileobj)
+                    _kill(pid, signal.SIGKILL)
+            _reap(running, selector)
+    finally:
+        if os.getpid() == me:  # not in a child returning its job
+            for pid in running:
+                _kill(pid, signal.SIGTERM)
+            path.unlink(missing_ok=True)
+    return None
+
+
+def _receive(conn: socket.socket) -> tuple[Job | None, list[int]]:
+    conn.settimeout(10)
+    fds: list[int] = []
+    try:
+        first, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+        if len(first) < _HEADER.size or len(fds) != 3:
+            raise ValueError("bad request")
+        (size,) = _HEADER.unpack_from(first)
+        if size > _MAX_REQUEST:
+            raise ValueError("request too large")
+        payload = first[_HEADER.size :]
+        while len(payload) < size:
+            chunk = conn.recv(size - len(payload))
+            if not chunk:
+                raise ValueError("truncated request")
+            payload += chunk
+        request = json.loads(payload)
+        job = Job(argv=list(request["argv"]), cwd=str(request["cwd"]), env=dict(request["env"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"warm starter: rejected a request: {e}", file=sys.stderr, flush=True)
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    conn.settimeout(None)
+    return job, fds
+
+
+def _become_child(fds: list[int], *, keep: socket.socket) -> None:
+    """In the forked child: the launcher's stdio, a session of its own, default signals."""
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    os.setsid()  # its own session, so its own autogroup: niceness stays per flow run
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    keep.close()
+
+
+def _reap(running: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+    while running:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = running.pop(pid, None)
+        if conn is None:
+            continue
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn)
+        _send(conn, f"exit {os.waitstatus_to_exitcode(status)}\n")
+        conn.close()
+
+
+def _send(conn: socket.socket, line: str) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(line.encode())
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def run_job(job: Job) -> None:
+    """In the child: become the engine process the worker asked for, then exit as it would."""
+    import runpy
+
+    os.chdir(job.cwd)
+    os.environ.clear()
+    os.environ.update(job.env)
+    # What was read from the warm starter's environment is read again from the job's.
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging.configuration import setup_logging
+
+    from docpipe.config import get_settings
+
+    refresh_global_settings_context()
+    setup_logging()
+    get_settings.cache_clear()
+    sys.argv = [ENGINE, *job.argv]
+    runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(os.environ[SOCKET_ENV])
+        job = serve(path)
+        if job is None:
+            return
+        run_job(job)  # exits the child through the engine's own sys.exit, or returns
+        return
+    sys.exit(launch(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
