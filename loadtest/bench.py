@@ -145,7 +145,15 @@ def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
     return {"seconds": seconds, "orchestrationCpu": cpu, "batch": batch, "texts": texts}
 
 
-def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
+def idle_cpu(stack: Any, seconds: float) -> float:
+    """CPU seconds per second the stack spends with nothing to do: its schedules, polls and
+    timers. It runs during a batch too; this says how much of a batch's figure it is."""
+    meter = CpuMeter([s.process.pid for s in stack.services])
+    time.sleep(seconds)
+    return sum(meter.stop().values()) / seconds
+
+
+def run(pages_count: int, out: Path, cores: int, idle_seconds: float = 60) -> dict[str, Any]:
     from docpipe.config import Settings
     from docpipe.stack import Stack, free_port
 
@@ -186,11 +194,14 @@ def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
             key = json.loads(created.stdout)["apiKey"]
             # One small batch first, so neither side pays for a cold start.
             pipeline(paths[:1], stack, key)
+            print(f"pipeline: the idle stack's own CPU for {idle_seconds:g} s ...", flush=True)
+            idle = idle_cpu(stack, idle_seconds)
             print(f"pipeline: {pages_count} pages as one batch ...", flush=True)
             piped = pipeline(paths, stack, key)
         finally:
             stack.stop()
     batch = piped["batch"]
+    total_cpu = sum(piped["orchestrationCpu"].values())
     cer_bare = sum(character_error_rate(known[n], t) for n, t in bare_texts.items()) / len(paths)
     cer_pipe = sum(character_error_rate(known[n], piped["texts"].get(n, "")) for n in known) / len(
         paths
@@ -202,13 +213,15 @@ def run(pages_count: int, out: Path, cores: int) -> dict[str, Any]:
         "floorSeconds": round(bare["seconds"], 2),
         "pipelineSeconds": round(piped["seconds"], 2),
         "ratio": round(piped["seconds"] / bare["seconds"], 3),
-        "orchestrationCpuMsPerDocument": round(
-            1000 * sum(piped["orchestrationCpu"].values()) / pages_count, 1
-        ),
+        "orchestrationCpuMsPerDocument": round(1000 * total_cpu / pages_count, 1),
         "orchestrationCpuMsPerDocumentByProcess": {
             role: round(1000 * cpu / pages_count, 1)
             for role, cpu in sorted(piped["orchestrationCpu"].items())
         },
+        "backgroundCpuSecondsPerMinute": round(60 * idle, 2),
+        "orchestrationCpuMsPerDocumentBeyondBackground": round(
+            1000 * (total_cpu - idle * piped["seconds"]) / pages_count, 1
+        ),
         "tesseractCpuSecondsFloor": round(bare["tesseractCpuSeconds"], 2),
         "succeeded": batch["successCount"],
         "failed": batch["failureCount"],
@@ -225,14 +238,20 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=100)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=60, help="how long to measure the idle stack"
+    )
     args = parser.parse_args()
-    figures = run(args.pages, args.out, args.cores)
+    figures = run(args.pages, args.out, args.cores, args.idle_seconds)
     print(
         f"\n{figures['pages']} one-page documents on {figures['cores']} cores\n"
         f"  floor (bare Tesseract):   {figures['floorSeconds']:8.2f} s\n"
         f"  pipeline (docpipe):       {figures['pipelineSeconds']:8.2f} s\n"
         f"  ratio:                    {figures['ratio']:8.3f}\n"
         f"  CPU outside Tesseract:    {figures['orchestrationCpuMsPerDocument']:8.1f} ms/document\n"
+        f"    of which beyond the idle stack's own: "
+        f"{figures['orchestrationCpuMsPerDocumentBeyondBackground']:.1f} ms/document\n"
+        f"  idle stack:               {figures['backgroundCpuSecondsPerMinute']:8.2f} CPU s/min\n"
         f"  character error rate:     floor {figures['cerFloor']:.4f}, "
         f"pipeline {figures['cerPipeline']:.4f}\n"
         f"  written to {args.out / 'bench.json'}"

@@ -20,10 +20,11 @@ ROLES = {
     "server": ("prefect", "server", "start"),
     "worker": ("prefect", "worker", "start"),
     "api": ("uvicorn", "docpipe.api.app:app"),
+    "warm": ("docpipe.warm", "serve"),  # the warm starter; flow runs are its children
 }
 COLUMNS = [
-    "t", "rss_server_mb", "rss_worker_mb", "rss_api_mb", "rss_flow_runs_mb",
-    "cpu_server", "cpu_worker", "cpu_api", "cpu_flow_runs", "cpu_tesseract",
+    "t", "rss_server_mb", "rss_worker_mb", "rss_api_mb", "rss_warm_mb", "rss_flow_runs_mb",
+    "cpu_server", "cpu_worker", "cpu_api", "cpu_warm", "cpu_flow_runs", "cpu_tesseract",
     "queued_critical", "queued_batch", "documents_open", "ui_query_ms",
 ]  # fmt: skip
 
@@ -35,6 +36,8 @@ def find_services(settings: Settings) -> dict[str, psutil.Process]:
         cmdline = " ".join(proc.info["cmdline"] or [])
         for role, words in ROLES.items():
             if all(w in cmdline for w in words) and role not in found:
+                if role == "warm" and "docpipe.warm" in " ".join(proc.parent().cmdline()):
+                    continue  # a flow run forked from the warm starter, not the starter
                 env = proc.info.get("environ") or {}
                 if env.get("DOCPIPE_HOME", str(settings.home)) == str(settings.home):
                     found[role] = proc
@@ -91,7 +94,7 @@ class Monitor:
         for role, proc in self.services.items():
             row[f"rss_{role}_mb"] = round(proc.memory_info().rss / 2**20, 1)
             row[f"cpu_{role}"] = round(self._cpu_delta(proc), 3)
-            if role != "worker":
+            if role not in ("worker", "warm"):  # flow runs start cold or warm
                 continue
             for child in proc.children(recursive=True):
                 try:

@@ -36,7 +36,17 @@ def test_character_error_rate(reference: str, hypothesis: str, rate: float) -> N
 
 def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench", "--pages", "2", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "loadtest.bench",
+            "--pages",
+            "2",
+            "--idle-seconds",
+            "5",
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -49,6 +59,7 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     for name in ("floorSeconds", "pipelineSeconds", "ratio", "orchestrationCpuMsPerDocument"):
         assert figures[name] > 0, name
     assert figures["cerPipeline"] <= figures["cerFloor"] + 0.001
+    assert figures["backgroundCpuSecondsPerMinute"] > 0
     assert "ratio:" in result.stdout and "ms/document" in result.stdout
 
 
