@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -42,27 +43,43 @@ def prefect_client_settings() -> Iterator[None]:
         yield
 
 
+# An answering server that is busy (503: on SQLite, "database is locked") is asked again
+# after these pauses; a server that does not answer at all is given up on at once.
+BUSY_RETRY_PAUSES = (0.5, 1.0, 2.0)
+
+
+def _server_busy(error: Exception) -> bool:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None) == 503
+
+
 def submit_batch(batch_id: str) -> str | None:
     """Create the batch's next flow run; None if Prefect is unreachable (the batch stays Queued)."""
     from prefect.deployments import run_deployment
 
     submission = next_submission(batch_id)
-    try:
-        with prefect_client_settings():
-            flow_run = run_deployment(
-                PROCESS_BATCH_DEPLOYMENT,
-                parameters={"batch_id": batch_id},
-                flow_run_name=f"batch-{batch_id}",
-                work_queue_name=queue_for(submission.tier),
-                # The same submission asked twice (a lost answer) makes one flow run.
-                idempotency_key=f"batch-{batch_id}-{submission.number}",
-                tags=[f"tenant:{submission.tenant_id}", f"tier:{submission.tier.value}"],
-                timeout=0,
-                as_subflow=False,
-            )
-    except Exception as e:  # any failure to reach Prefect leaves the batch Queued, not lost
-        log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
-        return None
+    for attempt, pause in enumerate((*BUSY_RETRY_PAUSES, None)):
+        try:
+            with prefect_client_settings():
+                flow_run = run_deployment(
+                    PROCESS_BATCH_DEPLOYMENT,
+                    parameters={"batch_id": batch_id},
+                    flow_run_name=f"batch-{batch_id}",
+                    work_queue_name=queue_for(submission.tier),
+                    # The same submission asked twice (a lost answer) makes one flow run.
+                    idempotency_key=f"batch-{batch_id}-{submission.number}",
+                    tags=[f"tenant:{submission.tenant_id}", f"tier:{submission.tier.value}"],
+                    timeout=0,
+                    as_subflow=False,
+                )
+            break
+        except Exception as e:  # any failure to reach Prefect leaves the batch Queued, not lost
+            if pause is not None and _server_busy(e):
+                log.info("Prefect is busy (attempt %d); asking again", attempt + 1)
+                time.sleep(pause)
+                continue
+            log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
+            return None
     flow_run_id = str(flow_run.id)  # type: ignore[union-attr]  # sync call returns a FlowRun
     record_submission(submission, flow_run_id)
     return flow_run_id

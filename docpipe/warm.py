@@ -17,6 +17,8 @@ is its own), and the worker sees the launcher exactly as it would see the engine
   so a flow run never depends on it.
 
 The socket is created owner-only: whoever can connect can run flows as this user.
+With DOCPIPE_WARM_DEBUG_MODULES=<file>, each flow run appends the modules it had to
+import itself to that file: the candidates for PRELOAD.
 """
 
 from __future__ import annotations
@@ -45,6 +47,21 @@ PRELOAD = (
     "flows.process_batch",
     "flows.recover_batches",
     "flows.ingest_folder",
+    # What a flow run would otherwise import on first use (see DOCPIPE_WARM_DEBUG_MODULES).
+    "prefect.utilities.visualization",
+    "anyio._backends._asyncio",
+    "anyio.streams.memory",
+    "anyio.streams.tls",
+    "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "pandas.core.methods.to_dict",
+    "rich._emoji_codes",
+    "encodings.idna",
+    "fsspec.implementations.chained",
+    "PIL.PngImagePlugin",
+    "PIL.JpegImagePlugin",
+    "PIL.TiffImagePlugin",
+    "PIL.PpmImagePlugin",
 )
 _HEADER = struct.Struct("!I")
 _MAX_REQUEST = 4 * 1024 * 1024
@@ -119,7 +136,10 @@ def serve(path: Path) -> Job | None:
     import threading
 
     for module in PRELOAD:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:  # an optional extra not installed: the run imports less
+            print(f"warm starter: not preloading {module}: {e}", flush=True)
     if threading.active_count() != 1:
         raise RuntimeError("the warm starter must not run threads: forking would be unsafe")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -267,19 +287,39 @@ def run_job(job: Job) -> None:
     import runpy
 
     os.chdir(job.cwd)
+    before = _settings_environment()
     os.environ.clear()
     os.environ.update(job.env)
-    # What was read from the warm starter's environment is read again from the job's.
-    from prefect.context import refresh_global_settings_context
-    from prefect.logging.configuration import setup_logging
+    if _settings_environment() != before:
+        # What was read from the warm starter's environment is read again from the job's
+        # (only when it differs: rebuilding Prefect's settings and logging takes 0.1 s).
+        from prefect.context import refresh_global_settings_context
+        from prefect.logging.configuration import setup_logging
 
+        refresh_global_settings_context()
+        setup_logging()
     from docpipe.config import get_settings
 
-    refresh_global_settings_context()
-    setup_logging()
     get_settings.cache_clear()
     sys.argv = [ENGINE, *job.argv]
+    if os.environ.get("DOCPIPE_WARM_DEBUG_MODULES"):
+        known = set(sys.modules)
+        try:
+            runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
+        finally:
+            with Path(os.environ["DOCPIPE_WARM_DEBUG_MODULES"]).open("a") as f:
+                f.write("\n".join(sorted(set(sys.modules) - known)) + "\n")
+        return
     runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
+
+
+def _settings_environment() -> dict[str, str]:
+    """The variables Prefect's and docpipe's settings are read from (not per-run ones)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("PREFECT_", "DOCPIPE_")) and not k.startswith("PREFECT__")
+    }
 
 
 def main() -> None:

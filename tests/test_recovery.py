@@ -103,3 +103,40 @@ def test_a_batch_that_keeps_crashing_ends_failed_with_a_reason(prefect_api: None
         "gave up after 3 flow runs: its flow run ended crashed without finishing the batch"
     )
     assert batch_id not in recover_batches().resubmitted
+
+
+def test_a_busy_prefect_is_asked_again_and_submits_once(
+    prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 (on SQLite: "database is locked") is a busy server, not a missing one."""
+    import prefect.deployments
+
+    from docpipe import submit
+
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    png = documents.document(documents.phrase(2), "png")
+    with stage_files([("a.png", io.BytesIO(png))], get_settings()) as staged:
+        batch_id = batches.create_batch(tenant, staged).batch_id
+    real = prefect.deployments.run_deployment
+    calls: list[int] = []
+
+    def busy_twice(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) <= 2:  # the fault: the server answers 503 twice
+            request = httpx.Request("POST", "http://prefect/api/deployments/x/create_flow_run")
+            response = httpx.Response(503, request=request)
+            raise httpx.HTTPStatusError("Service Unavailable", request=request, response=response)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(submit, "BUSY_RETRY_PAUSES", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(prefect.deployments, "run_deployment", busy_twice)
+
+    flow_run_id = submit.submit_batch(batch_id)
+
+    assert flow_run_id is not None and len(calls) == 3
+    batch = batches.get_batch(tenant_id, batch_id)
+    assert batch.flow_run_id == flow_run_id
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(flow_run_id).parameters == {"batch_id": batch_id}
