@@ -88,7 +88,7 @@ def worker(
     def start() -> None:
         stack.settings.home.mkdir(parents=True, exist_ok=True)
         stack.log_dir.mkdir(parents=True, exist_ok=True)
-        stack.start_warm_starter()
+        stack.start_warm_starter(name)
         stack.start_worker(name)
 
     _run_until_stopped(stack, start, f"worker {name} is polling pool {stack.settings.work_pool}.")

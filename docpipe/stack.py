@@ -26,14 +26,11 @@ STOP_SECONDS = 8.0
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment every process of the stack shares: one home, one Prefect API."""
-    from docpipe.warm import SOCKET_ENV, socket_path_for
-
     env = dict(os.environ)
     env.update(
         {
             # `python` in a flow run's command is this environment's Python.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-            SOCKET_ENV: str(socket_path_for(settings.home)),
             "DOCPIPE_HOME": str(settings.home),
             "DOCPIPE_API_HOST": settings.api_host,
             "DOCPIPE_API_PORT": str(settings.api_port),
@@ -166,13 +163,17 @@ class Stack:
                 check=False,
             )
 
-    def start_warm_starter(self) -> None:
-        """The process flow runs fork from, with Prefect and the flows already imported."""
-        from docpipe.warm import socket_path_for
+    def start_warm_starter(self, worker_name: str = "docpipe-worker") -> None:
+        """The process the worker's flow runs fork from, with Prefect and the flows imported."""
+        from docpipe.warm import SOCKET_ENV, socket_path_for
 
-        path = socket_path_for(self.settings.home)
+        path = socket_path_for(self.settings.home, worker_name)
         path.unlink(missing_ok=True)
-        service = self._spawn("warm-starter", [sys.executable, "-m", "docpipe.warm", "serve"])
+        service = self._spawn(
+            "warm-starter",
+            [sys.executable, "-m", "docpipe.warm", "serve"],
+            env={SOCKET_ENV: str(path)},
+        )
         deadline = time.monotonic() + 120
         while not path.exists():
             if service.process.poll() is not None:
@@ -182,7 +183,11 @@ class Stack:
             time.sleep(0.1)
 
     def start_worker(self, name: str = "docpipe-worker") -> Service:
-        return self._spawn("worker", worker_command(self.settings, name))
+        """A worker; its flow runs start warm if its warm starter (same name) is running."""
+        from docpipe.warm import SOCKET_ENV, socket_path_for
+
+        socket = str(socket_path_for(self.settings.home, name))
+        return self._spawn("worker", worker_command(self.settings, name), env={SOCKET_ENV: socket})
 
     def start_api(self) -> None:
         s = self.settings
@@ -218,11 +223,11 @@ class Stack:
                 return service.name
         return None
 
-    def _spawn(self, name: str, command: list[str]) -> Service:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
         log_file = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             command,
-            env=service_env(self.settings),
+            env={**service_env(self.settings), **(env or {})},
             cwd=PROJECT_DIR,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -68,12 +68,13 @@ _MAX_REQUEST = 4 * 1024 * 1024
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 
 
-def socket_path_for(home: Path) -> Path:
-    """Where the warm starter for this DOCPIPE_HOME listens: short enough for AF_UNIX."""
-    preferred = home.resolve() / "run" / "warm.sock"
+def socket_path_for(home: Path, worker_name: str) -> Path:
+    """Where the warm starter of this worker listens: short enough for AF_UNIX."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in worker_name)[:64]
+    preferred = home.resolve() / "run" / f"warm-{safe}.sock"
     if len(str(preferred)) <= _MAX_SOCKET_PATH:
         return preferred
-    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"docpipe-{os.getuid()}-{digest}.sock"
 
 
@@ -151,6 +152,7 @@ def serve(path: Path) -> Job | None:
     finally:
         os.umask(old_umask)
     listener.listen(64)
+    inode = path.stat().st_ino
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
@@ -204,7 +206,9 @@ def serve(path: Path) -> Job | None:
         if os.getpid() == me:  # not in a child returning its job
             for pid in running:
                 _kill(pid, signal.SIGTERM)
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if path.stat().st_ino == inode:  # still ours, not a newer starter's
+                    path.unlink()
     return None
 
 

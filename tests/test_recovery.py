@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.states import Crashed, Scheduled
 
 from docpipe import batches
@@ -135,8 +136,12 @@ def test_a_busy_prefect_is_asked_again_and_submits_once(
 
     flow_run_id = submit.submit_batch(batch_id)
 
-    assert flow_run_id is not None and len(calls) == 3
+    assert flow_run_id is not None
+    assert len(calls) >= 3  # more if the real server was busy too
     batch = batches.get_batch(tenant_id, batch_id)
     assert batch.flow_run_id == flow_run_id
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(flow_run_id).parameters == {"batch_id": batch_id}
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"batch-{batch_id}"]))
+        )
+    assert [str(r.id) for r in runs] == [flow_run_id]  # asked again, submitted once
