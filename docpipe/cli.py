@@ -86,8 +86,6 @@ def worker(
     stack = Stack(get_settings())
 
     def start() -> None:
-        stack.settings.home.mkdir(parents=True, exist_ok=True)
-        stack.log_dir.mkdir(parents=True, exist_ok=True)
         stack.start_warm_starter(name)
         stack.start_worker(name)
 

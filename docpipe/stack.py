@@ -224,6 +224,7 @@ class Stack:
         return None
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_file = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             command,

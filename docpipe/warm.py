@@ -182,13 +182,13 @@ def serve(path: Path) -> Job | None:
                     sys.stderr.flush()
                     pid = os.fork()
                     if pid == 0:
-                        _become_child(fds, keep=conn)
+                        # The child keeps nothing of the starter's: its stdio comes next.
+                        selector.close()
+                        for sock in (listener, conn, *running.values()):
+                            sock.close()
                         for fd in (wake_read, wake_write):
                             os.close(fd)
-                        selector.close()
-                        listener.close()
-                        for other in running.values():
-                            other.close()
+                        _become_child(fds)
                         return job
                     for fd in fds:
                         os.close(fd)
@@ -239,7 +239,7 @@ def _receive(conn: socket.socket) -> tuple[Job | None, list[int]]:
     return job, fds
 
 
-def _become_child(fds: list[int], *, keep: socket.socket) -> None:
+def _become_child(fds: list[int]) -> None:
     """In the forked child: the launcher's stdio, a session of its own, default signals."""
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -248,7 +248,6 @@ def _become_child(fds: list[int], *, keep: socket.socket) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    keep.close()
 
 
 def _reap(running: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
@@ -306,15 +305,13 @@ def run_job(job: Job) -> None:
 
     get_settings.cache_clear()
     sys.argv = [ENGINE, *job.argv]
-    if os.environ.get("DOCPIPE_WARM_DEBUG_MODULES"):
-        known = set(sys.modules)
-        try:
-            runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
-        finally:
-            with Path(os.environ["DOCPIPE_WARM_DEBUG_MODULES"]).open("a") as f:
+    known = set(sys.modules)
+    try:
+        runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
+    finally:
+        if debug := os.environ.get("DOCPIPE_WARM_DEBUG_MODULES"):
+            with Path(debug).open("a") as f:
                 f.write("\n".join(sorted(set(sys.modules) - known)) + "\n")
-        return
-    runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
 
 
 def _settings_environment() -> dict[str, str]:

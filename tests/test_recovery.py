@@ -57,14 +57,19 @@ def test_a_batch_accepted_while_prefect_is_down_completes_when_it_is_back(
         assert documents.words(text) <= documents.words(ocr.text)
 
 
-def crashed_batch(submissions_left: int) -> str:
-    """A batch whose flow run crashed without closing it."""
+def one_page_batch(seed: int) -> tuple[str, str]:
+    """A new tenant's one-page batch, stored but not submitted: (tenant id, batch id)."""
     tenant_id, _ = make_tenant()
     tenant = get_tenant(tenant_id)
     assert tenant is not None
-    png = documents.document(documents.phrase(1), "png")
+    png = documents.document(documents.phrase(seed), "png")
     with stage_files([("a.png", io.BytesIO(png))], get_settings()) as staged:
-        batch_id = batches.create_batch(tenant, staged).batch_id
+        return tenant_id, batches.create_batch(tenant, staged).batch_id
+
+
+def crashed_batch(submissions_left: int) -> str:
+    """A batch whose flow run crashed without closing it."""
+    _, batch_id = one_page_batch(seed=1)
     # Runs scheduled for tomorrow, so no worker takes them, then crashed.
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(PROCESS_BATCH_DEPLOYMENT)
@@ -114,12 +119,7 @@ def test_a_busy_prefect_is_asked_again_and_submits_once(
 
     from docpipe import submit
 
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    png = documents.document(documents.phrase(2), "png")
-    with stage_files([("a.png", io.BytesIO(png))], get_settings()) as staged:
-        batch_id = batches.create_batch(tenant, staged).batch_id
+    tenant_id, batch_id = one_page_batch(seed=2)
     real = prefect.deployments.run_deployment
     calls: list[int] = []
 
