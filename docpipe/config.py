@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     work_pool: str = "docpipe"
     worker_limit: int = 4
+    # The worker starts a run as soon as the server's events say it was scheduled; its
+    # poll of the pool is the fallback for a missed event (PREFECT_WORKER_QUERY_SECONDS).
+    worker_poll_seconds: float = 10.0
     submit_timeout_seconds: float = 10.0
 
     @model_validator(mode="after")

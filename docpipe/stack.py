@@ -50,12 +50,24 @@ def service_env(settings: Settings) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "OMP_THREAD_LIMIT": "1",
-            # A new batch should start within a couple of seconds, not the default ten.
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            # The worker is woken by the server's events when a run is scheduled on its
+            # pool (docpipe/worker.py); its poll is only the fallback.
+            "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_seconds),
             # The server records task-run states one event per database write by default;
             # writing what arrived each second instead cut its CPU per batch by a third.
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+            # The server's housekeeping loops, from every 5-20 s to every 30-60 s: docpipe
+            # never pauses a flow run, and a run shown Late, a new deployment's schedule,
+            # an offline worker or an expired lease can wait that long. An idle server
+            # spent 16% less CPU.
+            "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "60",
+            "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "30",
+            "PREFECT_SERVER_SERVICES_CLEANUP_RECONCILER_LOOP_SECONDS": "30",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "30",
+            "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "60",
+            "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "60",
+            "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "60",
             # Logs go to files: no highlighting to compute for each line.
             "PREFECT_LOGGING_COLORS": "false",
         }
@@ -286,9 +298,10 @@ def free_port() -> int:
 
 
 def worker_command(settings: Settings, name: str) -> list[str]:
-    """`prefect worker start` for docpipe's pool, as `make up` and `docpipe worker` run it."""
+    """docpipe's worker for the pool (docpipe/worker.py), as `make up` and `docpipe worker`
+    run it: Prefect's process worker, woken by the server's events as well as polling."""
     return [
-        _bin("prefect"), "worker", "start", "--pool", settings.work_pool, "--type", "process",
+        sys.executable, "-m", "docpipe.worker", "--pool", settings.work_pool,
         "--name", name, "--limit", str(settings.worker_limit),
     ]  # fmt: skip
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from docpipe.batches import next_submission, record_submission
 from docpipe.config import get_settings
@@ -25,22 +26,40 @@ def queue_for(tier: Tier) -> str:
 @contextmanager
 def prefect_client_settings() -> Iterator[None]:
     """Talk to this installation's Prefect server, and give up quickly if it is down."""
+    import prefect.context
+
+    current = prefect.context.get_settings_context()
+    with prefect.context.SettingsContext(
+        profile=current.profile, settings=_client_settings(current.settings)
+    ):
+        yield
+
+
+# Prefect settings derived for clients, by the settings they were derived from: building
+# them reads every environment variable and profile again (0.1 s), and a scheduled
+# recovery pass asked for them twice.
+_derived: dict[int, tuple[Any, Any, dict[Any, Any]]] = {}
+
+
+def _client_settings(base: Any) -> Any:
     from prefect.settings import (
         PREFECT_API_REQUEST_TIMEOUT,
         PREFECT_API_URL,
         PREFECT_CLIENT_MAX_RETRIES,
-        temporary_settings,
     )
 
     settings = get_settings()
-    with temporary_settings(
-        updates={
-            PREFECT_API_URL: settings.prefect_api_url,
-            PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
-            PREFECT_CLIENT_MAX_RETRIES: 1,
-        }
-    ):
-        yield
+    updates = {
+        PREFECT_API_URL: settings.prefect_api_url,
+        PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
+        PREFECT_CLIENT_MAX_RETRIES: 1,
+    }
+    cached = _derived.get(id(base))
+    if cached is None or cached[0] is not base or cached[2] != updates:
+        if len(_derived) > 8:
+            _derived.clear()
+        cached = _derived[id(base)] = (base, base.copy_with_update(updates=updates), updates)
+    return cached[1]
 
 
 # An answering server that is busy (503: on SQLite, "database is locked") is asked again

@@ -35,6 +35,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 SOCKET_ENV = "DOCPIPE_WARM_SOCKET"
 ENGINE = "prefect.engine"
@@ -131,6 +132,19 @@ class Job:
     env: dict[str, str]
 
 
+def _prepare() -> None:
+    """Do once what every run would otherwise do on first use (and nothing that starts a
+    thread or opens a connection: the children must not share them)."""
+    from prefect.settings import get_current_settings
+    from sqlalchemy.orm import configure_mappers
+
+    configure_mappers()  # docpipe's ORM classes: 0.1 s of CPU in every run otherwise
+    # A worker hands its runs Prefect's settings as Prefect writes them ("30.0" for "30",
+    # "False" for "false"): written the same way here, a run sees the environment it was
+    # forked with and need not rebuild settings and logging (0.1 s).
+    os.environ.update(get_current_settings().to_environment_variables(exclude_unset=True))
+
+
 def serve(path: Path) -> Job | None:
     """Preload, then fork a child per launcher until SIGTERM; returns the Job in a child."""
     import importlib
@@ -141,6 +155,7 @@ def serve(path: Path) -> Job | None:
             importlib.import_module(module)
         except ImportError as e:  # an optional extra not installed: the run imports less
             print(f"warm starter: not preloading {module}: {e}", flush=True)
+    _prepare()
     if threading.active_count() != 1:
         raise RuntimeError("the warm starter must not run threads: forking would be unsafe")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -253,7 +268,7 @@ def _become_child(fds: list[int]) -> None:
 def _reap(running: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
     while running:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
@@ -261,9 +276,12 @@ def _reap(running: dict[int, socket.socket], selector: selectors.BaseSelector) -
         conn = running.pop(pid, None)
         if conn is None:
             continue
+        code = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        print(f"warm starter: run {pid} exited {code} after {cpu:.2f} CPU s", flush=True)
         with contextlib.suppress(KeyError, ValueError):
             selector.unregister(conn)
-        _send(conn, f"exit {os.waitstatus_to_exitcode(status)}\n")
+        _send(conn, f"exit {code}\n")
         conn.close()
 
 
@@ -285,7 +303,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def run_job(job: Job) -> None:
+def run_job(job: Job) -> NoReturn:
     """In the child: become the engine process the worker asked for, then exit as it would."""
     import runpy
 
@@ -306,12 +324,40 @@ def run_job(job: Job) -> None:
     get_settings.cache_clear()
     sys.argv = [ENGINE, *job.argv]
     known = set(sys.modules)
+    code: object = 0
     try:
         runpy.run_module(ENGINE, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code
     finally:
         if debug := os.environ.get("DOCPIPE_WARM_DEBUG_MODULES"):
             with Path(debug).open("a") as f:
                 f.write("\n".join(sorted(set(sys.modules) - known)) + "\n")
+    _exit(code)
+
+
+def _exit(code: object) -> NoReturn:
+    """Exit as Python would (threads joined, atexit handlers run: Prefect sends what it has
+    queued), without tearing down every module the warm starter imported: that costs a
+    short run more CPU (0.5 s) than its work."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if not thread.daemon and thread is not threading.current_thread():
+            thread.join()
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as Python does for sys.exit("message")
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _settings_environment() -> dict[str, str]:
@@ -329,8 +375,7 @@ def main() -> None:
         job = serve(path)
         if job is None:
             return
-        run_job(job)  # exits the child through the engine's own sys.exit, or returns
-        return
+        run_job(job)  # never returns: the child exits with the engine's status
     sys.exit(launch(sys.argv[1:]))
 
 

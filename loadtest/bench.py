@@ -107,7 +107,7 @@ def _role(cmdline: list[str], *, first: bool) -> str:
         return "warm starter" if first else "flow run"
     for role, marker in (
         ("prefect server", "server start"),
-        ("worker", "worker start"),
+        ("worker", "docpipe.worker"),
         ("worker", "docpipe.warm"),  # the launcher the worker starts per flow run
         ("api", "uvicorn"),
         ("flow run", "prefect.engine"),

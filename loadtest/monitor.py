@@ -18,7 +18,7 @@ from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
 
 ROLES = {
     "server": ("prefect", "server", "start"),
-    "worker": ("prefect", "worker", "start"),
+    "worker": ("-m", "docpipe.worker"),
     "api": ("uvicorn", "docpipe.api.app:app"),
     "warm": ("docpipe.warm", "serve"),  # the warm starter; flow runs are its children
 }

@@ -14,7 +14,7 @@ from tests.conftest import cli, files_part, wait_for_batch
 pytestmark = pytest.mark.e2e
 
 
-def one_page_batch(stack: Any, key: str, seed: int) -> dict[str, Any]:
+def one_page_batch(stack: Any, key: str, seed: int, timeout: float = 300) -> dict[str, Any]:
     files = [("a.png", documents.document(documents.phrase(seed), "png", seed=seed))]
     with httpx.Client(base_url=stack.settings.api_url, timeout=60) as api:
         response = api.post(
@@ -23,7 +23,7 @@ def one_page_batch(stack: Any, key: str, seed: int) -> dict[str, Any]:
             files=files_part(files),
         )
         assert response.status_code == 202, response.text
-        return wait_for_batch(api, key, response.json()["batchId"])
+        return wait_for_batch(api, key, response.json()["batchId"], timeout=timeout)
 
 
 def test_flow_runs_start_warm_and_still_start_cold_without_the_warm_starter(
