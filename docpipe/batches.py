@@ -290,6 +290,17 @@ def get_batch(tenant_id: str, batch_id: str) -> Batch:
         return batch
 
 
+def batch_status(tenant_id: str, batch_id: str) -> BatchStatus:
+    """Just the batch's status (one small query), for clients waiting on it."""
+    with session_scope() as session:
+        row = session.execute(
+            select(Batch.status).where(Batch.id == batch_id, Batch.tenant_id == tenant_id)
+        ).first()
+        if row is None:
+            raise NotFound("batch not found")
+        return BatchStatus(row[0])
+
+
 def get_batch_tenant(batch_id: str) -> str:
     """The tenant a batch belongs to (for operators and tests, not for the API)."""
     with session_scope() as session:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from sqlalchemy import case, func, update
+from sqlalchemy.orm import Session
 
 from docpipe.config import get_settings
 from docpipe.db import session_scope
@@ -24,22 +26,31 @@ def _set_unless(
 ) -> bool:
     """Update the document unless its status is one of `unless`; returns whether it did."""
     with session_scope() as session:
-        result = session.execute(
-            update(Document)
-            .where(Document.id == document_id, Document.status.not_in(list(unless)))
-            .values(**values)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return _update_unless(session, document_id, unless, values)
+
+
+def _update_unless(
+    session: Session, document_id: str, unless: Collection[DocumentStatus], values: dict[str, Any]
+) -> bool:
+    result = session.execute(
+        update(Document)
+        .where(Document.id == document_id, Document.status.not_in(list(unless)))
+        .values(**values)
+        # A plain UPDATE: no objects of this session to bring up to date in Python.
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _start(document_id: str, status: DocumentStatus) -> Document:
-    _set_unless(
-        document_id,
-        status=status,
-        error=None,
-        started_at=func.coalesce(Document.started_at, utcnow()),
-    )
+    """Mark the step started and read the document, in one transaction."""
     with session_scope() as session:
+        started = {
+            "status": status,
+            "error": None,
+            "started_at": func.coalesce(Document.started_at, utcnow()),
+        }
+        _update_unless(session, document_id, SETTLED, started)
         document = session.get(Document, document_id)
         if document is None:
             raise NotFound(f"document {document_id} does not exist")

@@ -25,11 +25,11 @@ from tasks import process_document, summarize_batch
 class Progress:
     """The batch's progress artifact (key batch-<id>): the Prefect UI shows X of Y.
 
-    Updated at most once a second (and at the end): every update is work for the server,
-    and a person watching the UI sees no difference.
+    Updated at most every two seconds (and at the end): every update is an API call and a
+    database write for the server, and a person watching the UI sees no difference.
     """
 
-    MIN_INTERVAL = 1.0
+    MIN_INTERVAL = 2.0
 
     def __init__(self, batch_id: str, total: int, done: int) -> None:
         self.total, self.done = total, done

@@ -158,6 +158,8 @@ def test_more_files_than_a_batch_allows_is_rejected(
             id="not-multipart",
         ),
         pytest.param("/api/batches?tenantId={t}&limit=0", {}, "limit", id="bad-limit"),
+        pytest.param("/api/batches/x?waitSeconds=61", {}, "waitSeconds", id="wait-too-long"),
+        pytest.param("/api/batches/x?waitSeconds=soon", {}, "waitSeconds", id="wait-not-a-number"),
     ],
 )
 def test_malformed_requests_get_400_with_a_reason(
@@ -205,6 +207,50 @@ def test_a_tenant_never_sees_another_tenants_batch_or_document(
     assert api.get(f"/api/documents/{doc}", headers=other).status_code == 404
     assert api.get(f"/api/documents/{doc}/text", headers=other).status_code == 404
     assert api.get("/api/batches/nope", headers={"X-API-Key": key}).status_code == 404
+
+
+def test_a_client_can_wait_for_a_batch_in_one_request(
+    api: httpx.Client, tenant: tuple[str, str]
+) -> None:
+    tenant_id, key = tenant
+    headers = {"X-API-Key": key}
+    batch_id = api.post(
+        f"{UPLOAD}?tenantId={tenant_id}", headers=headers, files=files_part(good_files(1))
+    ).json()["batchId"]
+
+    batch = api.get(f"/api/batches/{batch_id}?waitSeconds=60", headers=headers).json()
+
+    assert batch["status"] == "Completed" and batch["successCount"] == 1
+    # Asking again about a finished batch answers at once, with the same view.
+    again = api.get(f"/api/batches/{batch_id}?waitSeconds=60", headers=headers, timeout=5)
+    assert again.json() == batch
+    gone = api.get("/api/batches/nope?waitSeconds=60", headers=headers, timeout=5)
+    assert gone.status_code == 404
+
+
+def test_a_wait_that_runs_out_answers_with_the_status_then(
+    api: httpx.Client, tenant: tuple[str, str]
+) -> None:
+    """A batch that was accepted but never submitted stays Uploaded: the wait runs out."""
+    import io
+
+    from docpipe.batches import create_batch
+    from docpipe.config import get_settings
+    from docpipe.tenants import get_tenant
+    from docpipe.uploads import stage_files
+
+    tenant_id, key = tenant
+    row = get_tenant(tenant_id)
+    assert row is not None
+    with stage_files([("a.png", io.BytesIO(good_files(1)[0][1]))], get_settings()) as staged:
+        created = create_batch(row, staged)
+
+    response = api.get(
+        f"/api/batches/{created.batch_id}?waitSeconds=0.5", headers={"X-API-Key": key}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] not in ("Completed", "Failed", "Cancelled")
 
 
 def test_text_is_409_until_the_document_is_ready(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
 
 from docpipe import batches
 from docpipe.api.deps import NamedTenantDep, TenantDep
@@ -28,10 +31,35 @@ def list_batches(
     )
 
 
+# How often a waiting request looks at the batch's status: one small query each time.
+WAIT_CHECK_SECONDS = 0.2
+
+
 @router.get("/{batch_id}", responses={404: {"model": ErrorBody}})
-def get_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+async def get_batch(
+    batch_id: str,
+    tenant: TenantDep,
+    wait_seconds: Annotated[
+        float,
+        Query(
+            alias="waitSeconds",
+            ge=0,
+            le=60,
+            description="Answer as soon as the batch has finished (Completed, Failed or "
+            "Cancelled), or after this many seconds with its status then: a client waiting "
+            "for a batch sends one request, not one a second.",
+        ),
+    ] = 0,
+) -> BatchView:
     """A batch with every document's status."""
-    return BatchView.of(batches.get_batch(tenant.id, batch_id))
+    deadline = time.monotonic() + wait_seconds
+    while (
+        time.monotonic() < deadline
+        and not (await run_in_threadpool(batches.batch_status, tenant.id, batch_id)).is_final
+    ):
+        await asyncio.sleep(min(WAIT_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
+    batch = await run_in_threadpool(batches.get_batch, tenant.id, batch_id)
+    return BatchView.of(batch)
 
 
 @router.post("/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
