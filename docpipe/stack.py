@@ -31,17 +31,13 @@ def service_env(settings: Settings) -> dict[str, str]:
         {
             # `python` in a flow run's command is this environment's Python.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-            "DOCPIPE_HOME": str(settings.home),
-            "DOCPIPE_API_HOST": settings.api_host,
-            "DOCPIPE_API_PORT": str(settings.api_port),
-            "DOCPIPE_PREFECT_HOST": settings.prefect_host,
-            "DOCPIPE_PREFECT_PORT": str(settings.prefect_port),
-            "DOCPIPE_PREFECT_API_URL": settings.prefect_api_url,
-            "DOCPIPE_DATABASE_URL": settings.database_url,
-            "DOCPIPE_STORAGE_URL": settings.storage_url,
-            "DOCPIPE_INBOX": str(settings.inbox),
-            "DOCPIPE_STALE_AFTER_SECONDS": str(settings.stale_after_seconds),
-            "DOCPIPE_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+            # Every docpipe setting, so one given in code (a test's, the bench's) reaches
+            # the processes as surely as one given in the environment.
+            **{
+                f"DOCPIPE_{name.upper()}": str(value)
+                for name, value in settings.model_dump().items()
+                if value is not None
+            },
             "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,
