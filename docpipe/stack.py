@@ -264,8 +264,8 @@ class Stack:
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:g} s")
 
 
-def _terminate_tree(services: list[Service]) -> None:
-    """SIGTERM the services and all their descendants; SIGKILL what is left after a while."""
+def process_trees(services: list[Service]) -> list[psutil.Process]:
+    """The services' processes and all their descendants (flow runs, Tesseract)."""
     procs: list[psutil.Process] = []
     for service in services:
         try:
@@ -273,6 +273,12 @@ def _terminate_tree(services: list[Service]) -> None:
             procs.extend([parent, *parent.children(recursive=True)])
         except psutil.NoSuchProcess:
             continue
+    return procs
+
+
+def _terminate_tree(services: list[Service]) -> None:
+    """SIGTERM the services and all their descendants; SIGKILL what is left after a while."""
+    procs = process_trees(services)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)

@@ -159,11 +159,9 @@ def idle_cpu(stack: Any, seconds: float) -> float:
 def paused(stack: Any) -> Iterator[None]:
     """Every process of the stack stopped (SIGSTOP), so the floor has the machine to itself;
     then resumed, and given a moment for the timers that fell due meanwhile."""
-    procs: list[psutil.Process] = []
-    for service in stack.services:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(service.process.pid)
-            procs += [parent, *parent.children(recursive=True)]
+    from docpipe.stack import process_trees
+
+    procs = process_trees(stack.services)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.suspend()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,16 +168,25 @@ def sample_pages() -> dict[str, tuple[str, bytes]]:
     }
 
 
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[Any]:
-    """A stack of this test's own, to stop, kill and start parts of."""
+@contextmanager
+def started_stack(home: Path, **settings: Any) -> Iterator[Any]:
+    """A whole stack in `home`, on free ports, with these settings; stopped afterwards."""
     from docpipe.config import Settings
     from docpipe.stack import Stack
 
-    stack = Stack(Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port()))
+    stack = Stack(Settings(home=home, api_port=free_port(), prefect_port=free_port(), **settings))
     stack.start()
-    yield stack
-    stack.stop()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Any]:
+    """A stack of this test's own, to stop, kill and start parts of."""
+    with started_stack(tmp_path) as stack:
+        yield stack
 
 
 def cli(stack: Any, *args: str, **env: str) -> str:

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
+from docpipe.stack import process_trees
 from tests import documents
 from tests.conftest import cli, files_part, wait_for_batch
 
@@ -23,8 +24,7 @@ pytestmark = pytest.mark.e2e
 def kill_tree(stack: Any, name: str) -> None:
     """SIGKILL a service and everything it started, as if its machine went away."""
     service = next(s for s in stack.services if s.name == name)
-    parent = psutil.Process(service.process.pid)
-    procs = [parent, *parent.children(recursive=True)]
+    procs = process_trees([service])
     for proc in procs:
         proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=10)

@@ -12,27 +12,15 @@ import anyio
 import pytest
 
 from docpipe.worker import is_for_pool, serialised
-from tests.conftest import cli, free_port
+from tests.conftest import cli, started_stack
 from tests.test_warm import one_page_batch
 
 
 @pytest.fixture
 def slow_polling_stack(tmp_path: Path) -> Iterator[Any]:
     """A stack whose worker polls its pool only every ten minutes."""
-    from docpipe.config import Settings
-    from docpipe.stack import Stack
-
-    stack = Stack(
-        Settings(
-            home=tmp_path,
-            api_port=free_port(),
-            prefect_port=free_port(),
-            worker_poll_seconds=600,
-        )
-    )
-    stack.start()
-    yield stack
-    stack.stop()
+    with started_stack(tmp_path, worker_poll_seconds=600) as stack:
+        yield stack
 
 
 @pytest.mark.e2e
