@@ -49,6 +49,9 @@ def _deploy(
         work_queue_name=queue,
         description=description,
         interval=interval,
+        # No interval: no schedule, and one left from an earlier version is removed
+        # (PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, set by the stack).
+        schedules=None if interval else [],
         tags=["docpipe"],
         job_variables={"command": FLOW_RUN_COMMAND},
         build=False,
@@ -77,8 +80,10 @@ def deploy_flows(pool: str) -> list[str]:
             pool,
             "flows/recover_batches.py:recover_batches",
             queue="critical",
-            description="Submit batches Prefect never received; resubmit ones whose run died.",
-            interval=settings.recovery_interval_seconds,
+            # Not scheduled: the API runs the same pass every
+            # DOCPIPE_RECOVERY_INTERVAL_SECONDS; this is for a pass on demand from the UI.
+            description="Submit batches Prefect never received; resubmit ones whose run died. "
+            "The API runs this pass on its own every minute; run it here to have it now.",
         ),
         _deploy(
             pool,

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # poll of the pool is the fallback for a missed event (PREFECT_WORKER_QUERY_SECONDS).
     worker_poll_seconds: float = 10.0
     submit_timeout_seconds: float = 10.0
+    # Prefect's automations and its event feed (the UI's Events page) need the server to
+    # evaluate and store every event; docpipe uses neither, and they cost the server
+    # about a third of its CPU per document. True turns both on.
+    prefect_automations: bool = False
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

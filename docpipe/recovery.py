@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import anyio
 from sqlalchemy import select
 
 from docpipe import batches
@@ -144,3 +146,25 @@ def sweep_orphans() -> list[str]:
             storage.delete(key)
             removed.append(key)
     return removed
+
+
+async def recover_periodically(
+    interval: float, recover: Callable[[], RecoveryReport] = recover_batches
+) -> None:
+    """The API's recovery loop: a pass at once, then one every `interval` seconds, for ever.
+
+    A pass in a process that is already running costs a database query and one Prefect
+    request; a scheduled flow run for it cost the worker, the server and a new run about
+    half a CPU second a minute. And unlike a flow run, it also runs while Prefect is down,
+    so the batches accepted meanwhile are submitted as soon as it is back. Several API
+    processes may each run it: submission is idempotent per batch and attempt.
+    """
+    while True:
+        try:
+            report = await anyio.to_thread.run_sync(recover)
+        except Exception:
+            log.exception("the recovery pass failed; the next one is in %g s", interval)
+        else:
+            if report.submitted or report.resubmitted or report.failed:
+                log.warning("recovery: %s", report.as_dict())
+        await anyio.sleep(interval)

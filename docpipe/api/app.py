@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from docpipe.api.routes import batches, documents, health
+from docpipe.config import get_settings
 from docpipe.db import get_engine
 from docpipe.errors import (
     Conflict,
@@ -20,6 +23,7 @@ from docpipe.errors import (
     NotFound,
     Unauthorized,
 )
+from docpipe.recovery import recover_periodically
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,13 @@ STATUS_OF: list[tuple[type[DocpipeError], int]] = [
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     get_engine()  # create the tables before the first request
+    interval = get_settings().recovery_interval_seconds
+    recovering = asyncio.create_task(recover_periodically(interval)) if interval > 0 else None
     yield
+    if recovering is not None:
+        recovering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovering
 
 
 def create_app() -> FastAPI:
