@@ -48,9 +48,9 @@ def _deploy(
         work_pool_name=pool,
         work_queue_name=queue,
         description=description,
-        interval=interval,
-        # No interval: no schedule, and one left from an earlier version is removed
+        # An interval of 0 (or none) means no schedule, and removes one deployed before
         # (PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, set by the stack).
+        interval=interval or None,
         schedules=None if interval else [],
         tags=["docpipe"],
         job_variables={"command": FLOW_RUN_COMMAND},
@@ -80,10 +80,11 @@ def deploy_flows(pool: str) -> list[str]:
             pool,
             "flows/recover_batches.py:recover_batches",
             queue="critical",
-            # Not scheduled: the API runs the same pass every
-            # DOCPIPE_RECOVERY_INTERVAL_SECONDS; this is for a pass on demand from the UI.
             description="Submit batches Prefect never received; resubmit ones whose run died. "
-            "The API runs this pass on its own every minute; run it here to have it now.",
+            "The API also runs this pass every minute.",
+            # Every 15 minutes by default: the API's pass is the frequent one, and this
+            # covers the time no API runs.
+            interval=settings.recovery_schedule_seconds,
         ),
         _deploy(
             pool,

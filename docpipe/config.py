@@ -46,7 +46,11 @@ class Settings(BaseSettings):
     stale_after_seconds: float = 90.0
     max_submissions: int = 3
     queued_grace_seconds: float = 30.0
+    # The API runs a recovery pass at its start and then every recovery_interval_seconds
+    # (0: never); the recover-batches deployment runs one on its own schedule too, for
+    # when no API is running, and on demand from the Prefect UI.
     recovery_interval_seconds: float = 60.0
+    recovery_schedule_seconds: float = 900.0
     # Stored files with no batch row, and staging left by a killed upload, are removed
     # once this old: younger ones may belong to an upload still in progress.
     orphan_grace_seconds: float = 300.0

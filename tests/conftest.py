@@ -32,6 +32,7 @@ def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # their schedules are checked on the deployments instead.
         "DOCPIPE_INGEST_INTERVAL_SECONDS": "86400",
         "DOCPIPE_RECOVERY_INTERVAL_SECONDS": "86400",
+        "DOCPIPE_RECOVERY_SCHEDULE_SECONDS": "86400",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

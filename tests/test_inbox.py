@@ -186,13 +186,11 @@ def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        ingest = client.read_deployment_by_name("ingest-folder/ingest-folder")
-        [schedule] = ingest.schedules
-        assert schedule.schedule.interval.total_seconds() == 86400  # as configured
-        # Recovery runs in the API; its deployment is for a pass on demand, from the UI.
-        recover = client.read_deployment_by_name("recover-batches/recover-batches")
-        assert recover.schedules == []
-        assert ingest.work_queue_name == recover.work_queue_name == "critical"
+        for name in ("ingest-folder/ingest-folder", "recover-batches/recover-batches"):
+            deployment = client.read_deployment_by_name(name)
+            assert deployment.work_queue_name == "critical"
+            [schedule] = deployment.schedules
+            assert schedule.schedule.interval.total_seconds() == 86400  # as configured
         process = client.read_deployment_by_name("process-batch/process-batch")
         assert process.parameter_openapi_schema["required"] == ["batch_id"]
         ingest = client.read_deployment_by_name("ingest-folder/ingest-folder")
