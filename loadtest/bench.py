@@ -214,20 +214,22 @@ def run(
                     f"round {number} of {rounds}: {pages_count} pages as one batch ...", flush=True
                 )
                 piped = pipeline(paths, stack, key)
-                results.append(_round(bare, piped, idle, pages_count))
+                bare_texts = {
+                    p.name: (workdir / f"floor-{number}" / "floor" / f"{p.stem}.txt").read_text()
+                    for p in paths
+                }
+                results.append(
+                    {
+                        **_round(bare, piped, idle, pages_count),
+                        **_quality(known, bare_texts, piped),
+                    }
+                )
                 print(f"  ratio {results[-1]['ratio']:.3f}", flush=True)
-            bare_texts = {
-                p.name: (workdir / f"floor-{rounds}" / "floor" / f"{p.stem}.txt").read_text()
-                for p in paths
-            }
         finally:
             stack.stop()
+    # Every figure, outcome and quality included, is the median round's; all rounds are
+    # in allRounds.
     median = sorted(results, key=lambda r: r["ratio"])[len(results) // 2]
-    batch = piped["batch"]
-    cer_bare = sum(character_error_rate(known[n], t) for n, t in bare_texts.items()) / len(paths)
-    cer_pipe = sum(character_error_rate(known[n], piped["texts"].get(n, "")) for n in known) / len(
-        paths
-    )
     figures = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "pages": pages_count,
@@ -235,15 +237,23 @@ def run(
         "rounds": rounds,
         **median,
         "backgroundCpuSecondsPerMinute": round(60 * idle, 2),
-        "succeeded": batch["successCount"],
-        "failed": batch["failureCount"],
-        "cerFloor": round(cer_bare, 4),
-        "cerPipeline": round(cer_pipe, 4),
         "allRounds": results,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def _quality(known: dict[str, str], bare: dict[str, str], piped: dict[str, Any]) -> dict[str, Any]:
+    """One round's outcome: how many documents made it, and both sides' character error rate."""
+    cer_bare = sum(character_error_rate(known[n], t) for n, t in bare.items()) / len(known)
+    cer_pipe = sum(character_error_rate(known[n], piped["texts"].get(n, "")) for n in known)
+    return {
+        "succeeded": piped["batch"]["successCount"],
+        "failed": piped["batch"]["failureCount"],
+        "cerFloor": round(cer_bare, 4),
+        "cerPipeline": round(cer_pipe / len(known), 4),
+    }
 
 
 def _bench_tenant(home: Path) -> str:
@@ -303,6 +313,8 @@ def main() -> None:
         f"    of which beyond the idle stack's own: "
         f"{figures['orchestrationCpuMsPerDocumentBeyondBackground']:.1f} ms/document\n"
         f"  idle stack:               {figures['backgroundCpuSecondsPerMinute']:8.2f} CPU s/min\n"
+        f"  documents:                {figures['succeeded']} succeeded, "
+        f"{figures['failed']} failed\n"
         f"  character error rate:     floor {figures['cerFloor']:.4f}, "
         f"pipeline {figures['cerPipeline']:.4f}\n"
         f"  written to {args.out / 'bench.json'}"

@@ -64,6 +64,10 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     assert figures["backgroundCpuSecondsPerMinute"] > 0
     # Floor and pipeline took turns; the figures are those of the median round.
     assert len(figures["allRounds"]) == 2
+    # Each round carries its own outcome and quality, not only the reported one.
+    for each in figures["allRounds"]:
+        assert (each["succeeded"], each["failed"]) == (2, 0)
+        assert each["cerPipeline"] <= each["cerFloor"] + 0.001
     assert figures["ratio"] in [r["ratio"] for r in figures["allRounds"]]
     assert "ratio:" in result.stdout and "ms/document" in result.stdout
 
