@@ -81,7 +81,7 @@ def deploy_flows(pool: str) -> list[str]:
             "flows/recover_batches.py:recover_batches",
             queue="critical",
             description="Submit batches Prefect never received; resubmit ones whose run died. "
-            "The API also runs this pass every minute.",
+            "The API also runs this pass, every DOCPIPE_RECOVERY_INTERVAL_SECONDS.",
             # Every 15 minutes by default: the API's pass is the frequent one, and this
             # covers the time no API runs.
             interval=settings.recovery_schedule_seconds,

@@ -157,3 +157,28 @@ def test_a_busy_prefect_is_asked_again_and_submits_once(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"batch-{batch_id}"]))
         )
     assert [str(r.id) for r in runs] == [flow_run_id]  # asked again, submitted once
+
+
+def test_a_recovery_pass_that_breaks_does_not_end_the_apis_recovery() -> None:
+    import anyio
+
+    from docpipe.recovery import RecoveryReport, recover_periodically
+
+    passes: list[int] = []
+
+    def breaks_once() -> RecoveryReport:
+        passes.append(1)
+        if len(passes) == 1:  # the fault: the database was away for this pass
+            raise RuntimeError("database is gone")
+        return RecoveryReport()
+
+    async def main() -> None:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(recover_periodically, 0.01, breaks_once)
+                while len(passes) < 3:
+                    await anyio.sleep(0.01)
+                tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(passes) >= 3
