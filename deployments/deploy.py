@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, temporary_settings
 
 from docpipe.config import get_settings
 from docpipe.submit import QUEUE_PRIORITIES
@@ -41,24 +42,27 @@ async def ensure_work_pool(pool: str) -> None:
 def _deploy(
     pool: str, entrypoint: str, *, queue: str, description: str, interval: float | None = None
 ) -> str:
-    """Register one flow from the local source tree on the pool; returns the deployment id."""
+    """Register one flow from the local source tree on the pool; returns the deployment id.
+
+    An interval of 0 (or none) means no schedule, and removes one deployed before: Prefect
+    keeps the old schedule when given none unless told to clear it.
+    """
     source = flow.from_source(source=str(PROJECT_DIR), entrypoint=entrypoint)
-    deployment_id = source.deploy(  # type: ignore[union-attr]
-        name=entrypoint.rsplit(":", 1)[1].replace("_", "-"),
-        work_pool_name=pool,
-        work_queue_name=queue,
-        description=description,
-        # An interval of 0 (or none) means no schedule, and removes one deployed before
-        # (PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, set by the stack).
-        interval=interval or None,
-        schedules=None if interval else [],
-        tags=["docpipe"],
-        job_variables={"command": FLOW_RUN_COMMAND},
-        build=False,
-        push=False,
-        print_next_steps=False,
-        ignore_warnings=True,
-    )
+    with temporary_settings(updates={PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY: True}):
+        deployment_id = source.deploy(  # type: ignore[union-attr]
+            name=entrypoint.rsplit(":", 1)[1].replace("_", "-"),
+            work_pool_name=pool,
+            work_queue_name=queue,
+            description=description,
+            interval=interval or None,
+            schedules=None if interval else [],
+            tags=["docpipe"],
+            job_variables={"command": FLOW_RUN_COMMAND},
+            build=False,
+            push=False,
+            print_next_steps=False,
+            ignore_warnings=True,
+        )
     return str(deployment_id)
 
 

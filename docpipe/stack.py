@@ -64,8 +64,6 @@ def service_env(settings: Settings) -> dict[str, str]:
             "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "60",
             "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "60",
             "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "60",
-            # A deployment deployed without a schedule loses the one it had before.
-            "PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY": "true",
             # Logs go to files: no highlighting to compute for each line.
             "PREFECT_LOGGING_COLORS": "false",
         }
@@ -128,7 +126,7 @@ class Stack:
                 self.start_warm_starter()
                 self.start_worker()
             if api:
-                self.start_api()  # which runs a recovery pass at once, then every minute
+                self.start_api()  # which runs a recovery pass now, then every recovery_interval
         except BaseException:
             self.stop()
             raise

@@ -246,13 +246,16 @@ def run(
 
 def _quality(known: dict[str, str], bare: dict[str, str], piped: dict[str, Any]) -> dict[str, Any]:
     """One round's outcome: how many documents made it, and both sides' character error rate."""
-    cer_bare = sum(character_error_rate(known[n], t) for n, t in bare.items()) / len(known)
-    cer_pipe = sum(character_error_rate(known[n], piped["texts"].get(n, "")) for n in known)
+
+    def mean_cer(texts: dict[str, str]) -> float:
+        mean = sum(character_error_rate(k, texts.get(n, "")) for n, k in known.items()) / len(known)
+        return round(mean, 4)
+
     return {
         "succeeded": piped["batch"]["successCount"],
         "failed": piped["batch"]["failureCount"],
-        "cerFloor": round(cer_bare, 4),
-        "cerPipeline": round(cer_pipe / len(known), 4),
+        "cerFloor": mean_cer(bare),
+        "cerPipeline": mean_cer(piped["texts"]),
     }
 
 
