@@ -136,14 +136,14 @@ class Stack:
         self._spawn(
             "prefect-server",
             [
-                _bin("prefect"),
-                "server",
-                "start",
+                sys.executable,
+                "-m",
+                "docpipe.prefect_server",
                 "--host",
                 s.prefect_host,
                 "--port",
                 str(s.prefect_port),
-            ],
+            ],  # fmt: skip
         )
         self._wait_for("prefect-server", f"{s.prefect_api_url}/health", timeout=120)
 

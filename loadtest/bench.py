@@ -109,7 +109,7 @@ def _role(cmdline: list[str], *, first: bool) -> str:
     if "docpipe.warm serve" in text:  # the warm starter, or a flow run forked from it
         return "warm starter" if first else "flow run"
     for role, marker in (
-        ("prefect server", "server start"),
+        ("prefect server", "docpipe.prefect_server"),
         ("worker", "docpipe.worker"),
         ("worker", "docpipe.warm"),  # the launcher the worker starts per flow run
         ("api", "uvicorn"),

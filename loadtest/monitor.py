@@ -17,7 +17,7 @@ from docpipe.config import Settings
 from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
 
 ROLES = {
-    "server": ("prefect", "server", "start"),
+    "server": ("-m", "docpipe.prefect_server"),
     "worker": ("-m", "docpipe.worker"),
     "api": ("uvicorn", "docpipe.api.app:app"),
     "warm": ("docpipe.warm", "serve"),  # the warm starter; flow runs are its children
