@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import Log, TaskRun
 
 from tests import documents
 from tests.conftest import files_part, wait_for_batch
@@ -46,6 +52,21 @@ def task_runs_of(flow_run_id: str, *, count: int) -> list[TaskRun]:
             finished = [r for r in runs if r.state is not None and r.state.is_final()]
             if len(finished) >= count or time.monotonic() > deadline:
                 return runs
+            time.sleep(0.5)
+
+
+def flow_run_logs(flow_run_id: str, *, until: str) -> list[Log]:
+    """The flow run's logs in Prefect (the UI's Logs tab), once one says `until`.
+
+    A flow run sends its logs to the server every couple of seconds, and last as it ends.
+    """
+    deadline = time.monotonic() + 30
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=log_filter)
+            if any(until in log.message for log in logs) or time.monotonic() > deadline:
+                return logs
             time.sleep(0.5)
 
 
@@ -97,6 +118,14 @@ def test_ten_documents_two_corrupted(
     assert summaries[0].start_time is not None
     assert summaries[0].start_time >= last_document_end
     assert batch["completedAt"] >= max(d["processedAt"] for d in batch["documents"])
+
+    # The logs say what went wrong and how the batch ended, without a line for every
+    # document that went right: its task run's state says that.
+    logs = flow_run_logs(batch["flowRunId"], until="8 succeeded, 2 failed")
+    task_lines = [log.message for log in logs if log.task_run_id is not None]
+    assert [m for m in task_lines if m.startswith("Finished in state Failed")], task_lines
+    assert not [m for m in task_lines if m.startswith("Finished in state Completed")]
+    assert any("8 succeeded, 2 failed" in m for m in task_lines), task_lines
 
 
 def test_progress_and_summary_artifacts_show_in_prefect(
