@@ -56,6 +56,8 @@ class Monitor:
         self.stopped = threading.Event()
         self.engine = create_engine(self.settings.database_url)
         self.cpu_seen: dict[int, float] = {}
+        self.reaped_seen: dict[int, float] = {}
+        self.children_seen: dict[int, set[int]] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
         self.thread.start()
@@ -74,11 +76,32 @@ class Monitor:
         return {role: proc.memory_info().rss / 2**20 for role, proc in self.services.items()}
 
     def _cpu_delta(self, proc: psutil.Process) -> float:
+        """CPU seconds `proc` used since the last sample; from its start if it is new.
+
+        Flow runs and Tesseract processes come and go between samples: one first seen
+        at the monitor's start counts from then, a later one from its beginning.
+        """
         t = proc.cpu_times()
         now = t.user + t.system
-        delta = now - self.cpu_seen.get(proc.pid, now)
+        delta = now - self.cpu_seen.get(proc.pid, now if not self.rows else 0.0)
         self.cpu_seen[proc.pid] = now
         return delta
+
+    def _reaped_delta(self, proc: psutil.Process, live_children: set[int]) -> float:
+        """CPU seconds of `proc`'s children that ended, and that it reaped, since the last
+        sample, less what was already counted of them while they ran.
+
+        A Tesseract process usually lives under a second: most of its CPU is only ever
+        seen here, in its flow run's reaped-children times.
+        """
+        t = proc.cpu_times()
+        reaped = t.children_user + t.children_system
+        delta = reaped - self.reaped_seen.get(proc.pid, reaped if not self.rows else 0.0)
+        self.reaped_seen[proc.pid] = reaped
+        for pid in self.children_seen.get(proc.pid, set()) - live_children:
+            delta -= self.cpu_seen.pop(pid, 0.0)  # counted while it ran; now in `reaped`
+        self.children_seen[proc.pid] = live_children
+        return max(delta, 0.0)
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.settings.prefect_api_url, timeout=30) as prefect:
@@ -100,9 +123,12 @@ class Monitor:
                 try:
                     if child.name().startswith("tesseract"):
                         tesseract_cpu += self._cpu_delta(child)
-                    else:
-                        flow_runs_cpu += self._cpu_delta(child)
-                        flow_runs_rss += child.memory_info().rss / 2**20
+                        continue
+                    flow_runs_cpu += self._cpu_delta(child)
+                    flow_runs_rss += child.memory_info().rss / 2**20
+                    # What it ran and reaped is Tesseract (flow runs start nothing else).
+                    live = {c.pid for c in child.children()}
+                    tesseract_cpu += self._reaped_delta(child, live)
                 except psutil.NoSuchProcess:
                     continue
         row["rss_flow_runs_mb"] = round(flow_runs_rss, 1)

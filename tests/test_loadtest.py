@@ -75,13 +75,17 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
 def test_locust_reports_whole_batches_per_tier(
     tmp_path: Path, stack: Any, docpipe_home: Path
 ) -> None:
+    from sqlalchemy import func, select
+
     from docpipe.config import get_settings
-    from docpipe.models import Tier
+    from docpipe.db import session_scope
+    from docpipe.models import Document, Tier, utcnow
     from loadtest.monitor import Monitor
     from loadtest.report import write_report
     from loadtest.run import locust_command, locust_env, make_tenant
 
     vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+    since = utcnow()
     monitor = Monitor(get_settings(), tmp_path / "monitor.csv", interval=0.5)
     result = subprocess.run(
         locust_command(stack.settings.api_url, tmp_path / "locust", "40s", stop_timeout=120),
@@ -109,3 +113,11 @@ def test_locust_reports_whole_batches_per_tier(
         assert (tmp_path / plot).stat().st_size > 1000
     monitored = pd.read_csv(tmp_path / "monitor.csv")
     assert monitored["rss_api_mb"].min() > 0 and monitored["ui_query_ms"].max() > 0
+    # The CPU plot's Tesseract line holds its short-lived processes' CPU too: about the
+    # documents' own OCR time (single-threaded Tesseract spends at most its wall time).
+    with session_scope() as session:
+        ocr_seconds = session.scalar(
+            select(func.sum(Document.ocr_seconds)).where(Document.processed_at >= since)
+        )
+    assert ocr_seconds
+    assert 0.5 * ocr_seconds <= monitored["cpu_tesseract"].sum() <= 1.2 * ocr_seconds + 1
