@@ -12,20 +12,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import bindparam, create_engine, text  # noqa: E402
 
 
-def documents_frame(database_url: str) -> pd.DataFrame:
-    """Every load-test document with its tier and timings."""
+def documents_frame(database_url: str, tenants: list[str]) -> pd.DataFrame:
+    """The documents of these tenants (one load run's), with their tiers and timings."""
     engine = create_engine(database_url)
     query = text(
         "SELECT d.id, d.status, d.page_count, d.ocr_seconds, d.started_at, d.processed_at,"
         " b.tier, b.id AS batch_id, b.created_at AS batch_created"
         " FROM documents d JOIN batches b ON b.id = d.batch_id"
-        " WHERE b.tenant_id LIKE 'loadtest-%'"
-    )
+        " WHERE b.tenant_id IN :tenants"
+    ).bindparams(bindparam("tenants", expanding=True))
     with engine.connect() as connection:
-        frame = pd.read_sql(query, connection)
+        frame = pd.read_sql(query, connection, params={"tenants": tenants})
     engine.dispose()
     for column in ("started_at", "processed_at", "batch_created"):
         frame[column] = pd.to_datetime(frame[column], utc=True, format="mixed")
@@ -46,8 +46,10 @@ def _plot(path: Path, title: str, ylabel: str, series: dict[str, pd.Series]) -> 
     plt.close(fig)
 
 
-def write_report(out: Path, database_url: str) -> str:
-    docs = documents_frame(database_url)
+def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
+    """report.md and the plots for one load run: its tenants' documents only, so a home
+    that has seen earlier runs does not stretch this one's figures."""
+    docs = documents_frame(database_url, tenants)
     monitor = pd.read_csv(out / "monitor.csv") if (out / "monitor.csv").exists() else None
     stats_path = out / "locust_stats.csv"
     stats = pd.read_csv(stats_path) if stats_path.exists() else pd.DataFrame()

@@ -189,7 +189,7 @@ def main() -> None:
             stack.stop()
     from loadtest.report import write_report
 
-    print(write_report(args.out, settings.database_url))
+    print(write_report(args.out, settings.database_url, [vip.id, standard.id]))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,17 @@ def test_locust_reports_whole_batches_per_tier(
         assert row["Request Count"] >= 1 and row["Failure Count"] == 0
     assert stats[stats["Name"] == "/api/batches/[id]"]["Request Count"].sum() > 0
 
-    report = write_report(tmp_path, get_settings().database_url)
+    report = write_report(tmp_path, get_settings().database_url, [vip.id, standard.id])
+    with session_scope() as session:
+        finished = session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(
+                Document.tenant_id.in_([vip.id, standard.id]), Document.processed_at.is_not(None)
+            )
+        )
+    # This run's documents only: not those of earlier runs on the same home.
+    assert f"- documents finished: {finished} (" in report
 
     for heading in ("## Throughput", "## Whole batches", "## Prefect API under load"):
         assert heading in report
