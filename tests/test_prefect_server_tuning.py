@@ -34,36 +34,3 @@ def test_a_prefect_that_builds_the_worker_elsewhere_runs_untuned(
     monkeypatch.delattr(background_workers, "Worker")
     assert tune_docket() is False
     assert not hasattr(background_workers, "Worker")
-
-
-def test_a_request_that_meets_a_busy_database_is_retried_soon(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Prefect's clients wait 2 s before retrying a 503, unless told a time: a batch
-    whose submission met a busy SQLite started 2 s late."""
-    import asyncio
-    import sqlite3
-
-    import prefect.server.api.server as server
-    import sqlalchemy.exc
-    from starlette.requests import Request
-
-    from docpipe.prefect_server import retry_soon_when_busy
-
-    monkeypatch.setattr(
-        server, "custom_internal_exception_handler", server.custom_internal_exception_handler
-    )
-    assert retry_soon_when_busy(0.1) is True
-    request = Request({"type": "http", "method": "POST", "path": "/api/flow_runs/", "headers": []})
-    busy = sqlalchemy.exc.OperationalError(
-        "INSERT", {}, sqlite3.OperationalError("database is locked")
-    )
-    handle = server.custom_internal_exception_handler
-
-    response = asyncio.run(handle(request, busy))
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "0.1"
-
-    broken = asyncio.run(handle(request, RuntimeError("a bug")))
-    assert broken.status_code == 500
-    assert "Retry-After" not in broken.headers
