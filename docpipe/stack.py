@@ -143,7 +143,7 @@ class Stack:
                 s.prefect_host,
                 "--port",
                 str(s.prefect_port),
-            ],  # fmt: skip
+            ],
         )
         self._wait_for("prefect-server", f"{s.prefect_api_url}/health", timeout=120)
 
