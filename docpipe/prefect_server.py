@@ -1,4 +1,8 @@
-"""The embedded Prefect server: `prefect server start`, with its task queue polled less often.
+"""The embedded Prefect server: `prefect server start`, with two changes.
+
+- Its task queue looks for due work once a second instead of four times (`tune_docket`).
+- On SQLite, its transactions take the write lock when they begin, so two writers wait
+  for each other instead of one failing with a 503 (`immediate_sqlite_transactions`).
 
 Prefect's server runs its housekeeping (late runs, schedules, cancellation clean-up, ...)
 through docket, a task queue in the server's own process. Docket's worker looks for due
@@ -40,6 +44,45 @@ def tune_docket(poll: timedelta = DOCKET_POLL) -> bool:
     return True
 
 
+def immediate_sqlite_transactions() -> bool:
+    """Begin every SQLite transaction of the server's with `BEGIN IMMEDIATE`; whether it could.
+
+    Prefect begins a transaction `DEFERRED` unless its caller asks for row locks. In WAL
+    mode, such a transaction that reads and then writes, after another connection wrote
+    in between, fails at once with SQLITE_BUSY, without waiting `busy_timeout`: it
+    cannot write on top of the snapshot it read. Prefect's server answers that with a
+    503, and its client tries again 2 s later. Creating a flow run is such a
+    transaction, so a batch that met it started 2 s late. `IMMEDIATE` takes the write
+    lock at the start, where a writer waits its turn (up to `busy_timeout`) instead of
+    failing. Reads outside a transaction are untouched, and SQLite has one writer at
+    a time either way.
+    """
+    import inspect
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from prefect.server.database.configurations import AioSqliteConfiguration
+    from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
+
+    original = AioSqliteConfiguration.begin_transaction
+    if getattr(original, "_docpipe_immediate", False):
+        return True
+    if "with_for_update" not in inspect.signature(original).parameters:
+        log.warning("Prefect's SQLite transactions are no longer where docpipe expects them")
+        return False
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self: AioSqliteConfiguration, session: AsyncSession, with_for_update: bool = False
+    ) -> AsyncIterator[AsyncSessionTransaction]:
+        async with original(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    begin_transaction._docpipe_immediate = True  # type: ignore[attr-defined]
+    AioSqliteConfiguration.begin_transaction = begin_transaction  # type: ignore[method-assign]
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -50,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", required=True, type=int)
     args = parser.parse_args(argv)
     tune_docket()
+    immediate_sqlite_transactions()
     sys.argv = ["prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     app()
 
