@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
@@ -66,6 +67,45 @@ def _deploy(
     return str(deployment_id)
 
 
+async def drop_missed_runs(deployment_id: str) -> int:
+    """Delete a scheduled deployment's runs that fell due while no worker took them, but the
+    newest; returns how many.
+
+    Prefect schedules runs ahead, so a stack that was down for an hour comes back to sixty
+    ingest runs due at once. Each would scan the same folder, and together they took every
+    slot of the worker for the first seconds, ahead of the batches waiting. One run, the
+    newest, does what they all would. Only the schedule's own runs go: a run someone started
+    by hand still runs.
+    """
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    due = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),  # type: ignore[list-item]
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
+    )
+    dropped, page = 0, 200
+    async with get_client() as client:
+        while True:
+            runs = await client.read_flow_runs(
+                flow_run_filter=due, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=page
+            )
+            missed = [run for run in runs if run.auto_scheduled][1:]
+            for run in missed:
+                await client.delete_flow_run(run.id)
+            dropped += len(missed)
+            if len(runs) < page or not missed:
+                return dropped
+
+
 def deploy_flows(pool: str) -> list[str]:
     """process-batch, and the two scheduled flows; returns the deployment ids."""
     settings = get_settings()
@@ -105,6 +145,12 @@ def main() -> None:
     asyncio.run(ensure_work_pool(pool))
     ids = deploy_flows(pool)
     print(f"work pool {pool!r} ready; deployments: {', '.join(ids)}")
+    for scheduled in ids[1:]:
+        if dropped := asyncio.run(drop_missed_runs(scheduled)):
+            print(
+                f"deployment {scheduled}: {dropped} scheduled runs that fell due while no "
+                "worker ran were dropped; the newest one still runs"
+            )
 
 
 if __name__ == "__main__":

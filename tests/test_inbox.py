@@ -197,3 +197,73 @@ def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
         described = ingest.parameter_openapi_schema["properties"]
         assert "Only this tenant" in described["tenant_id"]["description"]
         assert "Scan this folder" in described["folder"]["description"]
+
+
+def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
+    tmp_path: Path,
+) -> None:
+    """Every scan that fell due while no worker ran used to run at start, ahead of batches."""
+    from datetime import UTC, datetime, timedelta
+
+    from docpipe.config import Settings
+    from docpipe.stack import Stack, free_port
+
+    settings = Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port())
+    stack = Stack(settings.model_copy(update={"ingest_interval_seconds": 60}))
+    stack.start(worker=False, api=False)
+    try:
+        with httpx.Client(base_url=stack.settings.prefect_api_url, timeout=30) as prefect:
+            ingest = prefect.get("/deployments/name/ingest-folder/ingest-folder").json()["id"]
+            now = datetime.now(UTC)
+
+            def runs(**expected_start_time: str) -> list[dict[str, object]]:
+                response = prefect.post(
+                    "/flow_runs/filter",
+                    json={
+                        "flow_runs": {
+                            "deployment_id": {"any_": [ingest]},
+                            "state": {"type": {"any_": ["SCHEDULED"]}},
+                            "expected_start_time": expected_start_time,
+                        }
+                    },
+                )
+                response.raise_for_status()
+                return list(response.json())
+
+            # The schedule's own runs for the last ten minutes, as if docpipe had been down.
+            prefect.post(
+                f"/deployments/{ingest}/schedule",
+                json={
+                    "start_time": (now - timedelta(minutes=10)).isoformat(),
+                    "end_time": (now - timedelta(seconds=30)).isoformat(),
+                    "max_runs": 20,
+                },
+            ).raise_for_status()
+            # And one run started by hand from the UI, due as long.
+            by_hand = prefect.post(
+                f"/deployments/{ingest}/create_flow_run",
+                json={
+                    "state": {
+                        "type": "SCHEDULED",
+                        "state_details": {
+                            "scheduled_time": (now - timedelta(minutes=5)).isoformat()
+                        },
+                    }
+                },
+            ).json()["id"]
+            missed = runs(before_=now.isoformat())
+            assert len(missed) >= 10
+            ahead = {run["id"] for run in runs(after_=now.isoformat())}
+
+            stack.deploy()  # as every `make up` does before it starts the worker
+
+            left = runs(before_=now.isoformat())
+            assert {run["id"] for run in left if not run["auto_scheduled"]} == {by_hand}
+            [newest] = [run for run in left if run["auto_scheduled"]]
+            assert newest["expected_start_time"] == max(
+                run["expected_start_time"] for run in missed if run["auto_scheduled"]
+            )
+            assert ahead <= {run["id"] for run in runs(after_=now.isoformat())}
+        assert f"{len(missed) - 2} scheduled runs" in (stack.log_dir / "deploy.log").read_text()
+    finally:
+        stack.stop()

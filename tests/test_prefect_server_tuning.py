@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 
@@ -40,7 +42,6 @@ def test_a_prefect_without_the_transaction_hook_runs_as_it_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from contextlib import asynccontextmanager
-    from typing import Any
 
     from prefect.server.database.configurations import AioSqliteConfiguration
 
