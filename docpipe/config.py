@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # Stored files with no batch row, and staging left by a killed upload, are removed
     # once this old: younger ones may belong to an upload still in progress.
     orphan_grace_seconds: float = 300.0
+    # Looking for them lists every stored file, so the API's frequent pass does it at its
+    # first pass and then at most this often (0: every pass). `docpipe recover` and the
+    # recover-batches deployment always do.
+    orphan_sweep_seconds: float = 3600.0
 
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     inbox_settle_seconds: float = 5.0

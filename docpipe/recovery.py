@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -50,11 +51,14 @@ class _Candidate:
     submissions: int
 
 
-def recover_batches() -> RecoveryReport:
-    """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died."""
+def recover_batches(*, sweep: bool = True) -> RecoveryReport:
+    """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died.
+
+    With `sweep`, first remove what killed uploads left (`sweep_orphans`).
+    """
     settings = get_settings()
     now = utcnow()
-    report = RecoveryReport(orphans_removed=sweep_orphans())
+    report = RecoveryReport(orphans_removed=sweep_orphans() if sweep else [])
     with session_scope() as session:
         candidates = [
             _Candidate(b.id, b.status, b.flow_run_id, b.created_at, b.heartbeat_at, b.submissions)
@@ -149,7 +153,10 @@ def sweep_orphans() -> list[str]:
 
 
 async def recover_periodically(
-    interval: float, recover: Callable[[], RecoveryReport] = recover_batches
+    interval: float,
+    recover: Callable[..., RecoveryReport] = recover_batches,
+    *,
+    sweep_interval: float | None = None,
 ) -> None:
     """The API's recovery loop: a pass at once, then one every `interval` seconds, for ever.
 
@@ -158,13 +165,22 @@ async def recover_periodically(
     half a CPU second a minute. And unlike a flow run, it also runs while Prefect is down,
     so the batches accepted meanwhile are submitted as soon as it is back. Several API
     processes may each run it: submission is idempotent per batch and attempt.
+
+    The orphan sweep lists every stored file, so it runs on the first pass and then once
+    `sweep_interval` (default `orphan_sweep_seconds`) has passed since the last one.
     """
+    if sweep_interval is None:
+        sweep_interval = get_settings().orphan_sweep_seconds
+    swept_at: float | None = None
     while True:
+        sweep = swept_at is None or time.monotonic() - swept_at >= sweep_interval
         try:
-            report = await anyio.to_thread.run_sync(recover)
+            report = await anyio.to_thread.run_sync(functools.partial(recover, sweep=sweep))
         except Exception:
             log.exception("the recovery pass failed; the next one is in %g s", interval)
         else:
-            if report.submitted or report.resubmitted or report.failed:
+            if sweep:
+                swept_at = time.monotonic()
+            if report.submitted or report.resubmitted or report.failed or report.orphans_removed:
                 log.warning("recovery: %s", report.as_dict())
         await anyio.sleep(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterator
@@ -166,7 +167,7 @@ def test_a_recovery_pass_that_breaks_does_not_end_the_apis_recovery() -> None:
 
     passes: list[int] = []
 
-    def breaks_once() -> RecoveryReport:
+    def breaks_once(sweep: bool) -> RecoveryReport:
         passes.append(1)
         if len(passes) == 1:  # the fault: the database was away for this pass
             raise RuntimeError("database is gone")
@@ -182,3 +183,36 @@ def test_a_recovery_pass_that_breaks_does_not_end_the_apis_recovery() -> None:
 
     anyio.run(main)
     assert len(passes) >= 3
+
+
+@pytest.mark.parametrize(
+    ("sweep_interval", "sweeps"), [(3600, [True, False, False]), (0, [True, True, True])]
+)
+def test_the_apis_recovery_lists_all_storage_at_its_first_pass_then_once_an_hour(
+    sweep_interval: float, sweeps: list[bool]
+) -> None:
+    """Looking for orphans lists every stored file; a pass every minute need not."""
+    import anyio
+
+    from docpipe.recovery import RecoveryReport, recover_periodically
+
+    asked: list[bool] = []
+
+    def recover(sweep: bool) -> RecoveryReport:
+        asked.append(sweep)
+        return RecoveryReport()
+
+    async def main() -> None:
+        with anyio.move_on_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(
+                    functools.partial(
+                        recover_periodically, 0.01, recover, sweep_interval=sweep_interval
+                    )
+                )
+                while len(asked) < 3:
+                    await anyio.sleep(0.01)
+                tasks.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert asked[:3] == sweeps
