@@ -106,8 +106,12 @@ async def drop_missed_runs(deployment_id: str) -> int:
                 return dropped
 
 
+SCHEDULED_DEPLOYMENTS = ("recover-batches", "ingest-folder")
+
+
 def deploy_flows(pool: str) -> list[str]:
-    """process-batch, and the two scheduled flows; returns the deployment ids."""
+    """process-batch, then the two scheduled flows (in the order of SCHEDULED_DEPLOYMENTS);
+    returns the deployment ids."""
     settings = get_settings()
     return [
         _deploy(
@@ -145,11 +149,11 @@ def main() -> None:
     asyncio.run(ensure_work_pool(pool))
     ids = deploy_flows(pool)
     print(f"work pool {pool!r} ready; deployments: {', '.join(ids)}")
-    for scheduled in ids[1:]:
+    for name, scheduled in zip(SCHEDULED_DEPLOYMENTS, ids[1:], strict=True):
         if dropped := asyncio.run(drop_missed_runs(scheduled)):
             print(
-                f"deployment {scheduled}: {dropped} scheduled runs that fell due while no "
-                "worker ran were dropped; the newest one still runs"
+                f"{name}: {dropped} scheduled runs that fell due while no worker ran were "
+                "dropped; the newest one still runs"
             )
 
 

@@ -264,6 +264,7 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
                 run["expected_start_time"] for run in missed if run["auto_scheduled"]
             )
             assert ahead <= {run["id"] for run in runs(after_=now.isoformat())}
-        assert f"{len(missed) - 2} scheduled runs" in (stack.log_dir / "deploy.log").read_text()
+        logged = (stack.log_dir / "deploy.log").read_text()
+        assert f"ingest-folder: {len(missed) - 2} scheduled runs" in logged
     finally:
         stack.stop()
