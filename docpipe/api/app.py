@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from docpipe.api.limits import BodyLimit, body_limit
 from docpipe.api.routes import batches, documents, health
 from docpipe.config import get_settings
 from docpipe.db import get_engine
@@ -53,6 +54,10 @@ def create_app() -> FastAPI:
         title="docpipe",
         summary="Batch OCR of scanned documents, orchestrated by Prefect.",
         version="0.1.0",
+    )
+    settings = get_settings()
+    app.add_middleware(
+        BodyLimit, limit=body_limit(settings.max_batch_documents, settings.max_file_bytes)
     )
     app.include_router(documents.router)
     app.include_router(batches.router)
