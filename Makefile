@@ -22,7 +22,7 @@ loadtest: install ## Locust + VIP/standard scenarios + memory check; writes load
 	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
 
 lint: install
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy docpipe tasks flows deployments
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy docpipe tasks flows deployments tests loadtest
 
 clean: ## remove local state (the default DOCPIPE_HOME)
 	rm -rf var

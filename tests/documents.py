@@ -25,6 +25,7 @@ def page_image(
 ) -> Image.Image:
     """A grayscale page that looks scanned: dark text on off-white, a little blur and noise."""
     font = ImageFont.load_default(size=max(24, dpi // 4))
+    assert isinstance(font, ImageFont.FreeTypeFont)  # a sized font needs FreeType
     line_height = int(font.size * 1.6)
     height = max(400, 120 + line_height * len(lines))
     image = Image.new("L", (width, height), 245)

@@ -113,7 +113,7 @@ def test_ten_documents_two_corrupted(
     assert len([r for r in document_runs if r.name.startswith("document-")]) == 10
     failed = [r for r in document_runs if r.state is not None and r.state.is_failed()]
     assert len(failed) == 2
-    assert all(r.state.message and "does not" in r.state.message for r in failed)
+    assert all(r.state and r.state.message and "does not" in r.state.message for r in failed)
     last_document_end = max(r.end_time for r in document_runs if r.end_time)
     assert summaries[0].start_time is not None
     assert summaries[0].start_time >= last_document_end
@@ -131,7 +131,10 @@ def test_ten_documents_two_corrupted(
 def test_progress_and_summary_artifacts_show_in_prefect(
     api: httpx.Client, tenant: tuple[str, str], prefect_api: None
 ) -> None:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
 
     tenant_id, key = tenant
     files = [(f"{i}.png", documents.document(documents.phrase(i), "png", seed=i)) for i in range(3)]
@@ -146,7 +149,9 @@ def test_progress_and_summary_artifacts_show_in_prefect(
     def latest(artifact_key: str) -> Any:
         with get_client(sync_client=True) as client:
             found = client.read_latest_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key]))
+                artifact_filter=ArtifactCollectionFilter(
+                    key=ArtifactCollectionFilterKey(any_=[artifact_key])
+                )
             )
         assert len(found) == 1
         return found[0]

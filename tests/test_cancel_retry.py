@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 
 from tests import documents
 from tests.conftest import files_part, wait_for_batch
@@ -48,7 +49,7 @@ def test_cancel_then_retry(api: httpx.Client, tenant: tuple[str, str], prefect_a
     # The run stops, and nothing it was doing turns the batch back.
     with get_client(sync_client=True) as client:
         deadline = time.monotonic() + 60
-        while (run := client.read_flow_run(body["flowRunId"])).state_type.value != "CANCELLED":
+        while (run := client.read_flow_run(body["flowRunId"])).state_type != StateType.CANCELLED:
             assert time.monotonic() < deadline, run.state
             time.sleep(1)
     after = api.get(f"/api/batches/{batch_id}", headers=headers).json()

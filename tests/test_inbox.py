@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -184,16 +185,20 @@ def test_one_scan_at_a_time_per_folder(stack: object) -> None:
 
 def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.schedules import IntervalSchedule
 
     with get_client(sync_client=True) as client:
         for name in ("ingest-folder/ingest-folder", "recover-batches/recover-batches"):
             deployment = client.read_deployment_by_name(name)
             assert deployment.work_queue_name == "critical"
             [schedule] = deployment.schedules
+            assert isinstance(schedule.schedule, IntervalSchedule)
             assert schedule.schedule.interval.total_seconds() == 86400  # as configured
         process = client.read_deployment_by_name("process-batch/process-batch")
+        assert process.parameter_openapi_schema is not None
         assert process.parameter_openapi_schema["required"] == ["batch_id"]
         ingest = client.read_deployment_by_name("ingest-folder/ingest-folder")
+        assert ingest.parameter_openapi_schema is not None
         described = ingest.parameter_openapi_schema["properties"]
         assert "Only this tenant" in described["tenant_id"]["description"]
         assert "Scan this folder" in described["folder"]["description"]
@@ -216,7 +221,7 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
             ingest = prefect.get("/deployments/name/ingest-folder/ingest-folder").json()["id"]
             now = datetime.now(UTC)
 
-            def runs(**expected_start_time: str) -> list[dict[str, object]]:
+            def runs(**expected_start_time: str) -> list[dict[str, Any]]:
                 response = prefect.post(
                     "/flow_runs/filter",
                     json={

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from docpipe.errors import OcrFailed
 from docpipe.ocr import PAGE_SEPARATOR, ocr_document
 from tests import documents
 
-OPTIONS = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
+OPTIONS: dict[str, Any] = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
 
 
 @pytest.mark.parametrize("kind", ["pdf", "png", "jpeg", "tiff"])

@@ -66,9 +66,13 @@ def test_polls_never_overlap() -> None:
 
     async def main() -> None:
         locked = serialised(poll)
+
+        async def call() -> None:
+            await locked()
+
         async with anyio.create_task_group() as tasks:
             for _ in range(5):
-                tasks.start_soon(locked)
+                tasks.start_soon(call)
 
     anyio.run(main)
     assert most == 1
