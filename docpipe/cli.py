@@ -67,7 +67,8 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
     try:
         while not stopping:
             if (dead := stack.check_alive()) is not None:
-                typer.echo(f"{dead} exited; see {stack.log_dir}/{dead}.log", err=True)
+                log_file = next(s.log_file.name for s in stack.services if s.name == dead)
+                typer.echo(f"{dead} exited; see {log_file}", err=True)
                 break
             time.sleep(0.5)
     finally:
@@ -78,11 +79,22 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
 
 @app.command()
 def worker(
-    name: Annotated[str, typer.Option(help="The worker's name in Prefect.")] = "docpipe-worker",
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The worker's name in Prefect; default docpipe-worker-<this host's name>. "
+            "Two workers on one home need two names: the name picks the warm starter's "
+            "socket and the log files."
+        ),
+    ] = None,
 ) -> None:
     """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both."""
-    from docpipe.stack import Stack
+    import socket
 
+    from docpipe.stack import DEFAULT_WORKER_NAME, Stack
+
+    # Not `make up`'s own worker name, so this one can run beside it on the same home.
+    name = name or f"{DEFAULT_WORKER_NAME}-{socket.gethostname()}"
     stack = Stack(get_settings())
 
     def start() -> None:

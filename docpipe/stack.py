@@ -22,6 +22,7 @@ from docpipe.config import Settings
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 8.0
+DEFAULT_WORKER_NAME = "docpipe-worker"
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -162,7 +163,7 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"creating the deployments failed; see {log_path}")
 
-    def start_warm_starter(self, worker_name: str = "docpipe-worker") -> None:
+    def start_warm_starter(self, worker_name: str = DEFAULT_WORKER_NAME) -> None:
         """The process the worker's flow runs fork from, with Prefect and the flows imported."""
         from docpipe.warm import SOCKET_ENV, socket_path_for
 
@@ -172,21 +173,28 @@ class Stack:
             "warm-starter",
             [sys.executable, "-m", "docpipe.warm", "serve"],
             env={SOCKET_ENV: str(path)},
+            log_name=_log_name("warm-starter", worker_name),
         )
         deadline = time.monotonic() + 120
         while not path.exists():
             if service.process.poll() is not None:
-                raise RuntimeError(f"warm starter exited; see {self.log_dir / 'warm-starter.log'}")
+                log_file = self.log_dir / f"{_log_name('warm-starter', worker_name)}.log"
+                raise RuntimeError(f"warm starter exited; see {log_file}")
             if time.monotonic() > deadline:
                 raise RuntimeError("warm starter did not start within 120 s")
             time.sleep(0.1)
 
-    def start_worker(self, name: str = "docpipe-worker") -> Service:
+    def start_worker(self, name: str = DEFAULT_WORKER_NAME) -> Service:
         """A worker; its flow runs start warm if its warm starter (same name) is running."""
         from docpipe.warm import SOCKET_ENV, socket_path_for
 
         socket = str(socket_path_for(self.settings.home, name))
-        return self._spawn("worker", worker_command(self.settings, name), env={SOCKET_ENV: socket})
+        return self._spawn(
+            "worker",
+            worker_command(self.settings, name),
+            env={SOCKET_ENV: socket},
+            log_name=_log_name("worker", name),
+        )
 
     def start_api(self) -> None:
         s = self.settings
@@ -222,9 +230,15 @@ class Stack:
                 return service.name
         return None
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        log_name: str | None = None,
+    ) -> Service:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (self.log_dir / f"{name}.log").open("ab")
+        log_file = (self.log_dir / f"{log_name or name}.log").open("ab")
         process = subprocess.Popen(
             command,
             env={**service_env(self.settings), **(env or {})},
@@ -281,6 +295,12 @@ def _terminate_tree(services: list[Service]) -> None:
     for service in services:
         service.process.poll()
         service.log_file.close()
+
+
+def _log_name(service: str, worker_name: str) -> str:
+    """`worker` and `warm-starter` for `make up`'s worker; a worker started with another
+    name (`docpipe worker --name`) on the same home logs to files of its own."""
+    return service if worker_name == DEFAULT_WORKER_NAME else f"{service}-{worker_name}"
 
 
 def free_port() -> int:

@@ -76,3 +76,49 @@ def test_polls_never_overlap() -> None:
 
     anyio.run(main)
     assert most == 1
+
+
+@pytest.mark.e2e
+def test_docpipe_worker_runs_beside_make_ups_worker_on_the_same_home(
+    stack: Any, prefect_api: None
+) -> None:
+    """Its own name, warm starter socket and log files; `make up`'s worker keeps its own."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from docpipe.stack import _bin, service_env
+    from docpipe.warm import socket_path_for
+
+    name = f"docpipe-worker-{socket.gethostname()}"
+    ours = socket_path_for(stack.settings.home, "docpipe-worker")
+    assert ours.exists()
+    extra = subprocess.Popen(
+        [_bin("docpipe"), "worker"],
+        env=service_env(stack.settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while name not in {w.name for w in client.read_workers_for_work_pool("docpipe")}:
+                assert extra.poll() is None, extra.stdout.read() if extra.stdout else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert socket_path_for(stack.settings.home, name).exists()
+        assert ours.exists()  # make up's warm starter still answers at its own socket
+        logs = {p.name for p in stack.log_dir.iterdir()}
+        assert {f"worker-{name}.log", f"warm-starter-{name}.log"} <= logs
+    finally:
+        extra.send_signal(signal.SIGINT)
+        output, _ = extra.communicate(timeout=60)
+    assert extra.returncode == 0, output
+    assert "stopped." in output
+    assert ours.exists()
+    assert f"worker {name} is polling" in output
+    assert (stack.log_dir / "worker.log").exists()
