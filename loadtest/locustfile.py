@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import HttpUser, between, events, task
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from loadtest.pages import cached_pages
 
@@ -38,6 +40,16 @@ def pages() -> list[tuple[str, bytes]]:
 @events.init.add_listener
 def _make_pages(environment: Any, **_: Any) -> None:
     pages()
+
+
+@events.test_stop.add_listener
+def _let_the_csv_catch_up(environment: Any, **_: Any) -> None:
+    """Wait for one more of Locust's CSV writes before it exits.
+
+    Locust rewrites its CSV once a second and not again when it exits, so the batch that
+    ended last, as the users stopped, was in the printed summary but not in the CSV.
+    """
+    gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.5)
 
 
 class TenantUser(HttpUser):

@@ -131,3 +131,29 @@ def test_locust_reports_whole_batches_per_tier(
         )
     assert ocr_seconds
     assert 0.5 * ocr_seconds <= monitored["cpu_tesseract"].sum() <= 1.2 * ocr_seconds + 1
+
+
+def test_a_batch_that_ends_as_locust_stops_is_in_its_csv(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    """Both users' first batches end after the run time, while Locust waits for them."""
+    from docpipe.models import Tier
+    from loadtest.run import locust_command, locust_env, make_tenant
+
+    vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+    result = subprocess.run(
+        locust_command(stack.settings.api_url, tmp_path / "locust", "1s", stop_timeout=120),
+        env=locust_env(vip, standard, 2, tmp_path / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout + result.stderr
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    for tier in ("vip", "standard"):
+        assert f"batch complete [{tier}]" in printed
+        assert batches.loc[f"batch complete [{tier}]"]["Request Count"] == 1
