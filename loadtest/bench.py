@@ -156,12 +156,9 @@ def idle_cpu(stack: Any, seconds: float) -> float:
 
 
 @contextlib.contextmanager
-def paused(stack: Any) -> Iterator[None]:
-    """Every process of the stack stopped (SIGSTOP), so the floor has the machine to itself;
-    then resumed, and given a moment for the timers that fell due meanwhile."""
-    from docpipe.stack import process_trees
-
-    procs = process_trees(stack.services)
+def paused(procs: list[psutil.Process]) -> Iterator[None]:
+    """These processes stopped (SIGSTOP), so the floor has the machine to itself; then
+    resumed, and given a moment for the timers that fell due meanwhile."""
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.suspend()
@@ -178,7 +175,7 @@ def run(
     pages_count: int, out: Path, cores: int, idle_seconds: float = 60, rounds: int = 3
 ) -> dict[str, Any]:
     from docpipe.config import Settings
-    from docpipe.stack import Stack, free_port
+    from docpipe.stack import Stack, free_port, process_trees
 
     cache = ROOT / "loadtest" / ".pages"
     pages = cached_pages(pages_count, cache)
@@ -208,7 +205,7 @@ def run(
                 print(
                     f"round {number} of {rounds}: bare Tesseract, {cores} at a time ...", flush=True
                 )
-                with paused(stack):
+                with paused(process_trees(stack.services)):
                     bare = floor(paths, workdir / f"floor-{number}", cores)
                 print(
                     f"round {number} of {rounds}: {pages_count} pages as one batch ...", flush=True

@@ -46,6 +46,18 @@ def _plot(path: Path, title: str, ylabel: str, series: dict[str, pd.Series]) -> 
     plt.close(fig)
 
 
+def _against_floor(pages_per_second: float, floor: dict[str, Any] | None) -> list[str]:
+    """The run's throughput as a share of bare Tesseract's, measured in the same run."""
+    if not floor:
+        return []
+    return [
+        f"- bare Tesseract on this machine, measured at the start of this run: "
+        f"{floor['pagesPerSecond']:.2f} pages/s ({floor['pages']} pages, {floor['cores']} at "
+        f"a time, docpipe stopped meanwhile); this run's throughput is "
+        f"**{pages_per_second / floor['pagesPerSecond']:.2f}x** of it"
+    ]
+
+
 def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
     """report.md and the plots for one load run: its tenants' documents only, so a home
     that has seen earlier runs does not stretch this one's figures."""
@@ -77,6 +89,7 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
             "",
             f"- documents finished: {len(done)} ({pages} pages) in {span:.0f} s: "
             f"**{pages / span:.2f} pages/s**",
+            *_against_floor(pages / span, scenarios.get("floor")),
             f"- OCR time per document: mean {done['ocr_seconds'].mean():.2f} s, "
             f"p95 {done['ocr_seconds'].quantile(0.95):.2f} s",
             f"- time from upload to finished, per document: mean {per_doc.mean():.1f} s, "

@@ -143,6 +143,27 @@ def memory_check(client: Client, tenant: Tenant, settings: Any, batches: int) ->
     }
 
 
+def floor_throughput(pages: list[Path], settings: Any) -> dict[str, Any]:
+    """Bare Tesseract's pages per second on this machine, as `make bench` measures it
+    (one process per core), with docpipe's processes stopped meanwhile: the figure the
+    run's throughput is quoted against."""
+    import tempfile
+
+    from loadtest.bench import floor, paused
+
+    services = find_services(settings).values()
+    procs = [tree for proc in services for tree in [proc, *proc.children(recursive=True)]]
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="docpipe-floor-") as tmp, paused(procs):
+        bare = floor(pages, Path(tmp), cores)
+    return {
+        "pages": len(pages),
+        "cores": cores,
+        "seconds": round(bare["seconds"], 2),
+        "pagesPerSecond": round(len(pages) / bare["seconds"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -165,7 +186,10 @@ def main() -> None:
     try:
         vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
         pages_dir = ROOT / "loadtest" / ".pages"
-        pages = [(p.name, p.read_bytes()) for p, _ in cached_pages(args.batch_size, pages_dir)]
+        cached = cached_pages(args.batch_size, pages_dir)
+        pages = [(p.name, p.read_bytes()) for p, _ in cached]
+        print(f"the floor: bare Tesseract on the {len(cached)} pages ...", flush=True)
+        bare = floor_throughput([p for p, _ in cached], settings)
         monitor = Monitor(settings, args.out / "monitor.csv")
         print(f"locust: 1 VIP and 1 standard user for {args.duration} ...", flush=True)
         if not args.skip_locust:
@@ -176,7 +200,7 @@ def main() -> None:
                 check=False,
             )
         client = Client(settings.api_url, pages)
-        results: dict[str, Any] = {}
+        results: dict[str, Any] = {"floor": bare}
         if not args.skip_scenarios:
             print("scenarios: VIP versus standard ...", flush=True)
             results["priority"] = vip_scenarios(client, vip, standard, args.batch_size)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -157,3 +158,25 @@ def test_a_batch_that_ends_as_locust_stops_is_in_its_csv(
     for tier in ("vip", "standard"):
         assert f"batch complete [{tier}]" in printed
         assert batches.loc[f"batch complete [{tier}]"]["Request Count"] == 1
+
+
+def test_the_loadtest_quotes_its_throughput_against_bare_tesseract(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    import psutil
+
+    from docpipe.config import get_settings
+    from loadtest.monitor import find_services
+    from loadtest.report import _against_floor
+    from loadtest.run import floor_throughput
+
+    pages = [p for p, _ in cached_pages(2, tmp_path / "pages")]
+    bare = floor_throughput(pages, get_settings())
+    assert bare["pages"] == 2 and bare["pagesPerSecond"] > 0
+    services = find_services(get_settings())
+    assert {"server", "worker", "api"} <= set(services)
+    # docpipe was stopped for the floor, and runs again.
+    assert all(p.status() != psutil.STATUS_STOPPED for p in services.values())
+    assert httpx.get(f"{stack.settings.api_url}/health", timeout=10).is_success
+    [line] = _against_floor(bare["pagesPerSecond"] / 2, bare)
+    assert "this run's throughput is **0.50x** of it" in line
