@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -178,8 +179,7 @@ class Stack:
         deadline = time.monotonic() + 120
         while not path.exists():
             if service.process.poll() is not None:
-                log_file = self.log_dir / f"{_log_name('warm-starter', worker_name)}.log"
-                raise RuntimeError(f"warm starter exited; see {log_file}")
+                raise RuntimeError(f"warm starter exited; see {service.log_file.name}")
             if time.monotonic() > deadline:
                 raise RuntimeError("warm starter did not start within 120 s")
             time.sleep(0.1)
@@ -269,12 +269,13 @@ class Stack:
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:g} s")
 
 
-def process_trees(services: list[Service]) -> list[psutil.Process]:
-    """The services' processes and all their descendants (flow runs, Tesseract)."""
+def process_trees(pids: Iterable[int]) -> list[psutil.Process]:
+    """These processes and all their descendants (flow runs, Tesseract); ones that are gone
+    are left out."""
     procs: list[psutil.Process] = []
-    for service in services:
+    for pid in pids:
         try:
-            parent = psutil.Process(service.process.pid)
+            parent = psutil.Process(pid)
             procs.extend([parent, *parent.children(recursive=True)])
         except psutil.NoSuchProcess:
             continue
@@ -283,7 +284,7 @@ def process_trees(services: list[Service]) -> list[psutil.Process]:
 
 def _terminate_tree(services: list[Service]) -> None:
     """SIGTERM the services and all their descendants; SIGKILL what is left after a while."""
-    procs = process_trees(services)
+    procs = process_trees(s.process.pid for s in services)
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGTERM)

@@ -205,7 +205,7 @@ def run(
                 print(
                     f"round {number} of {rounds}: bare Tesseract, {cores} at a time ...", flush=True
                 )
-                with paused(process_trees(stack.services)):
+                with paused(process_trees(s.process.pid for s in stack.services)):
                     bare = floor(paths, workdir / f"floor-{number}", cores)
                 print(
                     f"round {number} of {rounds}: {pages_count} pages as one batch ...", flush=True

@@ -149,10 +149,10 @@ def floor_throughput(pages: list[Path], settings: Any) -> dict[str, Any]:
     run's throughput is quoted against."""
     import tempfile
 
+    from docpipe.stack import process_trees
     from loadtest.bench import floor, paused
 
-    services = find_services(settings).values()
-    procs = [tree for proc in services for tree in [proc, *proc.children(recursive=True)]]
+    procs = process_trees(proc.pid for proc in find_services(settings).values())
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="docpipe-floor-") as tmp, paused(procs):
         bare = floor(pages, Path(tmp), cores)

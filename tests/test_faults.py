@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 def kill_tree(stack: Any, name: str) -> None:
     """SIGKILL a service and everything it started, as if its machine went away."""
     service = next(s for s in stack.services if s.name == name)
-    procs = process_trees([service])
+    procs = process_trees([service.process.pid])
     for proc in procs:
         proc.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=10)
