@@ -42,16 +42,18 @@ async def ensure_work_pool(pool: str) -> None:
 
 def _deploy(
     pool: str, entrypoint: str, *, queue: str, description: str, interval: float | None = None
-) -> str:
-    """Register one flow from the local source tree on the pool; returns the deployment id.
+) -> tuple[str, str]:
+    """Register one flow from the local source tree on the pool; returns the deployment's
+    name and id.
 
     An interval of 0 (or none) means no schedule, and removes one deployed before: Prefect
     keeps the old schedule when given none unless told to clear it.
     """
+    name = entrypoint.rsplit(":", 1)[1].replace("_", "-")
     source = flow.from_source(source=str(PROJECT_DIR), entrypoint=entrypoint)
     with temporary_settings(updates={PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY: True}):
         deployment_id = source.deploy(  # type: ignore[union-attr]
-            name=entrypoint.rsplit(":", 1)[1].replace("_", "-"),
+            name=name,
             work_pool_name=pool,
             work_queue_name=queue,
             description=description,
@@ -64,7 +66,7 @@ def _deploy(
             print_next_steps=False,
             ignore_warnings=True,
         )
-    return str(deployment_id)
+    return name, str(deployment_id)
 
 
 async def drop_missed_runs(deployment_id: str) -> int:
@@ -106,51 +108,49 @@ async def drop_missed_runs(deployment_id: str) -> int:
                 return dropped
 
 
-SCHEDULED_DEPLOYMENTS = ("recover-batches", "ingest-folder")
-
-
-def deploy_flows(pool: str) -> list[str]:
-    """process-batch, then the two scheduled flows (in the order of SCHEDULED_DEPLOYMENTS);
-    returns the deployment ids."""
+def deploy_flows(pool: str) -> dict[str, str]:
+    """process-batch, and the two scheduled flows; returns the deployment ids by name."""
     settings = get_settings()
-    return [
-        _deploy(
-            pool,
-            "flows/process_batch.py:process_batch",
-            # The default; each run is submitted to its tenant tier's queue.
-            queue="batch",
-            description="Validate and OCR one batch's documents, then summarise it. "
-            "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
-        ),
-        # The scheduled flows are light work that unblocks others: they go on the
-        # queue that is served first.
-        _deploy(
-            pool,
-            "flows/recover_batches.py:recover_batches",
-            queue="critical",
-            description="Submit batches Prefect never received; resubmit ones whose run died. "
-            "The API also runs this pass, every DOCPIPE_RECOVERY_INTERVAL_SECONDS.",
-            # Every 15 minutes by default: the API's pass is the frequent one, and this
-            # covers the time no API runs.
-            interval=settings.recovery_schedule_seconds,
-        ),
-        _deploy(
-            pool,
-            "flows/ingest_folder.py:ingest_folder",
-            queue="critical",
-            description="Turn settled files in the inbox (one folder per tenant) into batches.",
-            interval=settings.ingest_interval_seconds,
-        ),
-    ]
+    return dict(
+        [
+            _deploy(
+                pool,
+                "flows/process_batch.py:process_batch",
+                # The default; each run is submitted to its tenant tier's queue.
+                queue="batch",
+                description="Validate and OCR one batch's documents, then summarise it. "
+                "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
+            ),
+            # The scheduled flows are light work that unblocks others: they go on the
+            # queue that is served first.
+            _deploy(
+                pool,
+                "flows/recover_batches.py:recover_batches",
+                queue="critical",
+                description="Submit batches Prefect never received; resubmit ones whose run died. "
+                "The API also runs this pass, every DOCPIPE_RECOVERY_INTERVAL_SECONDS.",
+                # Every 15 minutes by default: the API's pass is the frequent one, and this
+                # covers the time no API runs.
+                interval=settings.recovery_schedule_seconds,
+            ),
+            _deploy(
+                pool,
+                "flows/ingest_folder.py:ingest_folder",
+                queue="critical",
+                description="Turn settled files in the inbox (one folder per tenant) into batches.",
+                interval=settings.ingest_interval_seconds,
+            ),
+        ]
+    )
 
 
 def main() -> None:
     pool = get_settings().work_pool
     asyncio.run(ensure_work_pool(pool))
     ids = deploy_flows(pool)
-    print(f"work pool {pool!r} ready; deployments: {', '.join(ids)}")
-    for name, scheduled in zip(SCHEDULED_DEPLOYMENTS, ids[1:], strict=True):
-        if dropped := asyncio.run(drop_missed_runs(scheduled)):
+    print(f"work pool {pool!r} ready; deployments: {', '.join(ids.values())}")
+    for name, deployment_id in ids.items():  # only scheduled ones have runs to drop
+        if dropped := asyncio.run(drop_missed_runs(deployment_id)):
             print(
                 f"{name}: {dropped} scheduled runs that fell due while no worker ran were "
                 "dropped; the newest one still runs"
