@@ -73,6 +73,24 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     assert "ratio:" in result.stdout and "ms/document" in result.stdout
 
 
+def run_locust(stack: Any, out: Path, run_time: str, vip: Any, standard: Any) -> str:
+    """Locust headless, as `make loadtest` runs it, on 2-page batches, writing its CSVs to
+    `out`; returns what it printed, after checking it succeeded."""
+    from loadtest.run import locust_command, locust_env
+
+    result = subprocess.run(
+        locust_command(stack.settings.api_url, out / "locust", run_time, stop_timeout=120),
+        env=locust_env(vip, standard, 2, out / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout + result.stderr
+
+
 def test_locust_reports_whole_batches_per_tier(
     tmp_path: Path, stack: Any, docpipe_home: Path
 ) -> None:
@@ -83,22 +101,13 @@ def test_locust_reports_whole_batches_per_tier(
     from docpipe.models import Document, Tier, utcnow
     from loadtest.monitor import Monitor
     from loadtest.report import write_report
-    from loadtest.run import locust_command, locust_env, make_tenant
+    from loadtest.run import make_tenant
 
     vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
     since = utcnow()
     monitor = Monitor(get_settings(), tmp_path / "monitor.csv", interval=0.5)
-    result = subprocess.run(
-        locust_command(stack.settings.api_url, tmp_path / "locust", "40s", stop_timeout=120),
-        env=locust_env(vip, standard, 2, tmp_path / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run_locust(stack, tmp_path, "40s", vip, standard)
     monitor.stop()
-    assert result.returncode == 0, result.stderr[-2000:]
     stats = pd.read_csv(tmp_path / "locust_stats.csv")
     batches = stats[stats["Type"] == "BATCH"].set_index("Name")
     for tier in ("vip", "standard"):
@@ -139,20 +148,10 @@ def test_a_batch_that_ends_as_locust_stops_is_in_its_csv(
 ) -> None:
     """Both users' first batches end after the run time, while Locust waits for them."""
     from docpipe.models import Tier
-    from loadtest.run import locust_command, locust_env, make_tenant
+    from loadtest.run import make_tenant
 
     vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
-    result = subprocess.run(
-        locust_command(stack.settings.api_url, tmp_path / "locust", "1s", stop_timeout=120),
-        env=locust_env(vip, standard, 2, tmp_path / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    printed = result.stdout + result.stderr
+    printed = run_locust(stack, tmp_path, "1s", vip, standard)
     stats = pd.read_csv(tmp_path / "locust_stats.csv")
     batches = stats[stats["Type"] == "BATCH"].set_index("Name")
     for tier in ("vip", "standard"):
