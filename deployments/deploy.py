@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, temporary_settings
 
@@ -20,13 +19,27 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Flow runs start through docpipe's warm starter (docpipe/warm.py): forked from a process
 # that has Prefect and the flows imported, instead of a new Python importing them again.
 FLOW_RUN_COMMAND = "python -m docpipe.warm"
+# The pool's job template takes no variables: nobody who may create a flow run can change
+# the command it runs, its environment or its directory (job_variables are refused).
+# `env` is left out on purpose: a dict there is merged with a run's `env` variable.
+LOCKED_JOB_TEMPLATE = {
+    "job_configuration": {"command": FLOW_RUN_COMMAND, "stream_output": True},
+    "variables": {"type": "object", "properties": {}, "additionalProperties": False},
+}
 
 
 async def ensure_work_pool(pool: str) -> None:
-    """Pool `pool` (process type) with queues critical (priority 1) and batch (priority 2)."""
+    """Pool `pool` (process type, locked job template) with queues critical (priority 1) and
+    batch (priority 2)."""
     async with get_client() as client:
-        with contextlib.suppress(ObjectAlreadyExists):
-            await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        try:
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=LOCKED_JOB_TEMPLATE)
+            )
+        except ObjectAlreadyExists:  # made by an older docpipe, or changed by hand: lock it
+            await client.update_work_pool(
+                pool, WorkPoolUpdate(base_job_template=LOCKED_JOB_TEMPLATE)
+            )
         existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
         # The pool's own "default" queue goes last so it never outranks ours.
         if "default" in existing:
@@ -60,7 +73,6 @@ def _deploy(
             interval=interval or None,
             schedules=None if interval else [],
             tags=["docpipe"],
-            job_variables={"command": FLOW_RUN_COMMAND},
             build=False,
             push=False,
             print_next_steps=False,

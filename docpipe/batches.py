@@ -178,31 +178,41 @@ def _count(batch: Batch) -> Outcomes:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """What a flow run has to do for one batch."""
+    """What a flow run has to do for one batch; `refusal` says why it may do nothing."""
 
     batch_id: str
     tier: Tier
     total: int
     already_done: int
     pending_document_ids: list[str]
-    cancelled: bool = False
+    refusal: str | None = None
 
 
 def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
-    """Mark the batch Processing and list the documents still to do (Ready ones are skipped)."""
+    """Mark the batch Processing and list the documents still to do (Ready ones are skipped).
+
+    Whoever started the run, it may only work on a batch that exists, was not cancelled,
+    and has a document that is not Ready yet; otherwise the batch is left as it is, and
+    the plan says why.
+    """
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
-            raise NotFound(f"batch {batch_id} does not exist")
+            return BatchPlan(batch_id, Tier.STANDARD, 0, 0, [], f"no batch {batch_id!r}")
+        pending = [d.id for d in batch.documents if d.status != DocumentStatus.READY]
+        refusal = None
         if batch.status == BatchStatus.CANCELLED:
-            return BatchPlan(batch.id, batch.tier, len(batch.documents), 0, [], cancelled=True)
+            refusal = f"batch {batch_id} was cancelled"
+        elif batch.status.is_final and not pending:
+            refusal = f"batch {batch_id} is {batch.status.value} and every document is Ready"
+        if refusal is not None:
+            return BatchPlan(batch.id, batch.tier, len(batch.documents), 0, [], refusal)
         batch.status = BatchStatus.PROCESSING
         batch.heartbeat_at = utcnow()
         batch.started_at = batch.started_at or utcnow()
         batch.completed_at = None
         if flow_run_id:
             batch.flow_run_id = flow_run_id
-        pending = [d.id for d in batch.documents if d.status != DocumentStatus.READY]
         return BatchPlan(
             batch_id=batch.id,
             tier=batch.tier,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import typer
 
 from docpipe.config import get_settings
 from docpipe.errors import DocpipeError
+from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
 from docpipe.models import Tier
 
 if TYPE_CHECKING:
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
 app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
+
+
+@app.callback()
+def _owner_only_files() -> None:
+    # Whatever a command writes under the home (database, logs, secret) is this user's alone.
+    os.umask(PRIVATE_UMASK)
 
 
 @app.command()
@@ -37,12 +45,17 @@ def up() -> None:
         raise typer.Exit(_fail(str(e))) from e
     typer.echo(f"starting docpipe in {settings.home} ...")
     ui = settings.prefect_api_url.removesuffix("/api")
+    secret = (
+        "your PREFECT_SERVER_API_AUTH_STRING"
+        if settings.prefect_auth_string is not None
+        else f"the line in {settings.home / AUTH_STRING_FILE}"
+    )
     _run_until_stopped(
         Stack(settings),
         None,
         f"docpipe is up.\n"
         f"  API docs:   {settings.api_url}/docs\n"
-        f"  Prefect UI: {ui}\n"
+        f"  Prefect UI: {ui}  (sign in with {secret})\n"
         f"  logs:       {settings.home / 'logs'}\n"
         f"Make a tenant:  .venv/bin/docpipe tenant create acme --tier standard",
     )

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -15,7 +15,9 @@ MIB = 1024 * 1024
 class Settings(BaseSettings):
     """docpipe's configuration: environment variables `DOCPIPE_*`, or a `.env` file."""
 
-    model_config = SettingsConfigDict(env_prefix="DOCPIPE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DOCPIPE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     home: Path = Field(Path("var"), description="Where every piece of local state lives.")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home.")
@@ -26,6 +28,14 @@ class Settings(BaseSettings):
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
     prefect_api_url: str = Field("", description="Default http://prefect_host:prefect_port/api.")
+    # The Prefect server's API secret. Unset, the first start generates one into home
+    # (docpipe/home.py); Prefect's own variable is honoured, as operators know it.
+    prefect_auth_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "DOCPIPE_PREFECT_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING", "prefect_auth_string"
+        ),
+    )
 
     max_file_bytes: int = 25 * MIB
     max_batch_documents: int = 100

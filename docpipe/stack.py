@@ -17,8 +17,10 @@ from typing import IO
 
 import httpx
 import psutil
+from pydantic import SecretStr
 
 from docpipe.config import Settings
+from docpipe.home import prefect_auth_string, prepare_home
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -29,6 +31,7 @@ DEFAULT_WORKER_NAME = "docpipe-worker"
 def service_env(settings: Settings) -> dict[str, str]:
     """The environment every process of the stack shares: one home, one Prefect API."""
     env = dict(os.environ)
+    auth_string = prefect_auth_string(settings)
     env.update(
         {
             # `python` in a flow run's command is this environment's Python.
@@ -38,13 +41,19 @@ def service_env(settings: Settings) -> dict[str, str]:
             **{
                 f"DOCPIPE_{name.upper()}": str(value)
                 for name, value in settings.model_dump().items()
-                if value is not None
+                # Secrets travel under their own names below, never as '**********'.
+                if value is not None and not isinstance(value, SecretStr)
             },
             "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,
             "PREFECT_SERVER_API_HOST": settings.prefect_host,
             "PREFECT_SERVER_API_PORT": str(settings.prefect_port),
+            # The server refuses every API request without the secret, the workers and
+            # flow runs send it, and no web page but the Prefect UI's own may call it.
+            "PREFECT_SERVER_API_AUTH_STRING": auth_string,
+            "PREFECT_API_AUTH_STRING": auth_string,
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(ui_origins(settings)),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "OMP_THREAD_LIMIT": "1",
@@ -84,6 +93,14 @@ def service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def ui_origins(settings: Settings) -> list[str]:
+    """The origins the Prefect UI is served from: the only ones allowed to call its API."""
+    hosts = [settings.prefect_host]
+    if settings.prefect_host in ("127.0.0.1", "localhost", "::1"):
+        hosts = ["127.0.0.1", "localhost"]
+    return [f"http://{host}:{settings.prefect_port}" for host in hosts]
+
+
 def _one_ca_file(home: Path) -> Path:
     """A CA file holding just the first certificate of certifi's bundle."""
     import certifi
@@ -118,7 +135,7 @@ class Stack:
         return self.settings.home / "logs"
 
     def start(self, *, worker: bool = True, api: bool = True) -> None:
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        prepare_home(self.settings)
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:

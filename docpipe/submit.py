@@ -10,6 +10,7 @@ from typing import Any
 
 from docpipe.batches import next_submission, record_submission
 from docpipe.config import get_settings
+from docpipe.home import prefect_auth_string
 from docpipe.models import Tier
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ _derived: dict[int, tuple[Any, Any, dict[Any, Any]]] = {}
 
 def _client_settings(base: Any) -> Any:
     from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
         PREFECT_API_REQUEST_TIMEOUT,
         PREFECT_API_URL,
         PREFECT_CLIENT_MAX_RETRIES,
@@ -51,6 +53,7 @@ def _client_settings(base: Any) -> Any:
     settings = get_settings()
     updates = {
         PREFECT_API_URL: settings.prefect_api_url,
+        PREFECT_API_AUTH_STRING: prefect_auth_string(settings),
         PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
         PREFECT_CLIENT_MAX_RETRIES: 1,
     }

@@ -2,40 +2,51 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
+from prefect.states import Cancelled
 
 from docpipe import inbox
-from docpipe.config import get_settings
+from docpipe.errors import Forbidden
 from docpipe.tenants import get_tenant
 
 
 @flow(name="ingest-folder", log_prints=False)
-def ingest_folder(tenant_id: str | None = None, folder: str | None = None) -> dict[str, Any]:
+def ingest_folder(
+    tenant_id: str | None = None, folder: str | None = None
+) -> dict[str, Any] | State:
     """Turn settled files in the inbox into batches on the tenant tier's queue.
 
     Args:
         tenant_id: Only this tenant's folder; empty scans every tenant folder of the inbox.
-        folder: Scan this folder instead of inbox/<tenant_id>/ (needs tenant_id).
+        folder: Scan only this folder inside inbox/<tenant_id>/ (needs tenant_id); a
+            folder outside the tenant's own is refused.
     """
     logger = get_run_logger()
     if folder and not tenant_id:
-        raise ValueError("folder needs tenant_id: whose documents are they?")
+        return Cancelled(message="folder needs tenant_id: whose documents are they?")
     if tenant_id:
         tenant = get_tenant(tenant_id)
         if tenant is None:
             logger.warning("no tenant %r; nothing ingested", tenant_id)
             return {"unknownTenants": [tenant_id]}
-        path = Path(folder) if folder else get_settings().inbox / tenant_id
-        report = inbox.ingest_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
+        try:
+            path = inbox.tenant_folder(tenant_id, folder)
+        except Forbidden as e:
+            logger.warning("refused: %s", e)
+            return Cancelled(message=f"refused: {e}")
+        report = (
+            inbox.ingest_folder(path, tenant)
+            if path.is_dir() and not path.is_symlink()
+            else inbox.IngestReport()
+        )
     else:
         report = inbox.scan_inbox()
     for name in report.unknown_tenants:
         logger.warning("inbox folder %r has no tenant of that name; left alone", name)
     for name, reason in report.rejected.items():
-        logger.warning("rejected %s: %s", name, reason)
+        logger.warning("rejected %s: %s", inbox.safe_name(name), reason)
     logger.info(
         "ingested %d batches; %d rejected, %d duplicates removed, %d still settling",
         len(report.batches),

@@ -14,6 +14,7 @@ from prefect.artifacts import create_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from docpipe import batches, pipeline
@@ -118,7 +119,7 @@ class Heartbeat:
     task_runner=ThreadPoolTaskRunner(max_workers=get_settings().ocr_concurrency),  # type: ignore[arg-type]
     log_prints=False,
 )
-def process_batch(batch_id: str) -> dict[str, Any]:
+def process_batch(batch_id: str) -> dict[str, Any] | State:
     """Validate and OCR a batch's documents in parallel; one failure never stops the rest.
 
     Args:
@@ -127,6 +128,10 @@ def process_batch(batch_id: str) -> dict[str, Any]:
     logger = get_run_logger()
     logging.getLogger("prefect.task_runs").addFilter(QUIET_COMPLETIONS)
     plan = batches.begin_processing(batch_id, flow_run_id=runtime.flow_run.id)
+    if plan.refusal is not None:
+        # Whoever started this run (the UI, Python, a re-run), it changes nothing.
+        logger.warning("Not run: %s", plan.refusal)
+        return Cancelled(message=f"Not run: {plan.refusal}")
     logger.info(
         "Batch %s: %d documents, %d still to do, tier %s",
         batch_id,
@@ -136,9 +141,6 @@ def process_batch(batch_id: str) -> dict[str, Any]:
     )
     if plan.tier != Tier.VIP:
         lower_process_priority(get_settings().standard_niceness)
-    if plan.cancelled:
-        logger.info("Batch %s was cancelled before it started; nothing to do", batch_id)
-        return {"batchId": batch_id, "cancelled": plan.total}
     with Heartbeat(batch_id):
         progress = Progress(batch_id, plan.total, plan.already_done)
         try:

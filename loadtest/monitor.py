@@ -14,6 +14,7 @@ import psutil
 from sqlalchemy import create_engine, func, select
 
 from docpipe.config import Settings
+from docpipe.home import prefect_auth_headers
 from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
 
 ROLES = {
@@ -104,7 +105,11 @@ class Monitor:
         return max(delta, 0.0)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.settings.prefect_api_url, timeout=30) as prefect:
+        with httpx.Client(
+            base_url=self.settings.prefect_api_url,
+            headers=prefect_auth_headers(self.settings),
+            timeout=30,
+        ) as prefect:
             while not self.stopped.wait(self.interval):
                 try:
                     self.rows.append(self._sample(prefect))

@@ -65,13 +65,28 @@ def prefect_api(stack: Any) -> Iterator[None]:
     """Let this process talk to the stack's Prefect server (for in-process flow runs)."""
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: stack.settings.prefect_api_url}):
+    from docpipe.home import prefect_auth_string
+
+    updates = {
+        PREFECT_API_URL: stack.settings.prefect_api_url,
+        PREFECT_API_AUTH_STRING: prefect_auth_string(stack.settings),
+    }
+    with temporary_settings(updates=updates):
         yield
         # Send what this process still holds before the server goes away.
         APILogWorker.drain_all()
         EventsWorker.drain_all()
+
+
+def prefect_http(settings: Any, headers: dict[str, str] | None = None) -> httpx.Client:
+    """A plain HTTP client of a stack's Prefect API, with its secret (or these headers)."""
+    from docpipe.home import prefect_auth_headers
+
+    if headers is None:
+        headers = prefect_auth_headers(settings)
+    return httpx.Client(base_url=settings.prefect_api_url, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ def test_a_crashing_ocr_fails_only_its_document(
     monkeypatch.setattr(pipeline, "ocr_document", crash_on_tiff)
     tenant_id, batch_id = mixed_batch
 
-    summary = process_batch(batch_id)
+    summary: Any = process_batch(batch_id)
 
     assert (summary["succeeded"], summary["failed"]) == (2, 2)
     docs = statuses(tenant_id, batch_id)
@@ -140,7 +140,7 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
         ],
     )
 
-    summary = process_batch(batch_id)
+    summary: Any = process_batch(batch_id)
 
     assert (summary["succeeded"], summary["failed"]) == (1, 1)
     docs = statuses(tenant_id, batch_id)
@@ -149,3 +149,34 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
     assert docs["tiff.tiff"].status == DocumentStatus.OCR_FAILED
     assert "Error during processing" in docs["tiff.tiff"].error
     assert calls["page.tiff"] == 1
+
+
+@pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])
+def test_a_run_for_a_batch_it_may_not_process_changes_nothing(
+    tenant: tuple[str, str], prefect_api: None, case: str
+) -> None:
+    """Whatever batch id a run is started with, it touches only a batch waiting to run."""
+    from flows.process_batch import process_batch
+
+    tenant_id, _ = tenant
+    batch_id = new_batch(tenant_id, [("a.png", documents.document("refused run", "png"))])
+    if case == "unknown":
+        batch_id = "00000000-0000-0000-0000-000000000000"
+    elif case == "cancelled":
+        batches.cancel_batch(tenant_id, batch_id)
+    else:
+        process_batch(batch_id)
+    before = None if case == "unknown" else statuses(tenant_id, batch_id)["a.png"]
+
+    state = process_batch(batch_id, return_state=True)
+
+    assert state.is_cancelled()
+    assert state.message is not None and state.message.startswith("Not run: ")
+    assert "Traceback" not in state.message
+    if before is not None:
+        after = batches.get_batch(tenant_id, batch_id)
+        assert after.status == (
+            BatchStatus.CANCELLED if case == "cancelled" else BatchStatus.COMPLETED
+        )
+        assert after.documents[0].status == before.status
+        assert after.documents[0].processed_at == before.processed_at

@@ -20,7 +20,7 @@ from docpipe.db import session_scope
 from docpipe.models import Batch
 from docpipe.tenants import get_tenant
 from tests import documents
-from tests.conftest import make_tenant, wait_for_batch
+from tests.conftest import make_tenant, prefect_http, wait_for_batch
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,7 @@ def test_a_crash_after_commit_neither_loses_nor_doubles_a_file(
     for i in range(3):
         drop(folder, *good(i))
 
-    def crash(paths: list[Path]) -> None:
+    def crash(*_: object) -> None:
         raise KeyboardInterrupt("killed between commit and clean-up")
 
     monkeypatch.setattr(inbox, "_remove", crash)
@@ -158,16 +158,50 @@ def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
     assert batch_count(tenant_id) == 1
 
 
-def test_the_flow_takes_a_tenant_and_a_folder(
+def test_the_flow_takes_a_tenant_and_a_folder_inside_its_own(
     tmp_path: Path, stack: object, prefect_api: None
 ) -> None:
     from flows.ingest_folder import ingest_folder
 
     tenant_id, _ = make_tenant()
-    drop(tmp_path, *good(3))
-    result = ingest_folder(tenant_id=tenant_id, folder=str(tmp_path))
+    drop(get_settings().inbox / tenant_id / "scans", *good(3))
+    result: Any = ingest_folder(tenant_id=tenant_id, folder="scans")
     assert len(result["batches"]) == 1
-    assert ingest_folder(tenant_id="nobody-at-all")["unknownTenants"] == ["nobody-at-all"]
+    unknown: Any = ingest_folder(tenant_id="nobody-at-all")
+    assert unknown["unknownTenants"] == ["nobody-at-all"]
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [
+        pytest.param("{outside}", id="absolute-outside"),
+        pytest.param("../{other}", id="another-tenants-folder"),
+        pytest.param("../../", id="the-whole-inbox"),
+        pytest.param("linked", id="link-to-another-tenant"),
+    ],
+)
+def test_the_flow_refuses_a_folder_outside_the_tenants_own(
+    tmp_path: Path, stack: object, prefect_api: None, folder: str
+) -> None:
+    """A run started with any parameters reads nothing but the tenant's own inbox folder."""
+    from flows.ingest_folder import ingest_folder
+
+    tenant_id, _ = make_tenant()
+    other_id, _ = make_tenant()
+    own = get_settings().inbox / tenant_id
+    own.mkdir(parents=True)
+    drop(tmp_path, *good(3))
+    drop(get_settings().inbox / other_id, *good(4))
+    (own / "linked").symlink_to(get_settings().inbox / other_id)
+    folder = folder.format(outside=tmp_path, other=other_id)
+
+    state = ingest_folder(tenant_id=tenant_id, folder=folder, return_state=True)
+
+    assert state.is_cancelled()
+    assert state.message is not None and state.message.startswith("refused:")
+    assert batch_count(tenant_id) == 0
+    assert visible(tmp_path) == [good(3)[0]]
+    assert visible(get_settings().inbox / other_id) == [good(4)[0]]
 
 
 def test_one_scan_at_a_time_per_folder(stack: object) -> None:
@@ -201,7 +235,7 @@ def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
         assert ingest.parameter_openapi_schema is not None
         described = ingest.parameter_openapi_schema["properties"]
         assert "Only this tenant" in described["tenant_id"]["description"]
-        assert "Scan this folder" in described["folder"]["description"]
+        assert "inside inbox/<tenant_id>/" in described["folder"]["description"]
 
 
 def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
@@ -217,7 +251,7 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
     stack = Stack(settings.model_copy(update={"ingest_interval_seconds": 60}))
     stack.start(worker=False, api=False)
     try:
-        with httpx.Client(base_url=stack.settings.prefect_api_url, timeout=30) as prefect:
+        with prefect_http(stack.settings) as prefect:
             ingest = prefect.get("/deployments/name/ingest-folder/ingest-folder").json()["id"]
             now = datetime.now(UTC)
 
@@ -273,3 +307,71 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
         assert f"ingest-folder: {len(missed) - 2} scheduled runs" in logged
     finally:
         stack.stop()
+
+
+def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack: object) -> None:
+    """A link to another tenant's stored original, or to any file, is not ingested."""
+    from docpipe.storage import get_storage
+
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    secret = drop(tmp_path, "secret.png", good(5)[1])
+    victim_id, _ = make_tenant()
+    victim = get_tenant(victim_id)
+    assert victim is not None
+    drop(get_settings().inbox / victim_id, *good(6))
+    [batch_id] = inbox.ingest_folder(get_settings().inbox / victim_id, victim, settle=5).batches
+    [stored] = get_storage().keys(f"{victim_id}/{batch_id}")
+    folder.mkdir(parents=True)
+    (folder / "secret.png").symlink_to(secret)
+    (folder / "theirs.png").symlink_to(Path(get_storage().root) / stored)
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+
+    report = inbox.ingest_folder(folder, tenant, settle=5)
+
+    assert report.batches == []
+    assert report.rejected == dict.fromkeys(
+        ["loop.png", "secret.png", "theirs.png"], inbox.LINK_REASON
+    )
+    assert batch_count(tenant_id) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["loop.png", "secret.png", "theirs.png"]
+    assert all((folder / name).is_symlink() for name in report.rejected)
+
+
+def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
+    tmp_path: Path, stack: object
+) -> None:
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    drop(folder, "notes.txt", b"just some text")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / "rejected").symlink_to(elsewhere)
+
+    assert inbox.ingest_folder(folder, tenant, settle=5).rejected.keys() == {"notes.txt"}
+    assert list(elsewhere.iterdir()) == []
+    assert (folder / "notes.txt").exists()
+
+    (folder / "rejected").unlink()
+    (folder / "rejected").mkdir()
+    target = tmp_path / "target.txt"
+    target.write_text("untouched")
+    (folder / "rejected" / "notes.txt.reason.txt").symlink_to(target)
+    inbox.ingest_folder(folder, tenant, settle=5)
+    assert target.read_text() == "untouched"
+    assert (folder / "rejected" / "notes.txt.reason.txt").read_text().startswith("not a PDF")
+    assert not (folder / "rejected" / "notes.txt.reason.txt").is_symlink()
+
+
+def test_no_docpipe_file_is_left_in_the_tenants_folder(stack: object) -> None:
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    drop(folder, *good(7))
+    assert len(inbox.ingest_folder(folder, tenant, settle=5).batches) == 1
+    assert list(folder.iterdir()) == []

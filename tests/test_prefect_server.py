@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests import documents
-from tests.conftest import cli, files_part, started_stack, wait_for_batch
+from tests.conftest import cli, files_part, prefect_http, started_stack, wait_for_batch
 from tests.test_warm import one_page_batch
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ def stored_events(
     """The names of the events Prefect stored about a flow run (the UI's Events page):
     as soon as there are any (or one named `until`), or all there are after `wait` s."""
     deadline = time.monotonic() + wait
-    with httpx.Client(base_url=stack.settings.prefect_api_url, timeout=30) as prefect:
+    with prefect_http(stack.settings) as prefect:
         while True:
             response = prefect.post(
                 "/events/filter",

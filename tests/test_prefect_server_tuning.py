@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from docpipe.home import prefect_auth_headers
+
 
 def test_the_servers_task_queue_looks_for_due_work_once_a_second(
     monkeypatch: pytest.MonkeyPatch,
@@ -72,7 +74,11 @@ def test_concurrent_writers_wait_their_turn_instead_of_getting_a_503(stack: Any)
 
     async def create_runs() -> list[int]:
         statuses: list[int] = []
-        async with httpx.AsyncClient(base_url=stack.settings.prefect_api_url, timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.settings.prefect_api_url,
+            headers=prefect_auth_headers(stack.settings),
+            timeout=60,
+        ) as client:
             flow = (await client.post("/flows/", json={"name": "busy-writers"})).json()
 
             async def one() -> None:

@@ -24,6 +24,7 @@ from docpipe.errors import (
     NotFound,
     Unauthorized,
 )
+from docpipe.home import prepare_home
 from docpipe.recovery import recover_periodically
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ STATUS_OF: list[tuple[type[DocpipeError], int]] = [
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    prepare_home(get_settings())
     get_engine()  # create the tables before the first request
     interval = get_settings().recovery_interval_seconds
     recovering = asyncio.create_task(recover_periodically(interval)) if interval > 0 else None
