@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     max_batch_documents: int = 100
     max_pdf_pages: int = 100
     max_image_pixels: int = 100_000_000
+    # Uploads being received at once, and the bytes they may hold between them (each
+    # counted at its Content-Length); past either, an upload is answered 503 at once.
+    max_concurrent_uploads: int = 4
+    max_staged_bytes: int = 4 * 1024 * MIB
+    # A request head not complete this long after its first byte, or a body whose next
+    # bytes take longer than the idle timeout, is answered 408 and its connection closed.
+    request_head_timeout_seconds: float = 10.0
+    request_idle_timeout_seconds: float = 30.0
 
     ocr_language: str = "eng"
     ocr_dpi: int = 300

@@ -40,3 +40,7 @@ class InvalidUpload(DocpipeError):
         super().__init__(message)
         self.invalid_files = invalid_files
         self.too_large = too_large
+
+
+class TooBusy(DocpipeError):
+    """The service has no room for this request now; the same request may succeed later."""

@@ -215,18 +215,7 @@ class Stack:
 
     def start_api(self) -> None:
         s = self.settings
-        self._spawn(
-            "api",
-            [
-                _bin("uvicorn"),
-                "docpipe.api.app:app",
-                "--host",
-                s.api_host,
-                "--port",
-                str(s.api_port),
-                "--no-access-log",
-            ],
-        )
+        self._spawn("api", [sys.executable, "-m", "docpipe.api.serve"])
         self._wait_for("api", f"{s.api_url}/health", timeout=60)
 
     def stop_service(self, name: str) -> None:

@@ -33,6 +33,9 @@ def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "DOCPIPE_INGEST_INTERVAL_SECONDS": "86400",
         "DOCPIPE_RECOVERY_INTERVAL_SECONDS": "86400",
         "DOCPIPE_RECOVERY_SCHEDULE_SECONDS": "86400",
+        # Short enough for the tests of stalled requests to wait them out.
+        "DOCPIPE_REQUEST_HEAD_TIMEOUT_SECONDS": "3",
+        "DOCPIPE_REQUEST_IDLE_TIMEOUT_SECONDS": "3",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from docpipe.api.limits import BodyLimit, body_limit
+from docpipe.api.limits import BodyLimit, UploadGate, body_limit
 from docpipe.api.routes import batches, documents, health
 from docpipe.config import get_settings
 from docpipe.db import get_engine
@@ -26,6 +26,7 @@ from docpipe.errors import (
 )
 from docpipe.home import prepare_home
 from docpipe.recovery import recover_periodically
+from docpipe.tenants import authenticate
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,17 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     settings = get_settings()
+    limit = body_limit(settings.max_batch_documents, settings.max_file_bytes)
+    # The last added runs first: a body too large for anyone is refused before its key is
+    # even looked at; then key, tenant and room are checked before a byte is read.
     app.add_middleware(
-        BodyLimit, limit=body_limit(settings.max_batch_documents, settings.max_file_bytes)
+        UploadGate,
+        authenticate=authenticate,
+        max_uploads=settings.max_concurrent_uploads,
+        max_bytes=settings.max_staged_bytes,
+        body_limit=limit,
     )
+    app.add_middleware(BodyLimit, limit=limit, idle_timeout=settings.request_idle_timeout_seconds)
     app.include_router(documents.router)
     app.include_router(batches.router)
     app.include_router(health.router)

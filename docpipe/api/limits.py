@@ -1,11 +1,17 @@
-"""A request body larger than any upload docpipe accepts is refused before it is read."""
+"""Bounds on a request before and while its body is read: size, time, who, how many."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
+import anyio
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from docpipe.errors import DocpipeError, Forbidden, TooBusy, Unauthorized
 
 # Room for each part's headers and the multipart boundaries, well over what they take.
 PART_OVERHEAD_BYTES = 64 * 1024
@@ -18,19 +24,22 @@ def body_limit(max_documents: int, max_file_bytes: int) -> int:
 
 
 class BodyLimit:
-    """ASGI middleware: 413, with a reason, for a request body over `limit` bytes.
+    """ASGI middleware: 413, with a reason, for a request body over `limit` bytes; 408 for
+    one whose next chunk does not arrive within `idle_timeout` seconds.
 
     Starlette reads a multipart body whole, spooling its files to disk, before a route
     sees it: the per-file limit used to answer only after a 10 GB upload had been written
     to the temporary directory. This answers at once when the Content-Length is over the
     limit, without reading the body. A body sent without a length (chunked) is read until
     it passes the limit, and then answered the same way, whatever the route was doing.
-    The connection is closed after the answer, as it is for any body left unread.
+    The connection is closed after the answer, as it is for any body left unread. (A body
+    shorter than its Content-Length used to hold its connection open for ever.)
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float = 30.0) -> None:
         self.app = app
         self.limit = limit
+        self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,18 +47,27 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await refuse(send, 413, self._too_large())
             return
         received = 0
-        over = started = refused = False
+        body_done = started = refused = False
+        over: str | None = None
 
         async def counting_receive() -> Message:
-            nonlocal received, over
-            message = await receive()
+            nonlocal received, over, body_done
+            if body_done:  # what comes now is the client going away: no time limit
+                return await receive()
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    message = await receive()
+            except TimeoutError:
+                over = "timeout"
+                raise BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.limit:
-                    over = True
+                    over = "size"
                     # The route's body parser stops here; what it answers is replaced.
                     raise BodyTooLarge
             return message
@@ -61,29 +79,115 @@ class BodyLimit:
                 await send(message)
             elif not refused and message["type"] == "http.response.start":
                 refused = True
-                await self._refuse(send)
+                await self._refuse_for(over, send)
 
         try:
             await self.app(scope, counting_receive, replacing_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTooSlow):
             if not (started or refused):
-                await self._refuse(send)
+                await self._refuse_for(over, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": f"the request body is larger than any upload docpipe accepts "
-                f"({self.limit} bytes at most: a full batch of the largest files)"
-            }
-        ).encode()
-        headers: list[Any] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse_for(self, over: str | None, send: Send) -> None:
+        if over == "timeout":
+            reason = f"the request body stalled: nothing arrived for {self.idle_timeout:g} s"
+            await refuse(send, 408, reason)
+        else:
+            await refuse(send, 413, self._too_large())
+
+    def _too_large(self) -> str:
+        return (
+            f"the request body is larger than any upload docpipe accepts "
+            f"({self.limit} bytes at most: a full batch of the largest files)"
+        )
+
+
+async def refuse(
+    send: Send, status: int, reason: str, headers: dict[str, str] | None = None
+) -> None:
+    """Answer `{"error": reason}` and close the connection (a body may be left unread)."""
+    body = json.dumps({"error": reason}).encode()
+    raw: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyTooLarge(Exception):
     """The body passed the limit while the app was reading it."""
+
+
+class BodyTooSlow(Exception):
+    """The client stopped sending the body it announced."""
+
+
+class UploadGate:
+    """ASGI middleware: a request with a body is let in only with a valid key, for its own
+    tenant, and while the server has room for it; all of that before a byte of it is read.
+
+    Before, an unauthenticated request was spooled to disk whole (up to the body limit)
+    and only then refused. Room: at most `max_uploads` bodies at once, holding at most
+    `max_bytes` between them (counted by Content-Length, or the body limit when chunked).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticate: Callable[[str | None], Any],
+        max_uploads: int,
+        max_bytes: int,
+        body_limit: int,
+    ) -> None:
+        self.app = app
+        self.authenticate = authenticate
+        self.max_uploads = max_uploads
+        self.max_bytes = max_bytes
+        self.body_limit = body_limit
+        self.uploads = 0
+        self.bytes = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        if declared == b"0" or (
+            not declared and b"chunked" not in headers.get(b"transfer-encoding", b"")
+        ):
+            await self.app(scope, receive, send)  # no body to protect
+            return
+        try:
+            key = headers.get(b"x-api-key", b"").decode("latin-1") or None
+            tenant = await run_in_threadpool(self.authenticate, key)
+            named = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("tenantId")
+            if named and named[0] != tenant.id:
+                raise Forbidden("tenantId is not the API key's tenant")
+            size = min(int(declared), self.body_limit) if declared.isdigit() else self.body_limit
+            if self.uploads >= self.max_uploads or self.bytes + size > self.max_bytes:
+                raise TooBusy(
+                    "the server is receiving as many uploads as it can; try again shortly"
+                )
+        except Unauthorized as e:
+            await refuse(send, 401, str(e), {"WWW-Authenticate": "X-API-Key"})
+            return
+        except TooBusy as e:
+            await refuse(send, 503, str(e), {"Retry-After": "5"})
+            return
+        except Forbidden as e:
+            await refuse(send, 403, str(e))
+            return
+        except DocpipeError as e:
+            await refuse(send, 400, str(e))
+            return
+        self.uploads += 1
+        self.bytes += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.uploads -= 1
+            self.bytes -= size
