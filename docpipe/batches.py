@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
+from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.errors import Conflict, NotFound
+from docpipe.errors import Conflict, NotFound, OverLimit
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
     Batch,
@@ -71,6 +73,61 @@ def create_batch(tenant: Tenant, staged: StagedBatch, *, source: str = "api") ->
             storage.delete(key)
         raise
     return CreatedBatch(batch_id, document_ids, tenant.tier, BatchStatus.QUEUED)
+
+
+def check_tenant_limits(tenant_id: str) -> None:
+    """Raise OverLimit if the tenant may not start another batch now (0 turns a limit off).
+
+    Counted in the database, so every API process and the inbox see the same numbers.
+    """
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        if limit := settings.tenant_uploads_per_minute:
+            recent = session.scalars(
+                select(Batch.created_at)
+                .where(Batch.tenant_id == tenant_id, Batch.created_at > now - timedelta(minutes=1))
+                .order_by(Batch.created_at)
+            ).all()
+            if len(recent) >= limit:
+                wait = 60 - (now - recent[len(recent) - limit]).total_seconds()
+                raise OverLimit(
+                    f"over {limit} uploads a minute (DOCPIPE_TENANT_UPLOADS_PER_MINUTE)",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+        if limit := settings.tenant_open_batches:
+            open_batches = session.scalar(
+                select(func.count())
+                .select_from(Batch)
+                .where(
+                    Batch.tenant_id == tenant_id,
+                    Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]),
+                )
+            )
+            if (open_batches or 0) >= limit:
+                raise OverLimit(
+                    f"{open_batches} batches still open; the limit is {limit} "
+                    "(DOCPIPE_TENANT_OPEN_BATCHES)",
+                    retry_after=OPEN_WORK_RETRY_SECONDS,
+                )
+        if limit := settings.tenant_pages_in_flight:
+            # A document not yet validated counts as one page.
+            pages = session.scalar(
+                select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
+                    Document.tenant_id == tenant_id,
+                    Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+                )
+            )
+            if (pages or 0) >= limit:
+                raise OverLimit(
+                    f"{pages} pages still being processed; the limit is {limit} "
+                    "(DOCPIPE_TENANT_PAGES_IN_FLIGHT)",
+                    retry_after=OPEN_WORK_RETRY_SECONDS,
+                )
+
+
+# How long a tenant over its open-work limits is told to wait: about one small batch.
+OPEN_WORK_RETRY_SECONDS = 10
 
 
 @dataclass(frozen=True)

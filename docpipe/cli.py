@@ -202,6 +202,63 @@ def tenant_create(
         )
 
 
+@tenant_app.command("rotate-key")
+def tenant_rotate_key(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Give a tenant a new API key (shown only this once); the old key is refused at once."""
+    from docpipe.tenants import rotate_key
+
+    try:
+        api_key = rotate_key(tenant_id)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    if as_json:
+        typer.echo(json.dumps({"tenantId": tenant_id, "apiKey": api_key}))
+    else:
+        typer.echo(f"tenant {tenant_id}\nnew API key: {api_key}\nThe old key no longer works.")
+
+
+@tenant_app.command("revoke")
+def tenant_revoke(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+) -> None:
+    """Refuse a tenant's API key from now on (`rotate-key` issues a new one)."""
+    from docpipe.tenants import revoke_key
+
+    try:
+        revoke_key(tenant_id)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    typer.echo(f"tenant {tenant_id}: API key revoked")
+
+
+@tenant_app.command("list")
+def tenant_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every tenant with its tier and whether its key works; keys are never shown."""
+    from docpipe.tenants import list_tenants
+
+    tenants = list_tenants()
+    if as_json:
+        rows = [
+            {
+                "tenantId": t.id,
+                "tier": t.tier.value,
+                "createdAt": t.created_at.isoformat(),
+                "keyActive": t.key_active,
+            }
+            for t in tenants
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    for t in tenants:
+        key = "key active" if t.key_active else "key revoked"
+        typer.echo(f"{t.id}\t{t.tier.value}\t{t.created_at:%Y-%m-%d}\t{key}")
+
+
 def _fail(message: str) -> int:
     typer.echo(f"error: {message}", err=True)
     return 1

@@ -40,7 +40,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = 25 * MIB
     max_batch_documents: int = 100
     max_pdf_pages: int = 100
+    # Pixels of one page (a PDF page's at ocr_dpi), and of all a document's pages: about
+    # 115 A4 pages at 300 dpi. What a document costs is bounded before any is spent.
     max_image_pixels: int = 100_000_000
+    max_document_pixels: int = 1_000_000_000
+    # Per tenant (0: no limit): batches started a minute, batches Queued or Processing,
+    # and pages not yet finished. Past one, an upload is answered 429 and nothing stored.
+    tenant_uploads_per_minute: int = 60
+    tenant_open_batches: int = 50
+    tenant_pages_in_flight: int = 5000
     # Uploads being received at once, and the bytes they may hold between them (each
     # counted at its Content-Length); past either, an upload is answered 503 at once.
     max_concurrent_uploads: int = 4

@@ -44,3 +44,11 @@ class InvalidUpload(DocpipeError):
 
 class TooBusy(DocpipeError):
     """The service has no room for this request now; the same request may succeed later."""
+
+
+class OverLimit(DocpipeError):
+    """A tenant is over one of its limits; the same request may succeed after retry_after s."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

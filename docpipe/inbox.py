@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 
-from docpipe.batches import create_batch
+from docpipe.batches import check_tenant_limits, create_batch
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.errors import Forbidden
+from docpipe.errors import Forbidden, OverLimit
 from docpipe.models import Batch, Document, Tenant
 from docpipe.submit import submit_batch
 from docpipe.tenants import get_tenant
@@ -158,6 +158,12 @@ def _ingest(
             else:
                 accepted.append((entry.name, (stat.st_dev, stat.st_ino)))
         for start in range(0, len(accepted), max_batch):
+            try:
+                check_tenant_limits(tenant.id)
+            except OverLimit as e:  # the files wait in the folder for a later scan
+                log.info("%s: %s; %d files wait", tenant.id, e, len(accepted) - start)
+                report.waiting += [name for name, _ in accepted[start:]]
+                break
             with contextlib.ExitStack() as files:
                 chunk = []
                 for name, identity in accepted[start : start + max_batch]:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import io
 import os
+import shutil
+import signal
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pypdfium2 as pdfium
 import pytesseract
 from PIL import Image
 
-from docpipe.errors import OcrFailed, OcrInterrupted
+from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
+from docpipe.validation import page_pixels
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
@@ -37,16 +45,27 @@ def ocr_document(
     dpi: int,
     page_timeout: float,
     niceness: int = 0,
+    max_page_pixels: int | None = None,
+    scratch: Path | None = None,
 ) -> OcrResult:
-    """OCR every page of a PDF or image; raise OcrFailed if Tesseract cannot."""
+    """OCR every page of a PDF or image; raise OcrFailed if Tesseract cannot.
+
+    Tesseract is only ever given pages docpipe decoded itself (PDF pages rendered by
+    PDFium, image frames decoded by Pillow), one at a time and each with its own
+    timeout: never the uploaded file, whose format quirks (a TIFF whose pages loop, a
+    damaged JPEG) its own readers would meet. A page that does not decode raises
+    InvalidDocument. Its temporary files go under `scratch`.
+    """
     started = time.perf_counter()
+    if scratch is not None:
+        use_scratch(scratch)
     _run_at_niceness(niceness)
     # Tesseract's OpenMP threads fight each other when several pages run at once;
     # one thread per process and one process per core is measurably faster.
     os.environ["OMP_THREAD_LIMIT"] = "1"
     texts = [
         _ocr_page(page, language=language, timeout=page_timeout)
-        for page in _pages(data, kind=kind, dpi=dpi)
+        for page in _pages(data, kind=kind, dpi=dpi, max_pixels=max_page_pixels)
     ]
     return OcrResult(PAGE_SEPARATOR.join(texts), len(texts), time.perf_counter() - started)
 
@@ -58,18 +77,29 @@ def tesseract_version() -> str:
         raise OcrFailed("tesseract is not installed or not on PATH") from e
 
 
-def _pages(data: bytes, *, kind: str, dpi: int) -> Iterator[Image.Image | Path]:
+def _pages(data: bytes, *, kind: str, dpi: int, max_pixels: int | None) -> Iterator[Image.Image]:
     if kind == "pdf":
-        yield from _render_pdf(data, dpi=dpi)
-        return
-    # Images go to Tesseract as they are: no decode and re-encode on our side.
-    with tempfile.TemporaryDirectory(prefix="docpipe-ocr-") as tmp:
-        path = Path(tmp) / f"page.{kind}"
-        path.write_bytes(data)
-        yield path
+        yield from _render_pdf(data, dpi=dpi, max_pixels=max_pixels)
+    else:
+        yield from _decode_frames(data)
 
 
-def _render_pdf(data: bytes, *, dpi: int) -> Iterator[Image.Image]:
+def _decode_frames(data: bytes) -> Iterator[Image.Image]:
+    """Each frame of an image, decoded, in a mode Tesseract reads from an uncompressed file."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                frame = image if image.mode in ("1", "L", "RGB") else image.convert("RGB")
+                frame.load()
+                page = frame.copy()
+                page.format = "PPM"  # no PNG encoding that Tesseract would only undo
+                yield page
+    except (OSError, ValueError, SyntaxError, struct.error) as e:
+        raise InvalidDocument(f"image does not decode: {e.__class__.__name__}") from e
+
+
+def _render_pdf(data: bytes, *, dpi: int, max_pixels: int | None) -> Iterator[Image.Image]:
     with _PDFIUM_LOCK:
         try:
             pdf = pdfium.PdfDocument(data)
@@ -81,6 +111,16 @@ def _render_pdf(data: bytes, *, dpi: int) -> Iterator[Image.Image]:
             with _PDFIUM_LOCK:
                 try:
                     page = pdf[index]
+                    width, height = page.get_size()
+                    pixels = page_pixels(width, height, dpi)
+                    # Checked again where the memory is spent: PDFium's idea of the size
+                    # is the one that counts.
+                    if max_pixels is not None and pixels > max_pixels:
+                        page.close()
+                        raise InvalidDocument(
+                            f"page {index + 1} is {pixels} pixels at {dpi} dpi; "
+                            f"the limit is {max_pixels}"
+                        )
                     image = page.render(scale=dpi / 72, grayscale=True).to_pil()
                     page.close()
                 except pdfium.PdfiumError as e:
@@ -93,10 +133,69 @@ def _render_pdf(data: bytes, *, dpi: int) -> Iterator[Image.Image]:
             pdf.close()
 
 
-def _ocr_page(page: Image.Image | Path, *, language: str, timeout: float) -> str:
-    source = str(page) if isinstance(page, Path) else page
+_scratch_lock = threading.Lock()
+_scratch: Path | None = None
+
+
+def use_scratch(root: Path) -> Path:
+    """Make root/<this process> the folder of this process's temporary files; once.
+
+    A run killed outright (SIGKILL, a crash) cannot remove its temporary files, which
+    are whole uncompressed pages; the next process to start here removes the folders of
+    processes that are gone.
+    """
+    global _scratch
+    with _scratch_lock:
+        if _scratch is None:
+            root.mkdir(parents=True, exist_ok=True)
+            for folder in root.glob("run-*"):
+                if not _is_alive(folder.name):
+                    shutil.rmtree(folder, ignore_errors=True)
+            me = psutil.Process()
+            _scratch = root / f"run-{me.pid}-{int(me.create_time() * 1000)}"
+            _scratch.mkdir(exist_ok=True)
+            tempfile.tempdir = str(_scratch)
+        return _scratch
+
+
+def _is_alive(name: str) -> bool:
+    """Whether the process a scratch folder is named after still runs (pids are reused)."""
     try:
-        text: str = pytesseract.image_to_string(source, lang=language, timeout=timeout)
+        _, pid, created = name.split("-")
+        return int(psutil.Process(int(pid)).create_time() * 1000) == int(created)
+    except (ValueError, psutil.Error):
+        return False
+
+
+def _die_with_parent() -> None:
+    """In a Tesseract child, before exec: die when the flow run that started it dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Any
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the child
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _subprocess_args(include_stdout: bool = True) -> dict[str, Any]:
+    args: dict[str, Any] = _pytesseract_subprocess_args(include_stdout)
+    if _prctl is not None:
+        args["preexec_fn"] = _die_with_parent
+    return args
+
+
+# pytesseract starts Tesseract with these arguments: a run killed outright (SIGKILL, a
+# crash) no longer leaves its Tesseract processes reading pages for their full timeout.
+_pytesseract_subprocess_args = pytesseract.pytesseract.subprocess_args
+pytesseract.pytesseract.subprocess_args = _subprocess_args
+
+
+def _ocr_page(page: Image.Image, *, language: str, timeout: float) -> str:
+    try:
+        text: str = pytesseract.image_to_string(page, lang=language, timeout=timeout)
     except pytesseract.TesseractNotFoundError as e:
         raise OcrFailed("tesseract is not installed or not on PATH") from e
     except pytesseract.TesseractError as e:  # a RuntimeError too: it must come first

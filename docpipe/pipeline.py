@@ -79,6 +79,8 @@ def process_document(document_id: str, *, tier: Tier) -> int:
             kind=document.kind,
             max_pages=settings.max_pdf_pages,
             max_pixels=settings.max_image_pixels,
+            max_document_pixels=settings.max_document_pixels,
+            dpi=settings.ocr_dpi,
         )
     except InvalidDocument as e:
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
@@ -96,7 +98,12 @@ def process_document(document_id: str, *, tier: Tier) -> int:
             dpi=settings.ocr_dpi,
             page_timeout=settings.ocr_page_timeout_seconds,
             niceness=0 if tier == Tier.VIP else settings.standard_niceness,
+            max_page_pixels=settings.max_image_pixels,
+            scratch=settings.home / "tmp",
         )
+    except InvalidDocument as e:  # a page that does not decode, found as it is read
+        _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
+        raise
     except OcrFailed as e:
         _finish(document_id, DocumentStatus.OCR_FAILED, error=str(e))
         raise

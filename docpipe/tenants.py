@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
 from docpipe.db import session_scope
-from docpipe.errors import Conflict, DocpipeError, Unauthorized
+from docpipe.errors import Conflict, DocpipeError, NotFound, Unauthorized
 from docpipe.models import Tenant, Tier
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -27,13 +29,58 @@ def create_tenant(tenant_id: str, tier: Tier) -> tuple[Tenant, str]:
             "tenant id must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter "
             "or digit"
         )
-    api_key = f"dp_{secrets.token_urlsafe(32)}"
+    api_key = _new_key()
     with session_scope() as session:
         if session.get(Tenant, tenant_id) is not None:
             raise Conflict(f"tenant {tenant_id!r} already exists")
         tenant = Tenant(id=tenant_id, tier=tier, api_key_hash=hash_api_key(api_key))
         session.add(tenant)
     return tenant, api_key
+
+
+REVOKED = "revoked-"
+
+
+def _new_key() -> str:
+    return f"dp_{secrets.token_urlsafe(32)}"
+
+
+def rotate_key(tenant_id: str) -> str:
+    """Give the tenant a new API key, shown only this once; the old one stops working now."""
+    api_key = _new_key()
+    with session_scope() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        tenant.api_key_hash = hash_api_key(api_key)
+    return api_key
+
+
+def revoke_key(tenant_id: str) -> None:
+    """Stop the tenant's API key working, with no new one (rotate-key gives one again)."""
+    with session_scope() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        # Not a SHA-256 of anything: no key can ever hash to it.
+        tenant.api_key_hash = f"{REVOKED}{secrets.token_hex(16)}"
+
+
+@dataclass(frozen=True)
+class TenantListing:
+    id: str
+    tier: Tier
+    created_at: datetime
+    key_active: bool
+
+
+def list_tenants() -> list[TenantListing]:
+    """Every tenant, without its key."""
+    with session_scope() as session:
+        return [
+            TenantListing(t.id, t.tier, t.created_at, not t.api_key_hash.startswith(REVOKED))
+            for t in session.scalars(select(Tenant).order_by(Tenant.id))
+        ]
 
 
 def authenticate(api_key: str | None) -> Tenant:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
 from dataclasses import dataclass
 
 import pypdf
@@ -17,7 +19,10 @@ SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "jpeg": (b"\xff\xd8\xff",),
     "tiff": (b"II*\x00", b"MM\x00*"),
 }
-SNIFF_BYTES = 8
+# PDF readers accept a header anywhere in the first 1024 bytes (a byte-order mark or a
+# mail gateway's stray line before it); so does docpipe, and no further.
+PDF_HEADER_WINDOW = 1024
+SNIFF_BYTES = PDF_HEADER_WINDOW
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
 
 
@@ -26,7 +31,15 @@ def sniff_kind(head: bytes) -> str | None:
     for kind, signatures in SIGNATURES.items():
         if head.startswith(signatures):
             return kind
+    if pdf_header_offset(head) is not None:
+        return "pdf"
     return None
+
+
+def pdf_header_offset(data: bytes) -> int | None:
+    """Where `%PDF-` starts within the first 1024 bytes, if it does."""
+    offset = data.find(b"%PDF-", 0, PDF_HEADER_WINDOW)
+    return offset if offset >= 0 else None
 
 
 def check_upload(*, size: int, head: bytes, max_bytes: int) -> tuple[str | None, str | None]:
@@ -41,41 +54,111 @@ def check_upload(*, size: int, head: bytes, max_bytes: int) -> tuple[str | None,
     return kind, None
 
 
+def page_pixels(width_pt: float, height_pt: float, dpi: int) -> int:
+    """The pixels a page of this size in points becomes when rendered at `dpi`."""
+    scale = dpi / 72
+    return round(width_pt * scale) * round(height_pt * scale)
+
+
 @dataclass(frozen=True)
 class Inspection:
     kind: str
     page_count: int
 
 
-def inspect_document(data: bytes, *, kind: str, max_pages: int, max_pixels: int) -> Inspection:
-    """The deep checks: the whole document decodes and is within limits."""
+def inspect_document(
+    data: bytes,
+    *,
+    kind: str,
+    max_pages: int,
+    max_pixels: int,
+    max_document_pixels: int | None = None,
+    dpi: int = 300,
+) -> Inspection:
+    """The deep checks: the whole document decodes and its cost is within limits.
+
+    Cost is bounded before any work is spent on it: pages, each page's pixels (a PDF's
+    at the rendering DPI) and all pages' pixels together.
+    """
     if sniff_kind(data[:SNIFF_BYTES]) != kind:
         raise InvalidDocument(f"content is not {kind.upper()}")
+    budget = max_document_pixels or max_pages * max_pixels
     if kind == "pdf":
-        return Inspection(kind, _inspect_pdf(data, max_pages=max_pages))
+        pages = _inspect_pdf(
+            data, max_pages=max_pages, max_pixels=max_pixels, budget=budget, dpi=dpi
+        )
+        return Inspection(kind, pages)
+    if kind == "tiff":
+        _check_tiff_directories(data, max_pages=max_pages)
     return Inspection(
-        kind, _inspect_image(data, kind=kind, max_pages=max_pages, max_pixels=max_pixels)
+        kind,
+        _inspect_image(data, kind=kind, max_pages=max_pages, max_pixels=max_pixels, budget=budget),
     )
 
 
-def _inspect_pdf(data: bytes, *, max_pages: int) -> int:
+def _inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int) -> int:
+    # Byte offsets in a PDF count from its header, wherever the header starts.
+    data = data[pdf_header_offset(data) or 0 :]
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=True)
         if reader.is_encrypted:
             raise InvalidDocument("PDF is encrypted")
         pages = len(reader.pages)
+        if pages == 0:
+            raise InvalidDocument("PDF has no pages")
+        if pages > max_pages:
+            raise InvalidDocument(f"PDF has {pages} pages; the limit is {max_pages}")
+        total = 0
+        for number, page in enumerate(reader.pages, start=1):
+            box = page.cropbox
+            unit = float(page.user_unit or 1)
+            width, height = abs(float(box.width)) * unit, abs(float(box.height)) * unit
+            pixels = page_pixels(width, height, dpi)
+            if pixels > max_pixels:
+                raise InvalidDocument(
+                    f"page {number} is {width:.0f} x {height:.0f} pt, {pixels} pixels at "
+                    f"{dpi} dpi; the limit is {max_pixels}"
+                )
+            total += pixels
+            if total > budget:
+                raise InvalidDocument(
+                    f"the pages come to over {budget} pixels at {dpi} dpi; that is the limit "
+                    "for one document"
+                )
     except InvalidDocument:
         raise
     except Exception as e:  # pypdf raises many types for broken files
-        raise InvalidDocument(f"PDF does not open: {e}") from e
-    if pages == 0:
-        raise InvalidDocument("PDF has no pages")
-    if pages > max_pages:
-        raise InvalidDocument(f"PDF has {pages} pages; the limit is {max_pages}")
+        raise InvalidDocument(f"PDF does not open: {_describe(e)}") from e
     return pages
 
 
-def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int) -> int:
+def _check_tiff_directories(data: bytes, *, max_pages: int) -> None:
+    """Walk a TIFF's chain of page directories: it must end, within the file and the limit.
+
+    A directory that points back to one before it makes some readers (Tesseract's among
+    them) read the same page for ever.
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    seen: set[int] = set()
+    if len(data) < 8:
+        raise InvalidDocument("TIFF is cut off before its first page directory")
+    (offset,) = struct.unpack_from(f"{order}I", data, 4)
+    while offset:
+        if offset in seen:
+            raise InvalidDocument("TIFF's page directories loop back on themselves")
+        if len(seen) >= max_pages:
+            raise InvalidDocument(f"TIFF has over {max_pages} pages; the limit is {max_pages}")
+        seen.add(offset)
+        try:
+            (entries,) = struct.unpack_from(f"{order}H", data, offset)
+            (offset,) = struct.unpack_from(f"{order}I", data, offset + 2 + 12 * entries)
+        except struct.error as e:
+            raise InvalidDocument("TIFF's page directory points outside the file") from e
+    if not seen:
+        raise InvalidDocument("TIFF has no pages")
+
+
+def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, budget: int) -> int:
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != PIL_FORMATS[kind]:
@@ -83,6 +166,7 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int) -
             frames = getattr(image, "n_frames", 1)
             if frames > max_pages:
                 raise InvalidDocument(f"image has {frames} pages; the limit is {max_pages}")
+            total = 0
             for frame in range(frames):
                 image.seek(frame)
                 width, height = image.size
@@ -90,19 +174,29 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int) -
                     raise InvalidDocument(
                         f"image is {width}x{height} pixels; the limit is {max_pixels}"
                     )
-                if kind != "png":
-                    image.load()  # decodes every byte: a cut-off image fails here
-        if kind == "png":
-            # Every PNG chunk carries a CRC: checking them all finds a cut-off or damaged
-            # file in well under a millisecond, where decoding an A4 scan takes 20-30 ms
-            # that Tesseract, which decodes it anyway, would spend again.
-            with Image.open(io.BytesIO(data)) as image:
-                image.verify()
+                total += width * height
+                if total > budget:
+                    raise InvalidDocument(
+                        f"the pages come to over {budget} pixels; that is the limit for one "
+                        "document"
+                    )
+            # Decoding every byte, only now that the size is known to be bounded: a cut-off
+            # or damaged image fails here, as it would for the OCR that decodes it next.
+            for frame in range(frames):
+                image.seek(frame)
+                image.load()
         return frames
     except InvalidDocument:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise InvalidDocument(f"image does not decode: {e}") from e
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, struct.error) as e:
+        raise InvalidDocument(f"image does not decode: {_describe(e)}") from e
+
+
+def _describe(error: Exception) -> str:
+    """A library's message fit for a tenant: no object reprs, no memory addresses."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(error))
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text).strip()
+    return text[:300] or type(error).__name__
 
 
 # Our own pixel limit replaces Pillow's warning-based one.

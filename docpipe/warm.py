@@ -104,8 +104,9 @@ def launch(argv: list[str]) -> int:
     child = int(started[1])
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signum)
+        # To the flow run's whole process group (it leads its own session): its Tesseract
+        # processes stop now too, instead of reading their pages to the end after a cancel.
+        _kill(child, signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
@@ -291,8 +292,12 @@ def _send(conn: socket.socket, line: str) -> None:
 
 
 def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
+    """Signal a flow run and everything it started (its process group)."""
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):  # not yet a group of its own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def _drain(fd: int) -> None:

@@ -112,7 +112,7 @@ def _role(cmdline: list[str], *, first: bool) -> str:
         ("prefect server", "docpipe.prefect_server"),
         ("worker", "docpipe.worker"),
         ("worker", "docpipe.warm"),  # the launcher the worker starts per flow run
-        ("api", "uvicorn"),
+        ("api", "docpipe.api.serve"),
         ("flow run", "prefect.engine"),
     ):
         if marker in text:

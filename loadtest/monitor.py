@@ -20,7 +20,7 @@ from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
 ROLES = {
     "server": ("-m", "docpipe.prefect_server"),
     "worker": ("-m", "docpipe.worker"),
-    "api": ("uvicorn", "docpipe.api.app:app"),
+    "api": ("-m", "docpipe.api.serve"),
     "warm": ("docpipe.warm", "serve"),  # the warm starter; flow runs are its children
 }
 COLUMNS = [

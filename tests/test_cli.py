@@ -120,3 +120,48 @@ def test_up_serves_a_batch_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 for proc in [psutil.Process(up.pid), *psutil.Process(up.pid).children(True)]:
                     proc.kill()
+
+
+def test_rotate_revoke_and_list_tenant_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotated key works and the old one is refused at once; a revoked one too; the list
+    never shows a key."""
+    from docpipe.config import get_settings
+    from docpipe.errors import Unauthorized
+    from docpipe.tenants import authenticate
+
+    created = json.loads(run_cli("tenant", "create", "acme", "--json", home=tmp_path).stdout)
+    assert run_cli("tenant", "create", "beta", "--tier", "vip", home=tmp_path).returncode == 0
+
+    rotated = run_cli("tenant", "rotate-key", "acme", "--json", home=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    new = json.loads(rotated.stdout)
+    assert set(new) == {"tenantId", "apiKey"} and new["tenantId"] == "acme"
+    assert new["apiKey"] != created["apiKey"]
+
+    monkeypatch.setenv("DOCPIPE_HOME", str(tmp_path))
+    monkeypatch.delenv("DOCPIPE_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert authenticate(new["apiKey"]).id == "acme"
+        with pytest.raises(Unauthorized):
+            authenticate(created["apiKey"])
+        assert run_cli("tenant", "revoke", "acme", home=tmp_path).returncode == 0
+        with pytest.raises(Unauthorized):
+            authenticate(new["apiKey"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+    listed = run_cli("tenant", "list", "--json", home=tmp_path)
+    rows = json.loads(listed.stdout)
+    assert [(r["tenantId"], r["tier"], r["keyActive"]) for r in rows] == [
+        ("acme", "standard", False),
+        ("beta", "vip", True),
+    ]
+    plain = run_cli("tenant", "list", home=tmp_path).stdout
+    assert "acme" in plain and "key revoked" in plain
+    assert "dp_" not in listed.stdout + plain
+    missing = run_cli("tenant", "rotate-key", "nobody", home=tmp_path)
+    assert missing.returncode == 1 and "no tenant 'nobody'" in missing.stderr

@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from docpipe.api.limits import BodyLimit, UploadGate, body_limit
 from docpipe.api.routes import batches, documents, health
+from docpipe.batches import check_tenant_limits
 from docpipe.config import get_settings
 from docpipe.db import get_engine
 from docpipe.errors import (
@@ -65,6 +67,7 @@ def create_app() -> FastAPI:
     app.add_middleware(
         UploadGate,
         authenticate=authenticate,
+        check_limits=check_tenant_limits,
         max_uploads=settings.max_concurrent_uploads,
         max_bytes=settings.max_staged_bytes,
         body_limit=limit,
@@ -90,11 +93,22 @@ def create_app() -> FastAPI:
         headers = {"WWW-Authenticate": "X-API-Key"} if code == 401 else None
         return JSONResponse(status_code=code, content={"error": str(e)}, headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own answers (unknown route, wrong method, a body its multipart
+        # parser refuses, more than 1000 parts) keep the API's one error shape.
+        return JSONResponse(
+            status_code=e.status_code,
+            content={"error": str(e.detail)},
+            headers=getattr(e, "headers", None),
+        )
+
     @app.exception_handler(RequestValidationError)
     def _bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        # Location and message only: never the value sent back, which may be huge.
         problems = [
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
-            for err in e.errors()
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"[:300]
+            for err in e.errors()[:10]
         ]
         return JSONResponse(status_code=400, content={"error": "; ".join(problems)})
 

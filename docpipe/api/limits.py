@@ -11,7 +11,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from docpipe.errors import DocpipeError, Forbidden, TooBusy, Unauthorized
+from docpipe.errors import DocpipeError, Forbidden, OverLimit, TooBusy, Unauthorized
 
 # Room for each part's headers and the multipart boundaries, well over what they take.
 PART_OVERHEAD_BYTES = 64 * 1024
@@ -126,7 +126,8 @@ class BodyTooSlow(Exception):
 
 class UploadGate:
     """ASGI middleware: a request with a body is let in only with a valid key, for its own
-    tenant, and while the server has room for it; all of that before a byte of it is read.
+    tenant, within the tenant's limits, and while the server has room for it; all of that
+    before a byte of it is read.
 
     Before, an unauthenticated request was spooled to disk whole (up to the body limit)
     and only then refused. Room: at most `max_uploads` bodies at once, holding at most
@@ -138,12 +139,14 @@ class UploadGate:
         app: ASGIApp,
         *,
         authenticate: Callable[[str | None], Any],
+        check_limits: Callable[[str], None],
         max_uploads: int,
         max_bytes: int,
         body_limit: int,
     ) -> None:
         self.app = app
         self.authenticate = authenticate
+        self.check_limits = check_limits
         self.max_uploads = max_uploads
         self.max_bytes = max_bytes
         self.body_limit = body_limit
@@ -167,6 +170,7 @@ class UploadGate:
             named = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("tenantId")
             if named and named[0] != tenant.id:
                 raise Forbidden("tenantId is not the API key's tenant")
+            await run_in_threadpool(self.check_limits, tenant.id)
             size = min(int(declared), self.body_limit) if declared.isdigit() else self.body_limit
             if self.uploads >= self.max_uploads or self.bytes + size > self.max_bytes:
                 raise TooBusy(
@@ -177,6 +181,9 @@ class UploadGate:
             return
         except TooBusy as e:
             await refuse(send, 503, str(e), {"Retry-After": "5"})
+            return
+        except OverLimit as e:
+            await refuse(send, 429, str(e), {"Retry-After": str(e.retry_after)})
             return
         except Forbidden as e:
             await refuse(send, 403, str(e))

@@ -4,7 +4,8 @@ uvicorn's httptools protocol buffers a request's head however large it grows and
 for it however long it takes: one client sending a 300 MB header, or a header a byte a
 minute, held the API. Here a head over `max_head_bytes`, or not complete within
 `head_timeout` seconds of its first byte (DOCPIPE_REQUEST_HEAD_TIMEOUT_SECONDS), gets a
-431 or 408 and the connection is closed. (The body's bounds, in size and time between chunks, are `BodyLimit`'s.)
+431 or 408 and the connection is closed. (The body's bounds, in size and in time between
+chunks, are `BodyLimit`'s.)
 
 Run it as `python -m docpipe.api.serve`; host and port come from the settings.
 """

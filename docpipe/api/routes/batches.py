@@ -16,13 +16,15 @@ from docpipe.models import BatchStatus
 from docpipe.submit import cancel_flow_run, submit_batch
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
+# Past any real tenant's count of batches, and inside every database's integer range.
+MAX_OFFSET = 10**9
 
 
 @router.get("", responses={403: {"model": ErrorBody}})
 def list_batches(
     tenant: NamedTenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> BatchPage:
     """The tenant's batches, newest first."""
     items, total = batches.list_batches(tenant.id, limit=limit, offset=offset)
