@@ -154,8 +154,9 @@ def ingest(
         float | None, typer.Option(help="Seconds a file must be unchanged; default from settings.")
     ] = None,
 ) -> None:
-    """Scan one folder once: settled files become batches; bad ones go to rejected/."""
-    from docpipe.inbox import ingest_folder
+    """Scan one folder once: files unchanged since the last scan become batches; bad ones go
+    to rejected/, and originals whose documents are Ready are removed."""
+    from docpipe.inbox import ingest_folder, report_json
     from docpipe.tenants import get_tenant
 
     row = get_tenant(tenant)
@@ -164,16 +165,7 @@ def ingest(
     if not path.is_dir():
         raise typer.Exit(_fail(f"{path} is not a folder"))
     report = ingest_folder(path, row, settle=settle)
-    typer.echo(
-        json.dumps(
-            {
-                "batches": report.batches,
-                "rejected": report.rejected,
-                "duplicates": report.duplicates,
-                "waiting": report.waiting,
-            }
-        )
-    )
+    typer.echo(json.dumps(report_json(report)))
 
 
 @tenant_app.command("create")

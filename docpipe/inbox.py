@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import stat as stat_module
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
@@ -20,7 +21,7 @@ from docpipe.batches import check_tenant_limits, create_batch
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Forbidden, OverLimit
-from docpipe.models import Batch, Document, Tenant
+from docpipe.models import Batch, Document, DocumentStatus, Tenant
 from docpipe.submit import submit_batch
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
@@ -37,6 +38,9 @@ class IngestReport:
     duplicates: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     unknown_tenants: list[str] = field(default_factory=list)
+    # Originals of documents still being processed, and of ones now Ready (removed).
+    in_progress: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
 
     def merge(self, other: IngestReport) -> None:
         self.batches += other.batches
@@ -44,6 +48,21 @@ class IngestReport:
         self.duplicates += other.duplicates
         self.waiting += other.waiting
         self.unknown_tenants += other.unknown_tenants
+        self.in_progress += other.in_progress
+        self.done += other.done
+
+
+def report_json(report: IngestReport) -> dict[str, Any]:
+    """A scan's report as the flow and the CLI print it."""
+    return {
+        "batches": report.batches,
+        "rejected": report.rejected,
+        "duplicates": report.duplicates,
+        "waiting": report.waiting,
+        "inProgress": report.in_progress,
+        "done": report.done,
+        "unknownTenants": report.unknown_tenants,
+    }
 
 
 def scan_inbox(inbox: Path | None = None) -> IngestReport:
@@ -97,13 +116,18 @@ def ingest_folder(
         return _ingest(folder, tenant, max_batch=max_batch, settle=settle)
 
 
+def _state_path(folder: Path, suffix: str) -> Path:
+    """A file of docpipe's about this folder: in docpipe's home, never in the tenant's
+    folder, where a link in its place would make docpipe write wherever it points."""
+    digest = hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:24]
+    path = get_settings().home / "run" / f"inbox-{digest}.{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def _scan_lock(folder: Path) -> Iterator[bool]:
-    # The lock lives in docpipe's home, not in the tenant's folder, where a link in its
-    # place would make docpipe write wherever it points.
-    digest = hashlib.sha256(str(folder.absolute()).encode()).hexdigest()[:24]
-    path = get_settings().home / "run" / f"inbox-{digest}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _state_path(folder, "lock")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         try:
@@ -117,6 +141,40 @@ def _scan_lock(folder: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# A file's identity between scans: device, inode, size and modification time (ns).
+Identity = tuple[int, int, int, int]
+
+
+@dataclass
+class FolderState:
+    """What one scan leaves the next about a folder (kept in docpipe's home).
+
+    `seen`: files and their identity at the last scan; a file is taken only once it is
+    unchanged across two scans. `taken`: files ingested, by name, with their identity
+    and document id: the original stays in the folder until that document has a final
+    outcome, and is then removed (Ready) or set aside in rejected/ with the reason.
+    """
+
+    seen: dict[str, Identity] = field(default_factory=dict)
+    taken: dict[str, tuple[Identity, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> FolderState:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                seen={k: tuple(v) for k, v in raw["seen"].items()},  # type: ignore[misc]
+                taken={k: (tuple(i), d) for k, (i, d) in raw["taken"].items()},  # type: ignore[misc]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()
+
+    def save(self, path: Path) -> None:
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"seen": self.seen, "taken": self.taken}))
+        partial.replace(path)
+
+
 def _ingest(
     folder: Path, tenant: Tenant, *, max_batch: int | None, settle: float | None
 ) -> IngestReport:
@@ -125,38 +183,39 @@ def _ingest(
     settle = settings.inbox_settle_seconds if settle is None else settle
     report = IngestReport()
     now = time.time()
-    accepted: list[tuple[str, tuple[int, int]]] = []
+    state_path = _state_path(folder, "state.json")
+    previous = FolderState.load(state_path)
+    state = FolderState()
+    candidates: list[tuple[str, Identity]] = []
     folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        for entry in sorted(os.scandir(folder_fd), key=lambda e: e.name):
+        entries = {}
+        for entry in os.scandir(folder_fd):
             if entry.name.startswith(".") or entry.name == REJECTED:
                 continue
             if entry.is_symlink():
                 # Left where it is: moving it is as much a write as following it.
                 report.rejected[entry.name] = LINK_REASON
                 log.warning("%s in %s: %s", safe_name(entry.name), safe_name(folder), LINK_REASON)
+            elif entry.is_file(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                entries[entry.name] = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        being_written = _open_for_writing({(i[0], i[1]) for i in entries.values()})
+        for name in sorted(entries):
+            identity = entries[name]
+            if name in previous.taken and previous.taken[name][0] == identity:
+                _settle_taken(folder_fd, name, previous.taken[name][1], state, report)
                 continue
-            stream = _open_regular(folder_fd, entry.name) if entry.is_file() else None
-            if stream is None:
-                continue
-            with stream:
-                stat = os.fstat(stream.fileno())
-                if now - stat.st_mtime < settle:
-                    report.waiting.append(entry.name)  # maybe still being written
-                    continue
-                digest, head = _fingerprint(stream)
-            kind, reason = check_upload(
-                size=stat.st_size, head=head, max_bytes=settings.max_file_bytes
-            )
-            if reason is not None or kind is None:
-                _reject(folder_fd, entry.name, reason or "invalid")
-                report.rejected[entry.name] = reason or "invalid"
-            elif _already_ingested(tenant.id, digest):
-                # Its batch was committed, but the file outlived a crash: it is done.
-                _remove(folder_fd, [entry.name])
-                report.duplicates.append(entry.name)
+            state.seen[name] = identity
+            if (
+                previous.seen.get(name) != identity  # new or changed since the last scan
+                or now - identity[3] / 1e9 < settle
+                or (identity[0], identity[1]) in being_written
+            ):
+                report.waiting.append(name)
             else:
-                accepted.append((entry.name, (stat.st_dev, stat.st_ino)))
+                candidates.append((name, identity))
+        accepted = _screen(folder_fd, candidates, tenant, settings.max_file_bytes, state, report)
         for start in range(0, len(accepted), max_batch):
             try:
                 check_tenant_limits(tenant.id)
@@ -164,28 +223,148 @@ def _ingest(
                 log.info("%s: %s; %d files wait", tenant.id, e, len(accepted) - start)
                 report.waiting += [name for name, _ in accepted[start:]]
                 break
-            with contextlib.ExitStack() as files:
-                chunk = []
-                for name, identity in accepted[start : start + max_batch]:
-                    # Opened again, never through a link, and only if it is the same file.
-                    stream = _open_regular(folder_fd, name)
-                    if stream is not None:
-                        files.enter_context(stream)
-                        found = os.fstat(stream.fileno())
-                        if (found.st_dev, found.st_ino) == identity:
-                            chunk.append((name, stream))
-                if not chunk:
-                    continue
-                with stage_files(chunk, settings) as staged:
-                    created = create_batch(tenant, staged, source="inbox")
-            # Only now, with the batch committed, do the files leave the inbox. A crash
-            # before this line leaves them to the next scan, which sees them as duplicates.
-            _remove(folder_fd, [name for name, _ in chunk])
-            submit_batch(created.batch_id)
-            report.batches.append(created.batch_id)
+            taken = _take(folder_fd, accepted[start : start + max_batch], tenant, settings)
+            if taken is None:
+                continue
+            batch_id, documents = taken
+            for name, identity, document_id in documents:
+                state.taken[name] = (identity, document_id)
+                state.seen.pop(name, None)
+            # Committed: from here on the originals are the batch's, kept until it ends.
+            state.save(state_path)
+            submit_batch(batch_id)
+            report.batches.append(batch_id)
     finally:
         os.close(folder_fd)
+        state.save(state_path)
     return report
+
+
+def _screen(
+    folder_fd: int,
+    candidates: list[tuple[str, Identity]],
+    tenant: Tenant,
+    max_bytes: int,
+    state: FolderState,
+    report: IngestReport,
+) -> list[tuple[str, Identity]]:
+    """The cheap checks and duplicates: which settled files become documents."""
+    accepted = []
+    for name, identity in candidates:
+        stream = _open_regular(folder_fd, name)
+        if stream is None:
+            continue
+        with stream:
+            digest, head = _fingerprint(stream)
+        kind, reason = check_upload(size=identity[2], head=head, max_bytes=max_bytes)
+        earlier = _earlier_copy(tenant.id, digest)
+        if reason is not None or kind is None:
+            _reject(folder_fd, name, reason or "invalid")
+            report.rejected[name] = reason or "invalid"
+            state.seen.pop(name, None)
+        elif earlier is not None and earlier[1] == DocumentStatus.READY:
+            # Read already: this copy is done (the earlier one outlived a crash, or the
+            # same file was dropped again).
+            _remove(folder_fd, [name])
+            report.duplicates.append(name)
+            state.seen.pop(name, None)
+        elif earlier is not None and not earlier[1].is_final:
+            # Its batch was committed but the scan that took it did not live to say so.
+            state.taken[name] = (identity, earlier[0])
+            state.seen.pop(name, None)
+            report.waiting.append(name)
+        else:  # new, or its earlier copy failed or was cancelled: read it (again)
+            accepted.append((name, identity))
+    return accepted
+
+
+def _take(
+    folder_fd: int, chunk: list[tuple[str, Identity]], tenant: Tenant, settings: Any
+) -> tuple[str, list[tuple[str, Identity, str]]] | None:
+    """Stage the files and commit them as one batch; returns its id and documents."""
+    with contextlib.ExitStack() as files:
+        opened = []
+        for name, identity in chunk:
+            # Opened again, never through a link, and only if it is the same file.
+            stream = _open_regular(folder_fd, name)
+            if stream is None:
+                continue
+            files.enter_context(stream)
+            found = os.fstat(stream.fileno())
+            if (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns) == identity:
+                opened.append((name, identity, stream))
+        if not opened:
+            return None
+        with stage_files([(n, s) for n, _, s in opened], settings) as staged:
+            created = create_batch(tenant, staged, source="inbox")
+    documents = [
+        (name, identity, document_id)
+        for (name, identity, _), document_id in zip(opened, created.document_ids, strict=True)
+    ]
+    return created.batch_id, documents
+
+
+def _settle_taken(
+    folder_fd: int, name: str, document_id: str, state: FolderState, report: IngestReport
+) -> None:
+    """An ingested original: removed once its document is Ready, set aside with the reason
+    once it failed or was cancelled, kept while it is still in progress."""
+    with session_scope() as session:
+        document = session.get(Document, document_id)
+        status, error = (document.status, document.error) if document else (None, None)
+    if status == DocumentStatus.READY:
+        _remove(folder_fd, [name])
+        report.done.append(name)
+    elif status is None or status.is_final:
+        reason = f"{status.value}: {error}" if status else "its batch no longer exists"
+        _reject(folder_fd, name, reason)
+        report.rejected[name] = reason
+    else:
+        if (identity := _identity_of(folder_fd, name)) is not None:
+            state.taken[name] = (identity, document_id)
+        report.in_progress.append(name)
+
+
+def _identity_of(folder_fd: int, name: str) -> Identity | None:
+    try:
+        stat = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _open_for_writing(files: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Which of these files (device, inode) some process holds open for writing.
+
+    Read from /proc: every process this user may inspect (all of them, as root). A file
+    still being copied in is held open by its writer, whatever pauses it makes.
+    """
+    writing: set[tuple[int, int]] = set()
+    if not files:
+        return writing
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            descriptors = list((process / "fd").iterdir())
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                stat = descriptor.stat()
+                if (stat.st_dev, stat.st_ino) not in files:
+                    continue
+                info = (process / "fdinfo" / descriptor.name).read_text()
+                flags = next(
+                    int(line.split()[1], 8)
+                    for line in info.splitlines()
+                    if line.startswith("flags:")
+                )
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                writing.add((stat.st_dev, stat.st_ino))
+    return writing
 
 
 LINK_REASON = "a symbolic link: docpipe never follows links in the inbox; left in place"
@@ -227,21 +406,21 @@ def _fingerprint(stream: BinaryIO) -> tuple[str, bytes]:
     return digest.hexdigest(), head
 
 
-def _already_ingested(tenant_id: str, sha256: str) -> bool:
+def _earlier_copy(tenant_id: str, sha256: str) -> tuple[str, DocumentStatus] | None:
+    """The newest document the inbox made of these same bytes for this tenant, if any."""
     with session_scope() as session:
-        return (
-            session.scalar(
-                select(Document.id)
-                .join(Batch, Batch.id == Document.batch_id)
-                .where(
-                    Document.tenant_id == tenant_id,
-                    Document.sha256 == sha256,
-                    Batch.source == "inbox",
-                )
-                .limit(1)
+        row = session.execute(
+            select(Document.id, Document.status)
+            .join(Batch, Batch.id == Document.batch_id)
+            .where(
+                Document.tenant_id == tenant_id,
+                Document.sha256 == sha256,
+                Batch.source == "inbox",
             )
-            is not None
-        )
+            .order_by(Document.created_at.desc())
+            .limit(1)
+        ).first()
+    return (row[0], DocumentStatus(row[1])) if row else None
 
 
 def _reject(folder_fd: int, name: str, reason: str) -> None:

@@ -49,6 +49,8 @@ class StagedBatch:
 def clean_file_name(raw: str | None, position: int) -> str:
     """The name to show for an upload: its last path component, never a path."""
     name = PureWindowsPath(PurePosixPath(raw or "").name).name.strip()
+    if name in (".", ".."):
+        name = ""
     return name[:255] or f"document-{position + 1}"
 
 

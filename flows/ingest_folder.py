@@ -9,6 +9,7 @@ from prefect.states import Cancelled
 
 from docpipe import inbox
 from docpipe.errors import Forbidden
+from docpipe.inbox import report_json
 from docpipe.tenants import get_tenant
 
 
@@ -16,7 +17,7 @@ from docpipe.tenants import get_tenant
 def ingest_folder(
     tenant_id: str | None = None, folder: str | None = None
 ) -> dict[str, Any] | State:
-    """Turn settled files in the inbox into batches on the tenant tier's queue.
+    """Turn files unchanged since the last scan into batches on the tenant tier's queue.
 
     Args:
         tenant_id: Only this tenant's folder; empty scans every tenant folder of the inbox.
@@ -48,16 +49,13 @@ def ingest_folder(
     for name, reason in report.rejected.items():
         logger.warning("rejected %s: %s", inbox.safe_name(name), reason)
     logger.info(
-        "ingested %d batches; %d rejected, %d duplicates removed, %d still settling",
+        "ingested %d batches; %d rejected, %d duplicates removed, %d waiting, %d originals "
+        "still being processed, %d removed once Ready",
         len(report.batches),
         len(report.rejected),
         len(report.duplicates),
         len(report.waiting),
+        len(report.in_progress),
+        len(report.done),
     )
-    return {
-        "batches": report.batches,
-        "rejected": report.rejected,
-        "duplicates": report.duplicates,
-        "waiting": report.waiting,
-        "unknownTenants": report.unknown_tenants,
-    }
+    return report_json(report)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,7 +121,8 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
     calls: dict[str, int] = {}
 
     def flaky_tesseract(image: Any, **options: Any) -> str:
-        name = Path(str(image)).name if isinstance(image, str) else "pdf-page"
+        # Tesseract is handed decoded pages: the two documents differ in width.
+        name = "page.png" if image.size[0] == 1240 else "page.tiff"
         calls[name] = calls.get(name, 0) + 1
         if name == "page.png" and calls[name] == 1:
             raise pytesseract.TesseractError(-9, "Killed")  # the first try dies
@@ -132,12 +132,10 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
 
     monkeypatch.setattr(pytesseract, "image_to_string", flaky_tesseract)
     tenant_id, _ = tenant
+    narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
     batch_id = new_batch(
         tenant_id,
-        [
-            (f"{k}.{k}", documents.document(documents.phrase(i), k, seed=i))
-            for i, k in enumerate(["png", "tiff"])
-        ],
+        [("png.png", documents.document(documents.phrase(0), "png")), ("tiff.tiff", narrow)],
     )
 
     summary: Any = process_batch(batch_id)

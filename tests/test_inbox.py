@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from docpipe import inbox
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.models import Batch
+from docpipe.models import Batch, Document
 from docpipe.tenants import get_tenant
 from tests import documents
 from tests.conftest import make_tenant, prefect_http, wait_for_batch
@@ -43,6 +43,15 @@ def batch_count(tenant_id: str) -> int:
         return int(session.scalar(select(func.count()).where(Batch.tenant_id == tenant_id)) or 0)
 
 
+def settle_and_scan(folder: Path, tenant: Any) -> inbox.IngestReport:
+    """Two scans: the first only sees the files (a file is taken once it is unchanged
+    across two scans); returns the second's report."""
+    first = inbox.ingest_folder(folder, tenant, settle=5)
+    assert first.batches == []
+    assert all(reason == inbox.LINK_REASON for reason in first.rejected.values())
+    return inbox.ingest_folder(folder, tenant, settle=5)
+
+
 def good(i: int) -> tuple[str, bytes]:
     kind = ["png", "pdf", "jpeg", "tiff"][i % 4]
     return f"scan-{i}.{kind}", documents.document(documents.phrase(i), kind, seed=i)
@@ -59,9 +68,10 @@ def test_150_files_become_two_batches_and_bad_ones_are_rejected(
         drop(folder, *good(i))
     drop(folder, "notes.txt", b"just some text")
     drop(folder, "blank.png", b"")
-    drop(folder, "growing.png", good(999)[1][:100], age=0)  # still being written
+    growing = drop(folder, "growing.png", good(999)[1][:100], age=0)
+    writer = growing.open("ab")  # still being written: its writer holds it open
 
-    report = inbox.ingest_folder(folder, tenant, settle=5)
+    report = settle_and_scan(folder, tenant)
 
     assert len(report.batches) == 2
     assert report.waiting == ["growing.png"]
@@ -77,7 +87,8 @@ def test_150_files_become_two_batches_and_bad_ones_are_rejected(
         "notes.txt.reason.txt",
     ]
     assert (rejected / "notes.txt.reason.txt").read_text().startswith("not a PDF")
-    assert visible(folder) == ["growing.png", "rejected"]
+    # The originals stay until their batches have an outcome.
+    assert len(visible(folder)) == 149 + 2
     sizes = []
     for batch_id in report.batches:
         batch = wait_for_batch(api, key, batch_id)
@@ -90,27 +101,38 @@ def test_150_files_become_two_batches_and_bad_ones_are_rejected(
     text = api.get(f"/api/documents/{names['scan-0.png']}/text", headers={"X-API-Key": key}).text
     assert documents.words(documents.phrase(0)) <= documents.words(text)
 
-    # The file finishes being written; a later scan takes it.
+    # Both batches are done: the next scan removes the originals of Ready documents.
+    after = inbox.ingest_folder(folder, tenant, settle=5)
+    assert len(after.done) == 149
+    assert visible(folder) == ["growing.png", "rejected"]
+
+    # The file finishes being written; later scans take it.
+    writer.close()
     drop(folder, "growing.png", good(999)[1])
-    later = inbox.ingest_folder(folder, tenant, settle=5)
+    later = settle_and_scan(folder, tenant)
     assert len(later.batches) == 1 and later.waiting == []
     assert batch_count(tenant_id) == 3
 
 
 def test_a_crash_after_commit_neither_loses_nor_doubles_a_file(
-    stack: object, monkeypatch: pytest.MonkeyPatch
+    api: httpx.Client, stack: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tenant_id, _ = make_tenant()
+    """Killed after its batch was committed, before it could note what it took: the next
+    scan knows the files by their SHA-256, and neither drops nor ingests them again."""
+    from docpipe.submit import submit_batch
+
+    tenant_id, key = make_tenant()
     tenant = get_tenant(tenant_id)
     assert tenant is not None
     folder = get_settings().inbox / tenant_id
     for i in range(3):
         drop(folder, *good(i))
+    assert inbox.ingest_folder(folder, tenant, settle=5).waiting == [good(i)[0] for i in range(3)]
 
     def crash(*_: object) -> None:
         raise KeyboardInterrupt("killed between commit and clean-up")
 
-    monkeypatch.setattr(inbox, "_remove", crash)
+    monkeypatch.setattr(inbox.FolderState, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         inbox.ingest_folder(folder, tenant, settle=5)
     monkeypatch.undo()
@@ -119,9 +141,15 @@ def test_a_crash_after_commit_neither_loses_nor_doubles_a_file(
 
     again = inbox.ingest_folder(folder, tenant, settle=5)
 
-    assert again.batches == []
-    assert sorted(again.duplicates) == [good(i)[0] for i in range(3)]
+    assert again.batches == [] and again.duplicates == []
     assert batch_count(tenant_id) == 1  # nothing ingested twice
+    with session_scope() as session:
+        [batch_id] = session.scalars(select(Batch.id).where(Batch.tenant_id == tenant_id)).all()
+    submit_batch(batch_id)  # as recovery would: the killed scan never submitted it
+    assert wait_for_batch(api, key, batch_id)["successCount"] == 3
+    assert sorted(inbox.ingest_folder(folder, tenant, settle=5).done) == [
+        good(i)[0] for i in range(3)
+    ]
     assert visible(folder) == []
 
 
@@ -139,6 +167,15 @@ def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
     tenant_id, _ = make_tenant()
     for i in range(2):
         drop(tmp_path / "scans", *good(i))
+    command = [
+        str(Path(sys.executable).parent / "docpipe"),
+        "ingest",
+        str(tmp_path / "scans"),
+        "--tenant",
+        tenant_id,
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert json.loads(first.stdout)["waiting"] == [good(0)[0], good(1)[0]]
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "docpipe"),
@@ -165,7 +202,8 @@ def test_the_flow_takes_a_tenant_and_a_folder_inside_its_own(
 
     tenant_id, _ = make_tenant()
     drop(get_settings().inbox / tenant_id / "scans", *good(3))
-    result: Any = ingest_folder(tenant_id=tenant_id, folder="scans")
+    ingest_folder(tenant_id=tenant_id, folder="scans")  # sees the file
+    result: Any = ingest_folder(tenant_id=tenant_id, folder="scans")  # takes it
     assert len(result["batches"]) == 1
     unknown: Any = ingest_folder(tenant_id="nobody-at-all")
     assert unknown["unknownTenants"] == ["nobody-at-all"]
@@ -214,7 +252,7 @@ def test_one_scan_at_a_time_per_folder(stack: object) -> None:
         assert locked
         assert inbox.ingest_folder(folder, tenant, settle=5) == inbox.IngestReport()
     assert visible(folder) == [good(1)[0]]
-    assert len(inbox.ingest_folder(folder, tenant, settle=5).batches) == 1
+    assert len(settle_and_scan(folder, tenant).batches) == 1
 
 
 def test_scheduled_deployments_exist(stack: object, prefect_api: None) -> None:
@@ -322,7 +360,7 @@ def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack:
     victim = get_tenant(victim_id)
     assert victim is not None
     drop(get_settings().inbox / victim_id, *good(6))
-    [batch_id] = inbox.ingest_folder(get_settings().inbox / victim_id, victim, settle=5).batches
+    [batch_id] = settle_and_scan(get_settings().inbox / victim_id, victim).batches
     [stored] = get_storage().keys(f"{victim_id}/{batch_id}")
     folder.mkdir(parents=True)
     (folder / "secret.png").symlink_to(secret)
@@ -352,7 +390,7 @@ def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
     elsewhere.mkdir()
     (folder / "rejected").symlink_to(elsewhere)
 
-    assert inbox.ingest_folder(folder, tenant, settle=5).rejected.keys() == {"notes.txt"}
+    assert settle_and_scan(folder, tenant).rejected.keys() == {"notes.txt"}
     assert list(elsewhere.iterdir()) == []
     assert (folder / "notes.txt").exists()
 
@@ -361,7 +399,7 @@ def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
     target = tmp_path / "target.txt"
     target.write_text("untouched")
     (folder / "rejected" / "notes.txt.reason.txt").symlink_to(target)
-    inbox.ingest_folder(folder, tenant, settle=5)
+    settle_and_scan(folder, tenant)
     assert target.read_text() == "untouched"
     assert (folder / "rejected" / "notes.txt.reason.txt").read_text().startswith("not a PDF")
     assert not (folder / "rejected" / "notes.txt.reason.txt").is_symlink()
@@ -373,5 +411,80 @@ def test_no_docpipe_file_is_left_in_the_tenants_folder(stack: object) -> None:
     assert tenant is not None
     folder = get_settings().inbox / tenant_id
     drop(folder, *good(7))
-    assert len(inbox.ingest_folder(folder, tenant, settle=5).batches) == 1
-    assert list(folder.iterdir()) == []
+    assert len(settle_and_scan(folder, tenant).batches) == 1
+    assert visible(folder) == [good(7)[0]] == [p.name for p in folder.iterdir()]
+
+
+def test_a_file_still_being_written_is_not_taken_however_long_it_pauses(stack: object) -> None:
+    """A copy that pauses longer than the settle time, or is held open for writing, waits:
+    it used to be ingested cut off, and the original deleted."""
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    name, data = good(8)
+    half = drop(folder, name, data[: len(data) // 2])  # old mtime: "settled" by time alone
+
+    assert inbox.ingest_folder(folder, tenant, settle=5).waiting == [name]  # first sight
+    with half.open("ab") as writer:  # the copy goes on, after a long pause
+        writer.write(data[len(data) // 2 : -100])
+        writer.flush()
+        then = time.time() - 60
+        os.utime(half, (then, then))
+        assert inbox.ingest_folder(folder, tenant, settle=5).waiting == [name]  # changed
+        # Unchanged across two scans now, but its writer still holds it open.
+        assert inbox.ingest_folder(folder, tenant, settle=5).waiting == [name]
+        writer.write(data[-100:])
+    os.utime(half, (then, then))
+    inbox.ingest_folder(folder, tenant, settle=5)
+    report = inbox.ingest_folder(folder, tenant, settle=5)
+
+    assert len(report.batches) == 1
+    with session_scope() as session:
+        [stored] = session.scalars(select(Document).where(Document.tenant_id == tenant_id)).all()
+    assert stored.size_bytes == len(data)  # the whole file, not the half seen first
+
+
+def test_a_file_whose_earlier_copy_failed_or_was_cancelled_is_read_again(
+    api: httpx.Client, stack: object
+) -> None:
+    from docpipe import batches
+
+    tenant_id, key = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    name, data = good(9)
+    drop(folder, name, data)
+    [first] = settle_and_scan(folder, tenant).batches
+    batches.cancel_batch(tenant_id, first)
+
+    after = inbox.ingest_folder(folder, tenant, settle=5)
+    # The original is set aside with the outcome, not deleted as if it had been read.
+    assert after.rejected == {name: "Cancelled: batch was cancelled"}
+    assert (folder / "rejected" / name).read_bytes() == data
+
+    drop(folder, name, data)  # the tenant drops it again
+    again = settle_and_scan(folder, tenant)
+    assert again.duplicates == [] and len(again.batches) == 1
+    assert wait_for_batch(api, key, again.batches[0])["successCount"] == 1
+
+    drop(folder, "copy-" + name, data)  # and once more, now that a copy was read
+    assert settle_and_scan(folder, tenant).duplicates == ["copy-" + name]
+
+
+def test_file_names_with_control_characters_are_escaped_in_logs(
+    stack: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    folder = get_settings().inbox / tenant_id
+    folder.mkdir(parents=True)
+    evil = "x.png\n2026-01-01 ERROR forged line\x1b[31m"
+    (folder / evil).symlink_to("/etc/passwd")
+    with caplog.at_level("WARNING", logger="docpipe.inbox"):
+        inbox.ingest_folder(folder, tenant, settle=5)
+    [line] = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert "\n" not in line and "\x1b" not in line
+    assert "x.png\\n2026" in line
