@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
@@ -130,6 +131,58 @@ def check_tenant_limits(tenant_id: str) -> None:
 OPEN_WORK_RETRY_SECONDS = 10
 
 
+def next_to_dispatch(*, slots: int, vip_reserved: int) -> str | None:
+    """The waiting batch (Queued, never handed to Prefect) whose turn it is, if its tier
+    has room; None when none may go now.
+
+    Room: a tier may have `slots` batches submitted and unfinished, standard ones at
+    most `slots - vip_reserved`, so standard work never holds every worker slot and a VIP
+    batch starts at once. Turn: VIP first; within a tier, the tenant with the fewest
+    batches in flight, then the one whose last batch started longest ago (round-robin),
+    then the oldest batch. One tenant's twenty batches never make another's one wait.
+    """
+    with session_scope() as session:
+        open_rows = session.execute(
+            select(Batch.id, Batch.tenant_id, Batch.tier, Batch.status, Batch.flow_run_id)
+            .where(Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]))
+            .order_by(Batch.created_at, Batch.id)
+        ).all()
+        for tier in (Tier.VIP, Tier.STANDARD):
+            rows = [r for r in open_rows if r.tier == tier]
+            waiting = [r for r in rows if r.status == BatchStatus.QUEUED and not r.flow_run_id]
+            in_flight = Counter(r.tenant_id for r in rows if r not in waiting)
+            cap = slots if tier == Tier.VIP else max(1, slots - vip_reserved)
+            if not waiting or sum(in_flight.values()) >= cap:
+                continue
+            tenants = {r.tenant_id for r in waiting}
+            last_started = dict(
+                session.execute(
+                    select(Batch.tenant_id, func.max(Batch.started_at))
+                    .where(Batch.tenant_id.in_(tenants), Batch.tier == tier)
+                    .group_by(Batch.tenant_id)
+                ).all()
+            )
+            never = datetime.min.replace(tzinfo=UTC)
+            first_waiting = {r.tenant_id: i for i, r in reversed(list(enumerate(waiting)))}
+            turn = min(
+                tenants,
+                key=lambda t: (
+                    in_flight[t],
+                    _aware(last_started.get(t)) or never,
+                    first_waiting[t],
+                ),
+            )
+            return next(r.id for r in waiting if r.tenant_id == turn)
+    return None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives an aggregate's datetime back naive (and as text): UTC all the same."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 @dataclass(frozen=True)
 class Submission:
     """What Prefect needs to run a batch, and which submission of it this is."""
@@ -215,6 +268,7 @@ def prepare_retry(tenant_id: str, batch_id: str) -> list[str]:
         batch.status = BatchStatus.QUEUED
         batch.completed_at = None
         batch.error = None
+        batch.flow_run_id = None  # waiting for its turn again (docpipe.dispatch)
         return [d.id for d in again]
 
 

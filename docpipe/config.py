@@ -71,7 +71,6 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 10.0
     stale_after_seconds: float = 90.0
     max_submissions: int = 3
-    queued_grace_seconds: float = 30.0
     # The API runs a recovery pass at its start and then every recovery_interval_seconds
     # (0: never); the recover-batches deployment runs one on its own schedule too, for
     # when no API is running, and on demand from the Prefect UI.
@@ -91,6 +90,11 @@ class Settings(BaseSettings):
 
     work_pool: str = "docpipe"
     worker_limit: int = 4
+    # Batches handed to Prefect and not yet finished, per tier (0: worker_limit; with
+    # workers on several machines, their limits added up). Standard batches leave
+    # vip_reserved_slots of them free, so a VIP batch never waits for a slot.
+    dispatch_slots: int = 0
+    vip_reserved_slots: int = 1
     # The worker starts a run as soon as the server's events say it was scheduled; its
     # poll of the pool is the fallback for a missed event (PREFECT_WORKER_QUERY_SECONDS).
     worker_poll_seconds: float = 10.0

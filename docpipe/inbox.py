@@ -20,9 +20,9 @@ from sqlalchemy import select
 from docpipe.batches import check_tenant_limits, create_batch
 from docpipe.config import get_settings
 from docpipe.db import session_scope
+from docpipe.dispatch import dispatch
 from docpipe.errors import Forbidden, OverLimit
 from docpipe.models import Batch, Document, DocumentStatus, Tenant
-from docpipe.submit import submit_batch
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import SNIFF_BYTES, check_upload
@@ -232,7 +232,7 @@ def _ingest(
                 state.seen.pop(name, None)
             # Committed: from here on the originals are the batch's, kept until it ends.
             state.save(state_path)
-            submit_batch(batch_id)
+            dispatch()
             report.batches.append(batch_id)
     finally:
         os.close(folder_fd)

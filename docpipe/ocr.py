@@ -23,7 +23,7 @@ import pytesseract
 from PIL import Image
 
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
-from docpipe.validation import page_pixels
+from docpipe.validation import describe_error, page_pixels
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
@@ -96,7 +96,7 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
                 page.format = "PPM"  # no PNG encoding that Tesseract would only undo
                 yield page
     except (OSError, ValueError, SyntaxError, struct.error) as e:
-        raise InvalidDocument(f"image does not decode: {e.__class__.__name__}") from e
+        raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
 
 
 def _render_pdf(data: bytes, *, dpi: int, max_pixels: int | None) -> Iterator[Image.Image]:

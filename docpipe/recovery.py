@@ -16,6 +16,7 @@ from sqlalchemy import select
 from docpipe import batches
 from docpipe.config import get_settings
 from docpipe.db import session_scope
+from docpipe.dispatch import dispatch
 from docpipe.models import Batch, BatchStatus, utcnow
 from docpipe.storage import get_storage
 from docpipe.submit import prefect_client_settings, submit_batch
@@ -70,13 +71,12 @@ def recover_batches(*, sweep: bool = True) -> RecoveryReport:
     if states is None:
         report.prefect_reachable = False
         return report
-    grace = timedelta(seconds=settings.queued_grace_seconds)
+    # Waiting batches (accepted while Prefect was down, or waiting for their turn) go
+    # when it is their turn; this pass is also what hands them over after an outage.
+    report.submitted = dispatch()
     stale = timedelta(seconds=settings.stale_after_seconds)
     for batch in candidates:
         if batch.flow_run_id is None:
-            # Accepted while Prefect was down (or the API died before submitting).
-            if now - batch.created_at >= grace and submit_batch(batch.id):
-                report.submitted.append(batch.id)
             continue
         state = states.get(batch.flow_run_id)
         if state is None:

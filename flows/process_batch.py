@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from docpipe import batches, pipeline
 from docpipe.config import get_settings
+from docpipe.dispatch import dispatch
 from docpipe.models import Tier
 from docpipe.ocr import lower_process_priority
 from tasks import process_document, summarize_batch
@@ -88,6 +89,7 @@ QUIET_COMPLETIONS = QuietCompletions()
 def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
     """The flow itself broke (not a document): the batch ends Failed with the reason."""
     batches.mark_failed(flow_run.parameters["batch_id"], state.message or state.name)
+    dispatch()
 
 
 class Heartbeat:
@@ -147,7 +149,9 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
             _process_documents(plan, progress)
         finally:
             progress.close()
-        return summarize_batch(batch_id)
+        summary = summarize_batch(batch_id)
+    dispatch()  # this batch's slot is free: the next one whose turn it is starts now
+    return summary
 
 
 def _process_documents(plan: batches.BatchPlan, progress: Progress) -> None:

@@ -178,6 +178,17 @@ def files_part(named: list[tuple[str, bytes]]) -> list[tuple[str, tuple[str, byt
     return [("files", (name, data)) for name, data in named]
 
 
+def post_batch(api: httpx.Client, tenant_id: str, key: str, files: list[tuple[str, bytes]]) -> str:
+    """Upload a batch, which must be accepted; its id."""
+    response = api.post(
+        f"/api/documents/bulk-upload?tenantId={tenant_id}",
+        files=files_part(files),
+        headers={"X-API-Key": key},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["batchId"])
+
+
 @pytest.fixture(scope="session")
 def sample_pages() -> dict[str, tuple[str, bytes]]:
     """One document of each kind, with the phrase drawn on it."""

@@ -43,6 +43,14 @@ def batch_count(tenant_id: str) -> int:
         return int(session.scalar(select(func.count()).where(Batch.tenant_id == tenant_id)) or 0)
 
 
+def tenant_with_folder() -> tuple[str, str, Any, Path]:
+    """A new tenant: (id, API key, row, its inbox folder)."""
+    tenant_id, key = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    return tenant_id, key, tenant, get_settings().inbox / tenant_id
+
+
 def settle_and_scan(folder: Path, tenant: Any) -> inbox.IngestReport:
     """Two scans: the first only sees the files (a file is taken once it is unchanged
     across two scans); returns the second's report."""
@@ -60,10 +68,7 @@ def good(i: int) -> tuple[str, bytes]:
 def test_150_files_become_two_batches_and_bad_ones_are_rejected(
     api: httpx.Client, stack: object
 ) -> None:
-    tenant_id, key = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, key, tenant, folder = tenant_with_folder()
     for i in range(149):
         drop(folder, *good(i))
     drop(folder, "notes.txt", b"just some text")
@@ -121,10 +126,7 @@ def test_a_crash_after_commit_neither_loses_nor_doubles_a_file(
     scan knows the files by their SHA-256, and neither drops nor ingests them again."""
     from docpipe.submit import submit_batch
 
-    tenant_id, key = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, key, tenant, folder = tenant_with_folder()
     for i in range(3):
         drop(folder, *good(i))
     assert inbox.ingest_folder(folder, tenant, settle=5).waiting == [good(i)[0] for i in range(3)]
@@ -243,10 +245,7 @@ def test_the_flow_refuses_a_folder_outside_the_tenants_own(
 
 
 def test_one_scan_at_a_time_per_folder(stack: object) -> None:
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     drop(folder, *good(1))
     with inbox._scan_lock(folder) as locked:  # another scan is at work
         assert locked
@@ -351,10 +350,7 @@ def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack:
     """A link to another tenant's stored original, or to any file, is not ingested."""
     from docpipe.storage import get_storage
 
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     secret = drop(tmp_path, "secret.png", good(5)[1])
     victim_id, _ = make_tenant()
     victim = get_tenant(victim_id)
@@ -381,10 +377,7 @@ def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack:
 def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
     tmp_path: Path, stack: object
 ) -> None:
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     drop(folder, "notes.txt", b"just some text")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -406,10 +399,7 @@ def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
 
 
 def test_no_docpipe_file_is_left_in_the_tenants_folder(stack: object) -> None:
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     drop(folder, *good(7))
     assert len(settle_and_scan(folder, tenant).batches) == 1
     assert visible(folder) == [good(7)[0]] == [p.name for p in folder.iterdir()]
@@ -418,10 +408,7 @@ def test_no_docpipe_file_is_left_in_the_tenants_folder(stack: object) -> None:
 def test_a_file_still_being_written_is_not_taken_however_long_it_pauses(stack: object) -> None:
     """A copy that pauses longer than the settle time, or is held open for writing, waits:
     it used to be ingested cut off, and the original deleted."""
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     name, data = good(8)
     half = drop(folder, name, data[: len(data) // 2])  # old mtime: "settled" by time alone
 
@@ -450,10 +437,7 @@ def test_a_file_whose_earlier_copy_failed_or_was_cancelled_is_read_again(
 ) -> None:
     from docpipe import batches
 
-    tenant_id, key = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, key, tenant, folder = tenant_with_folder()
     name, data = good(9)
     drop(folder, name, data)
     [first] = settle_and_scan(folder, tenant).batches
@@ -476,10 +460,7 @@ def test_a_file_whose_earlier_copy_failed_or_was_cancelled_is_read_again(
 def test_file_names_with_control_characters_are_escaped_in_logs(
     stack: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tenant_id, _ = make_tenant()
-    tenant = get_tenant(tenant_id)
-    assert tenant is not None
-    folder = get_settings().inbox / tenant_id
+    tenant_id, _, tenant, folder = tenant_with_folder()
     folder.mkdir(parents=True)
     evil = "x.png\n2026-01-01 ERROR forged line\x1b[31m"
     (folder / evil).symlink_to("/etc/passwd")

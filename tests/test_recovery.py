@@ -31,8 +31,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def recovering_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack whose API runs its recovery pass every second, with no grace for Queued."""
-    with started_stack(tmp_path, recovery_interval_seconds=1, queued_grace_seconds=0) as stack:
+    """A stack whose API runs its recovery pass every second."""
+    with started_stack(tmp_path, recovery_interval_seconds=1) as stack:
         yield stack
 
 

@@ -98,8 +98,14 @@ def damaged(data: bytes) -> bytes:
     ],
 )
 def test_deep_checks_reject_broken_documents(make, kind: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """Refused by the deep check, or at the latest by the decoding that starts OCR: either
+    way the document ends ValidationFailed with the reason."""
+    from docpipe.ocr import ocr_document
+
+    data = make()
     with pytest.raises(InvalidDocument, match=reason):
-        inspect_document(make(), kind=kind, **LIMITS)
+        inspect_document(data, kind=kind, **LIMITS)
+        ocr_document(data, kind=kind, language="eng", dpi=300, page_timeout=60)
 
 
 def test_pixel_limit_is_enforced_before_decoding() -> None:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from docpipe.api.limits import BodyLimit, UploadGate, body_limit
@@ -92,6 +93,18 @@ def create_app() -> FastAPI:
         code = next((c for cls, c in STATUS_OF if isinstance(e, cls)), 400)
         headers = {"WWW-Authenticate": "X-API-Key"} if code == 401 else None
         return JSONResponse(status_code=code, content={"error": str(e)}, headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(OSError)
+    def _unavailable(_: Request, e: Exception) -> JSONResponse:
+        # The database or the storage did not answer: a client may try again; what broke
+        # goes to the log, not to the client.
+        log.error("request failed: %s: %s", type(e).__name__, e)
+        return JSONResponse(
+            status_code=503,
+            content={"error": "docpipe's database or storage is unavailable; try again shortly"},
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:

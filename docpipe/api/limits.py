@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from docpipe.errors import DocpipeError, Forbidden, OverLimit, TooBusy, Unauthorized
+
+log = logging.getLogger(__name__)
 
 # Room for each part's headers and the multipart boundaries, well over what they take.
 PART_OVERHEAD_BYTES = 64 * 1024
@@ -190,6 +194,11 @@ class UploadGate:
             return
         except DocpipeError as e:
             await refuse(send, 400, str(e))
+            return
+        except (DBAPIError, OSError) as e:
+            log.error("upload refused: the database did not answer: %s", e)
+            reason = "docpipe's database is unavailable; try again shortly"
+            await refuse(send, 503, reason, {"Retry-After": "5"})
             return
         self.uploads += 1
         self.bytes += size

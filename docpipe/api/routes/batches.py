@@ -12,8 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from docpipe import batches
 from docpipe.api.deps import NamedTenantDep, TenantDep
 from docpipe.api.schemas import BatchPage, BatchSummaryView, BatchView, ErrorBody
+from docpipe.dispatch import dispatch
 from docpipe.models import BatchStatus
-from docpipe.submit import cancel_flow_run, submit_batch
+from docpipe.submit import cancel_flow_run
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 # Past any real tenant's count of batches, and inside every database's integer range.
@@ -72,6 +73,7 @@ def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
         # The batch is Cancelled in our store whatever Prefect says; a run that still
         # starts later sees that and does nothing.
         cancel_flow_run(flow_run_id)
+    dispatch()  # its slot is free for the next batch
     return BatchView.of(batches.get_batch(tenant.id, batch_id))
 
 
@@ -83,6 +85,6 @@ def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
 def retry_batch(batch_id: str, tenant: TenantDep) -> BatchView:
     """Reprocess the documents that failed or were cancelled. 409 while the batch runs."""
     batches.prepare_retry(tenant.id, batch_id)
-    if submit_batch(batch_id) is not None:
+    if batch_id in dispatch():
         batches.set_status(batch_id, BatchStatus.PROCESSING)
     return BatchView.of(batches.get_batch(tenant.id, batch_id))

@@ -10,9 +10,9 @@ from fastapi.responses import PlainTextResponse
 from docpipe import batches, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
 from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody
+from docpipe.dispatch import dispatch
 from docpipe.errors import Conflict
 from docpipe.models import DocumentStatus, Tenant
-from docpipe.submit import submit_batch
 from docpipe.uploads import stage_files
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
@@ -24,7 +24,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 def _accept(tenant: Tenant, files: list[UploadFile], settings: SettingsDep) -> batches.CreatedBatch:
     with stage_files([(f.filename, f.file) for f in files], settings) as staged:
         created = batches.create_batch(tenant, staged)
-    submit_batch(created.batch_id)
+    dispatch()  # now, or when its turn comes
     return created
 
 
