@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     tenant_uploads_per_minute: int = 60
     tenant_open_batches: int = 50
     tenant_pages_in_flight: int = 5000
+    # Uploads of one tenant being received at once (of max_concurrent_uploads in all).
+    tenant_concurrent_uploads: int = 2
     # Uploads being received at once, and the bytes they may hold between them (each
     # counted at its Content-Length); past either, an upload is answered 503 at once.
     max_concurrent_uploads: int = 4

@@ -41,6 +41,7 @@ class IngestReport:
     # Originals of documents still being processed, and of ones now Ready (removed).
     in_progress: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
+    failed_folders: list[str] = field(default_factory=list)
 
     def merge(self, other: IngestReport) -> None:
         self.batches += other.batches
@@ -50,6 +51,7 @@ class IngestReport:
         self.unknown_tenants += other.unknown_tenants
         self.in_progress += other.in_progress
         self.done += other.done
+        self.failed_folders += other.failed_folders
 
 
 def report_json(report: IngestReport) -> dict[str, Any]:
@@ -62,6 +64,7 @@ def report_json(report: IngestReport) -> dict[str, Any]:
         "inProgress": report.in_progress,
         "done": report.done,
         "unknownTenants": report.unknown_tenants,
+        "failedFolders": report.failed_folders,
     }
 
 
@@ -80,7 +83,11 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
             log.warning("inbox folder %s has no tenant of that name; left alone", safe_name(folder))
             report.unknown_tenants.append(folder.name)
             continue
-        report.merge(ingest_folder(folder, tenant))
+        try:
+            report.merge(ingest_folder(folder, tenant))
+        except Exception:  # one tenant's folder never stops the others' scans
+            log.exception("the scan of inbox folder %s failed", safe_name(folder.name))
+            report.failed_folders.append(folder.name)
     return report
 
 
@@ -197,6 +204,8 @@ def _ingest(
                 # Left where it is: moving it is as much a write as following it.
                 report.rejected[entry.name] = LINK_REASON
                 log.warning("%s in %s: %s", safe_name(entry.name), safe_name(folder), LINK_REASON)
+            elif not entry.name.isprintable() and _not_utf8(entry.name):
+                report.rejected[safe_name(entry.name)] = BAD_NAME_REASON
             elif entry.is_file(follow_symlinks=False):
                 stat = entry.stat(follow_symlinks=False)
                 entries[entry.name] = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -259,9 +268,9 @@ def _screen(
         kind, reason = check_upload(size=identity[2], head=head, max_bytes=max_bytes)
         earlier = _earlier_copy(tenant.id, digest)
         if reason is not None or kind is None:
-            _reject(folder_fd, name, reason or "invalid")
             report.rejected[name] = reason or "invalid"
-            state.seen.pop(name, None)
+            if _reject(folder_fd, name, reason or "invalid"):
+                state.seen.pop(name, None)
         elif earlier is not None and earlier[1] == DocumentStatus.READY:
             # Read already: this copy is done (the earlier one outlived a crash, or the
             # same file was dropped again).
@@ -317,8 +326,10 @@ def _settle_taken(
         report.done.append(name)
     elif status is None or status.is_final:
         reason = f"{status.value}: {error}" if status else "its batch no longer exists"
-        _reject(folder_fd, name, reason)
         report.rejected[name] = reason
+        if not _reject(folder_fd, name, reason) and (identity := _identity_of(folder_fd, name)):
+            # Still here (rejected/ is unusable): still taken, never read again as new.
+            state.taken[name] = (identity, document_id)
     else:
         if (identity := _identity_of(folder_fd, name)) is not None:
             state.taken[name] = (identity, document_id)
@@ -368,6 +379,15 @@ def _open_for_writing(files: set[tuple[int, int]]) -> set[tuple[int, int]]:
 
 
 LINK_REASON = "a symbolic link: docpipe never follows links in the inbox; left in place"
+BAD_NAME_REASON = "the file name is not valid UTF-8; left in place (rename it to have it read)"
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # bytes the file system gave that are not UTF-8
+        return True
+    return False
 
 
 def _open_regular(folder_fd: int, name: str) -> BinaryIO | None:
@@ -423,8 +443,9 @@ def _earlier_copy(tenant_id: str, sha256: str) -> tuple[str, DocumentStatus] | N
     return (row[0], DocumentStatus(row[1])) if row else None
 
 
-def _reject(folder_fd: int, name: str, reason: str) -> None:
-    """Move the file to rejected/ with a note of why; through no link, over no link."""
+def _reject(folder_fd: int, name: str, reason: str) -> bool:
+    """Move the file to rejected/ with a note of why, through no link, over no link;
+    whether it was moved."""
     with contextlib.suppress(FileExistsError):
         os.mkdir(REJECTED, 0o755, dir_fd=folder_fd)
     try:
@@ -435,7 +456,14 @@ def _reject(folder_fd: int, name: str, reason: str) -> None:
         log.warning(
             "rejected/ in the inbox is not a plain folder; %s left in place", safe_name(name)
         )
-        return
+        return False
+    try:
+        # A rename replaces whatever has the name there, a link too; it writes through none.
+        os.rename(name, name, src_dir_fd=folder_fd, dst_dir_fd=rejected_fd)
+    except OSError as e:
+        log.warning("could not set %s aside: %s", safe_name(name), e.strerror)
+        os.close(rejected_fd)
+        return False
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{name}.reason.txt", dir_fd=rejected_fd)  # a link there goes, unfollowed
@@ -447,9 +475,8 @@ def _reject(folder_fd: int, name: str, reason: str) -> None:
         )
         with os.fdopen(note, "w") as out:
             out.write(reason + "\n")
-        # A rename replaces whatever has the name there, a link too; it writes through none.
-        os.rename(name, name, src_dir_fd=folder_fd, dst_dir_fd=rejected_fd)
-    except OSError as e:
-        log.warning("could not set %s aside: %s", safe_name(name), e.strerror)
+    except OSError as e:  # a name too long for a note beside it: the file is aside all the same
+        log.warning("no reason note for %s: %s", safe_name(name), e.strerror)
     finally:
         os.close(rejected_fd)
+    return True

@@ -23,7 +23,7 @@ import pytesseract
 from PIL import Image
 
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
-from docpipe.validation import describe_error, page_pixels
+from docpipe.validation import describe_error, page_pixels, pdf_header_offset
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
@@ -46,6 +46,8 @@ def ocr_document(
     page_timeout: float,
     niceness: int = 0,
     max_page_pixels: int | None = None,
+    max_pages: int | None = None,
+    max_document_pixels: int | None = None,
     scratch: Path | None = None,
 ) -> OcrResult:
     """OCR every page of a PDF or image; raise OcrFailed if Tesseract cannot.
@@ -63,9 +65,10 @@ def ocr_document(
     # Tesseract's OpenMP threads fight each other when several pages run at once;
     # one thread per process and one process per core is measurably faster.
     os.environ["OMP_THREAD_LIMIT"] = "1"
+    limits = PageLimits(max_page_pixels, max_pages, max_document_pixels)
     texts = [
         _ocr_page(page, language=language, timeout=page_timeout)
-        for page in _pages(data, kind=kind, dpi=dpi, max_pixels=max_page_pixels)
+        for page in _pages(data, kind=kind, dpi=dpi, limits=limits)
     ]
     return OcrResult(PAGE_SEPARATOR.join(texts), len(texts), time.perf_counter() - started)
 
@@ -77,9 +80,32 @@ def tesseract_version() -> str:
         raise OcrFailed("tesseract is not installed or not on PATH") from e
 
 
-def _pages(data: bytes, *, kind: str, dpi: int, max_pixels: int | None) -> Iterator[Image.Image]:
+@dataclass(frozen=True)
+class PageLimits:
+    """The deep check's bounds, held again where the work is done: a reader other than
+    the one that checked may see a different document in the same bytes."""
+
+    page_pixels: int | None = None
+    pages: int | None = None
+    document_pixels: int | None = None
+
+    def check(self, number: int, pixels: int, total: int, dpi: int) -> None:
+        if self.pages is not None and number > self.pages:
+            raise InvalidDocument(f"over {self.pages} pages; the limit is {self.pages}")
+        if self.page_pixels is not None and pixels > self.page_pixels:
+            raise InvalidDocument(
+                f"page {number} is {pixels} pixels at {dpi} dpi; the limit is {self.page_pixels}"
+            )
+        if self.document_pixels is not None and total > self.document_pixels:
+            raise InvalidDocument(
+                f"the pages come to over {self.document_pixels} pixels at {dpi} dpi; that is "
+                "the limit for one document"
+            )
+
+
+def _pages(data: bytes, *, kind: str, dpi: int, limits: PageLimits) -> Iterator[Image.Image]:
     if kind == "pdf":
-        yield from _render_pdf(data, dpi=dpi, max_pixels=max_pixels)
+        yield from _render_pdf(data, dpi=dpi, limits=limits)
     else:
         yield from _decode_frames(data)
 
@@ -99,7 +125,9 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
 
 
-def _render_pdf(data: bytes, *, dpi: int, max_pixels: int | None) -> Iterator[Image.Image]:
+def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.Image]:
+    # From the header on, as the deep check (pypdf) read it.
+    data = data[pdf_header_offset(data) or 0 :]
     with _PDFIUM_LOCK:
         try:
             pdf = pdfium.PdfDocument(data)
@@ -107,20 +135,17 @@ def _render_pdf(data: bytes, *, dpi: int, max_pixels: int | None) -> Iterator[Im
         except pdfium.PdfiumError as e:
             raise OcrFailed(f"PDF does not render: {e}") from e
     try:
+        # PDFium's idea of the pages is the one that costs: checked before any is drawn.
+        with _PDFIUM_LOCK:
+            sizes = [pdf.get_page_size(index) for index in range(count)]
+        total = 0
+        for number, (width, height) in enumerate(sizes, start=1):
+            total += page_pixels(width, height, dpi)
+            limits.check(number, page_pixels(width, height, dpi), total, dpi)
         for index in range(count):
             with _PDFIUM_LOCK:
                 try:
                     page = pdf[index]
-                    width, height = page.get_size()
-                    pixels = page_pixels(width, height, dpi)
-                    # Checked again where the memory is spent: PDFium's idea of the size
-                    # is the one that counts.
-                    if max_pixels is not None and pixels > max_pixels:
-                        page.close()
-                        raise InvalidDocument(
-                            f"page {index + 1} is {pixels} pixels at {dpi} dpi; "
-                            f"the limit is {max_pixels}"
-                        )
                     image = page.render(scale=dpi / 72, grayscale=True).to_pil()
                     page.close()
                 except pdfium.PdfiumError as e:

@@ -99,6 +99,8 @@ def process_document(document_id: str, *, tier: Tier) -> int:
             page_timeout=settings.ocr_page_timeout_seconds,
             niceness=0 if tier == Tier.VIP else settings.standard_niceness,
             max_page_pixels=settings.max_image_pixels,
+            max_pages=settings.max_pdf_pages,
+            max_document_pixels=settings.max_document_pixels,
             scratch=settings.home / "tmp",
         )
     except InvalidDocument as e:  # a page that does not decode, found as it is read

@@ -30,6 +30,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -76,7 +77,29 @@ def socket_path_for(home: Path, worker_name: str) -> Path:
     if len(str(preferred)) <= _MAX_SOCKET_PATH:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"docpipe-{os.getuid()}-{digest}.sock"
+    # In a folder of its own, which `serve` makes owner-only and the launcher checks: the
+    # shared temporary folder lets anyone create a file with a name they can guess.
+    return Path(tempfile.gettempdir()) / f"docpipe-{os.getuid()}-{digest}" / "warm.sock"
+
+
+def trusted(path: str) -> bool:
+    """Whether the socket and its folder are this user's alone.
+
+    A socket someone else planted there would be handed the flow run's whole
+    environment, the Prefect secret included.
+    """
+    try:
+        folder, sock = Path(path).parent.lstat(), os.lstat(path)
+    except OSError:
+        return False
+    uid = os.getuid()
+    return (
+        stat.S_ISDIR(folder.st_mode)
+        and folder.st_uid == uid
+        and not folder.st_mode & 0o022
+        and stat.S_ISSOCK(sock.st_mode)
+        and sock.st_uid == uid
+    )
 
 
 # The launcher: runs once per flow run, so it imports only the standard library.
@@ -89,6 +112,8 @@ def launch(argv: list[str]) -> int:
     try:
         if not path:
             raise FileNotFoundError("no warm starter configured")
+        if not trusted(path):
+            raise PermissionError(f"{path} or its folder is not this user's alone")
         conn.connect(path)
         request = json.dumps({"argv": argv, "cwd": str(Path.cwd()), "env": dict(os.environ)})
         payload = request.encode()
@@ -160,6 +185,9 @@ def serve(path: Path) -> Job | None:
     if threading.active_count() != 1:
         raise RuntimeError("the warm starter must not run threads: forking would be unsafe")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = os.lstat(path.parent)
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o022 or not stat.S_ISDIR(folder.st_mode):
+        raise RuntimeError(f"{path.parent} is not a folder of this user's alone")
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)

@@ -4,6 +4,7 @@ with the reason before any work is spent on it, or read by Tesseract."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,38 @@ def test_each_tiff_page_is_read_with_its_own_timeout() -> None:
     assert result.pages == 3
     for i, page in enumerate(result.text.split("\f")):
         assert documents.words(documents.phrase(i)) <= documents.words(page)
+
+
+@pytest.mark.parametrize(
+    ("pdf", "limits", "reason"),
+    [
+        pytest.param(
+            lambda: documents.multipage_pdf(["A", "B", "C"]),
+            {"max_pages": 2},
+            "over 2 pages",
+            id="pages",
+        ),
+        pytest.param(
+            lambda: documents.multipage_pdf(["A", "B", "C"]),
+            {"max_document_pixels": 5_000_000},
+            "limit for one document",
+            id="document-pixels",
+        ),
+    ],
+)
+def test_the_renderer_holds_the_limits_on_what_it_sees(
+    pdf: Any, limits: dict[str, Any], reason: str
+) -> None:
+    """PDFium may see more in the same bytes than the deep check's reader did (a second
+    header, a rebuilt cross-reference): its own count is held to the limits too."""
+    with pytest.raises(InvalidDocument, match=reason):
+        ocr_document(pdf(), kind="pdf", language="eng", dpi=300, page_timeout=60, **limits)
+
+
+def test_pdfium_reads_the_pdf_from_the_header_the_deep_check_read() -> None:
+    """A decoy `%PDF` before the real header: both readers start at the real one."""
+    data = b"%PDFX decoy\n" + documents.document(documents.phrase(31), "pdf")
+    assert inspect_document(data, kind="pdf", dpi=300, **LIMITS).page_count == 1
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60)
+    assert result.pages == 1
+    assert documents.words(documents.phrase(31)) <= documents.words(result.text)

@@ -392,7 +392,8 @@ def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
     target = tmp_path / "target.txt"
     target.write_text("untouched")
     (folder / "rejected" / "notes.txt.reason.txt").symlink_to(target)
-    settle_and_scan(folder, tenant)
+    # Seen and unchanged since: this scan takes it (and sets it aside) at once.
+    assert inbox.ingest_folder(folder, tenant, settle=5).rejected.keys() == {"notes.txt"}
     assert target.read_text() == "untouched"
     assert (folder / "rejected" / "notes.txt.reason.txt").read_text().startswith("not a PDF")
     assert not (folder / "rejected" / "notes.txt.reason.txt").is_symlink()
@@ -469,3 +470,38 @@ def test_file_names_with_control_characters_are_escaped_in_logs(
     [line] = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
     assert "\n" not in line and "\x1b" not in line
     assert "x.png\\n2026" in line
+
+
+def test_a_name_that_is_not_utf8_is_refused_and_stops_no_one(stack: object, tmp_path: Path) -> None:
+    """Such a name once made every scan fail, for every tenant after it."""
+    bad_id, _ = make_tenant()
+    later_id, _ = make_tenant()
+    name = os.fsdecode(b"bad\xff.png")  # how Python names bytes that are not UTF-8
+    drop(tmp_path / bad_id, name, good(1)[1])
+    drop(tmp_path / later_id, *good(2))
+
+    inbox.scan_inbox(tmp_path)
+    report = inbox.scan_inbox(tmp_path)
+
+    assert report.rejected["bad\\udcff.png"] == inbox.BAD_NAME_REASON
+    assert (tmp_path / bad_id / name).exists()  # left where it is
+    assert batch_count(bad_id) == 0
+    assert batch_count(later_id) == 1
+    assert report.failed_folders == []
+
+
+def test_an_outcome_that_cannot_be_set_aside_is_not_read_again(
+    api: httpx.Client, stack: object, tmp_path: Path
+) -> None:
+    """rejected/ unusable: the failed original stays, and is not taken as new each scan."""
+    tenant_id, key, tenant, folder = tenant_with_folder()
+    drop(folder, "cut.jpeg", documents.truncated(documents.document("X", "jpeg")))
+    (folder / "rejected").symlink_to(tmp_path)
+    [batch_id] = settle_and_scan(folder, tenant).batches
+    assert wait_for_batch(api, key, batch_id)["failureCount"] == 1
+    for _ in range(3):
+        report = inbox.ingest_folder(folder, tenant, settle=5)
+        assert report.batches == []
+        assert report.rejected["cut.jpeg"].startswith("ValidationFailed: ")
+    assert batch_count(tenant_id) == 1
+    assert (folder / "cut.jpeg").exists() and list(tmp_path.iterdir()) == []

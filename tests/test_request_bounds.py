@@ -118,12 +118,15 @@ def test_uploads_past_the_concurrent_cap_get_503_at_once(api: httpx.Client) -> N
     """Four stalled uploads hold every place; a fifth is told to come back, unread."""
     from docpipe.config import get_settings
 
+    settings = get_settings()
+    per_tenant = settings.tenant_concurrent_uploads
+    tenants = [make_tenant() for _ in range(settings.max_concurrent_uploads // per_tenant)]
     tenant_id, key = make_tenant()
-    cap = get_settings().max_concurrent_uploads
     with ExitStack() as held:
-        for _ in range(cap):
-            conn = held.enter_context(raw(api))
-            conn.sendall(upload_head(tenant_id, key, length=1000) + b"--b\r\n")
+        for holder, holder_key in tenants:
+            for _ in range(per_tenant):
+                conn = held.enter_context(raw(api))
+                conn.sendall(upload_head(holder, holder_key, length=1000) + b"--b\r\n")
         time.sleep(0.5)
         with raw(api) as conn:
             conn.sendall(upload_head(tenant_id, key, length=1000))
@@ -141,3 +144,74 @@ def test_uploads_past_the_concurrent_cap_get_503_at_once(api: httpx.Client) -> N
         ).status_code
         == 400
     )
+
+
+def test_one_tenant_cannot_hold_every_upload_place(api: httpx.Client) -> None:
+    """A tenant's slow uploads past its share get 429; another tenant still gets in."""
+    from docpipe.config import get_settings
+
+    slow_id, slow_key = make_tenant()
+    other_id, other_key = make_tenant()
+    with ExitStack() as held:
+        for _ in range(get_settings().tenant_concurrent_uploads):
+            conn = held.enter_context(raw(api))
+            conn.sendall(upload_head(slow_id, slow_key, length=1000) + b"--b\r\n")
+        time.sleep(0.5)
+        with raw(api) as conn:
+            conn.sendall(upload_head(slow_id, slow_key, length=1000))
+            code, headers, body = answer_of(conn)
+        assert code == 429 and int(headers["retry-after"]) >= 1
+        assert "being received" in httpx.Response(code, content=body).json()["error"]
+        other = api.post(
+            f"{UPLOAD}?tenantId={other_id}",
+            headers={"X-API-Key": other_key},
+            files=[("files", ("x.txt", b"not a document"))],
+        )
+        assert other.status_code == 400  # let in, and answered on its content
+
+
+@pytest.mark.parametrize("framing", ["chunked", "Chunked", "CHUNKED", "gzip, chunked"])
+def test_a_body_without_a_length_is_checked_first_however_it_is_spelled(
+    api: httpx.Client, docpipe_home: Path, framing: str
+) -> None:
+    tenant_id, _ = make_tenant()
+    with raw(api) as conn:
+        conn.sendall(
+            f"POST {UPLOAD}?tenantId={tenant_id} HTTP/1.1\r\nHost: api\r\n"
+            f"Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Transfer-Encoding: {framing}\r\n\r\n1000\r\n".encode()
+        )
+        code, _, body = answer_of(conn)
+    assert code == 401
+    assert set(httpx.Response(code, content=body).json()) == {"error"}
+
+
+def test_a_large_head_that_arrives_in_one_piece_gets_431(api: httpx.Client) -> None:
+    headers = "".join(f"X-Filler-{i}: {'y' * 60}\r\n" for i in range(1500))  # ~100 KB
+    with raw(api) as conn:
+        conn.sendall(f"GET /health HTTP/1.1\r\nHost: api\r\n{headers}\r\n".encode())
+        code, _, body = answer_of(conn)
+    assert code == 431
+    assert "request head" in httpx.Response(code, content=body).json()["error"]
+
+
+def test_what_is_not_http_gets_the_error_shape(api: httpx.Client) -> None:
+    with raw(api) as conn:
+        conn.sendall(b"GARBAGE\r\n\r\n")
+        code, headers, body = answer_of(conn)
+    assert code == 400
+    assert headers["content-type"] == "application/json"
+    assert set(httpx.Response(code, content=body).json()) == {"error"}
+
+
+def test_a_form_field_where_a_file_belongs_is_told_without_python_reprs(
+    api: httpx.Client,
+) -> None:
+    tenant_id, key = make_tenant()
+    response = api.post(
+        f"/api/documents/upload?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        data={"file": "just text"},
+    )
+    assert response.status_code == 400
+    assert "<class" not in response.json()["error"]

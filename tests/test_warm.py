@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,3 +49,25 @@ def test_flow_runs_start_warm_and_still_start_cold_without_the_warm_starter(
         "no warm starter answered; starting the flow run cold"
         in (log_dir / "worker.log").read_text()
     )
+
+
+def test_the_launcher_trusts_only_a_socket_in_a_folder_of_its_users_alone(tmp_path: Path) -> None:
+    """A socket planted in a folder others may write to would be handed the run's
+    environment, the Prefect secret included: the launcher starts the run cold instead."""
+    import socket
+
+    from docpipe.warm import trusted
+
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "warm.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        assert trusted(str(path))
+        folder.chmod(0o777)  # as the shared temporary folder is
+        assert not trusted(str(path))
+        folder.chmod(0o700)
+    path.unlink()
+    path.write_text("not a socket")
+    assert not trusted(str(path))
+    assert not trusted(str(folder / "missing.sock"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -54,6 +55,11 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             await recovering
 
 
+def _no_reprs(problem: str) -> str:
+    """A validation message fit for a client: Python's type reprs in plain words."""
+    return re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", problem)[:300]
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
@@ -72,6 +78,7 @@ def create_app() -> FastAPI:
         max_uploads=settings.max_concurrent_uploads,
         max_bytes=settings.max_staged_bytes,
         body_limit=limit,
+        max_per_tenant=settings.tenant_concurrent_uploads,
     )
     app.add_middleware(BodyLimit, limit=limit, idle_timeout=settings.request_idle_timeout_seconds)
     app.include_router(documents.router)
@@ -120,7 +127,7 @@ def create_app() -> FastAPI:
     def _bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
         # Location and message only: never the value sent back, which may be huge.
         problems = [
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"[:300]
+            _no_reprs(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}")
             for err in e.errors()[:10]
         ]
         return JSONResponse(status_code=400, content={"error": "; ".join(problems)})

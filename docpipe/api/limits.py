@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,6 +18,7 @@ from docpipe.errors import DocpipeError, Forbidden, OverLimit, TooBusy, Unauthor
 
 log = logging.getLogger(__name__)
 
+UPLOAD_PATHS = frozenset({"/api/documents/bulk-upload", "/api/documents/upload"})
 # Room for each part's headers and the multipart boundaries, well over what they take.
 PART_OVERHEAD_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -147,6 +149,7 @@ class UploadGate:
         max_uploads: int,
         max_bytes: int,
         body_limit: int,
+        max_per_tenant: int,
     ) -> None:
         self.app = app
         self.authenticate = authenticate
@@ -154,8 +157,12 @@ class UploadGate:
         self.max_uploads = max_uploads
         self.max_bytes = max_bytes
         self.body_limit = body_limit
+        self.max_per_tenant = max_per_tenant
         self.uploads = 0
         self.bytes = 0
+        # Uploads being received, per tenant: one tenant's slow uploads never hold every
+        # place the server has.
+        self.receiving: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -163,10 +170,10 @@ class UploadGate:
             return
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        if declared == b"0" or (
-            not declared and b"chunked" not in headers.get(b"transfer-encoding", b"")
-        ):
-            await self.app(scope, receive, send)  # no body to protect
+        # Only a body declared empty goes by unchecked; any other (whatever its framing,
+        # in whatever case it is spelled) is checked first.
+        if declared.strip() == b"0":
+            await self.app(scope, receive, send)
             return
         try:
             key = headers.get(b"x-api-key", b"").decode("latin-1") or None
@@ -174,12 +181,20 @@ class UploadGate:
             named = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("tenantId")
             if named and named[0] != tenant.id:
                 raise Forbidden("tenantId is not the API key's tenant")
-            await run_in_threadpool(self.check_limits, tenant.id)
+            upload = scope["path"] in UPLOAD_PATHS
             size = min(int(declared), self.body_limit) if declared.isdigit() else self.body_limit
-            if self.uploads >= self.max_uploads or self.bytes + size > self.max_bytes:
-                raise TooBusy(
-                    "the server is receiving as many uploads as it can; try again shortly"
-                )
+            if upload:
+                await run_in_threadpool(self.check_limits, tenant.id)
+                if self.receiving[tenant.id] >= self.max_per_tenant:
+                    raise OverLimit(
+                        f"{self.max_per_tenant} uploads of this tenant are being received "
+                        "already (DOCPIPE_TENANT_CONCURRENT_UPLOADS)",
+                        retry_after=5,
+                    )
+                if self.uploads >= self.max_uploads or self.bytes + size > self.max_bytes:
+                    raise TooBusy(
+                        "the server is receiving as many uploads as it can; try again shortly"
+                    )
         except Unauthorized as e:
             await refuse(send, 401, str(e), {"WWW-Authenticate": "X-API-Key"})
             return
@@ -200,10 +215,17 @@ class UploadGate:
             reason = "docpipe's database is unavailable; try again shortly"
             await refuse(send, 503, reason, {"Retry-After": "5"})
             return
+        if not upload:
+            await self.app(scope, receive, send)
+            return
         self.uploads += 1
         self.bytes += size
+        self.receiving[tenant.id] += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.uploads -= 1
             self.bytes -= size
+            self.receiving[tenant.id] -= 1
+            if not self.receiving[tenant.id]:
+                del self.receiving[tenant.id]

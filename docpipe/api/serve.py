@@ -35,6 +35,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._reading_head = True
         self._head_bytes = 0
+        self._head_size = 0
         self._head_deadline: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -48,9 +49,40 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self._reading_head and too_large and not self.transport.is_closing():
             self._refuse(431, f"the request head is over {self.max_head_bytes} bytes")
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and the line's end
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._end_head()
-        super().on_headers_complete()
+        if self._head_size <= self.max_head_bytes:
+            super().on_headers_complete()
+            return
+        # A head that arrived whole in one read: the request gets a 431 from a stand-in
+        # app instead of reaching docpipe's, and its connection is closed.
+        app, self.app = self.app, _too_large_head(self.max_head_bytes)
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def send_400_response(self, msg: str) -> None:
+        # What is not HTTP at all gets the API's error shape too.
+        body = json.dumps({"error": "not a valid HTTP request"}).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_size = 0
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -80,6 +112,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             + body
         )
         self.transport.close()
+
+
+def _too_large_head(limit: int) -> Any:
+    async def refuse_head(scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps({"error": f"the request head is over {limit} bytes"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 431, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse_head
 
 
 def main() -> None:
