@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # Uploads being received at once, and the bytes they may hold between them (each
     # counted at its Content-Length); past either, an upload is answered 503 at once.
     max_concurrent_uploads: int = 4
-    max_staged_bytes: int = 4 * 1024 * MIB
+    max_staged_bytes: int = 8 * 1024 * MIB
     # A request head not complete this long after its first byte, or a body whose next
     # bytes take longer than the idle timeout, is answered 408 and its connection closed.
     request_head_timeout_seconds: float = 10.0

@@ -23,7 +23,7 @@ from docpipe.db import session_scope
 from docpipe.dispatch import dispatch
 from docpipe.errors import Forbidden, OverLimit
 from docpipe.models import Batch, Document, DocumentStatus, Tenant
-from docpipe.tenants import get_tenant
+from docpipe.tenants import TENANT_ID, get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import SNIFF_BYTES, check_upload
 
@@ -78,10 +78,11 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
     if not inbox.is_dir():
         return report
     for folder in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink()):
-        tenant = get_tenant(folder.name)
+        # A name no tenant id can have is not looked up at all (it may not even be UTF-8).
+        tenant = get_tenant(folder.name) if TENANT_ID.fullmatch(folder.name) else None
         if tenant is None:
             log.warning("inbox folder %s has no tenant of that name; left alone", safe_name(folder))
-            report.unknown_tenants.append(folder.name)
+            report.unknown_tenants.append(safe_name(folder.name))
             continue
         try:
             report.merge(ingest_folder(folder, tenant))

@@ -480,10 +480,13 @@ def test_a_name_that_is_not_utf8_is_refused_and_stops_no_one(stack: object, tmp_
     drop(tmp_path / bad_id, name, good(1)[1])
     drop(tmp_path / later_id, *good(2))
 
+    (tmp_path / os.fsdecode(b"no-tenant-\xff")).mkdir()  # nor a folder so named
+
     inbox.scan_inbox(tmp_path)
     report = inbox.scan_inbox(tmp_path)
 
     assert report.rejected["bad\\udcff.png"] == inbox.BAD_NAME_REASON
+    assert "no-tenant-\\udcff" in report.unknown_tenants
     assert (tmp_path / bad_id / name).exists()  # left where it is
     assert batch_count(bad_id) == 0
     assert batch_count(later_id) == 1

@@ -163,6 +163,10 @@ class UploadGate:
         # Uploads being received, per tenant: one tenant's slow uploads never hold every
         # place the server has.
         self.receiving: Counter[str] = Counter()
+        self.tenant_bytes: Counter[str] = Counter()
+        # A tenant's share of the bytes: room for one upload of any size, or its part of
+        # the whole, whichever is more.
+        self.max_tenant_bytes = max(body_limit, max_bytes * max_per_tenant // max_uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -176,19 +180,27 @@ class UploadGate:
             await self.app(scope, receive, send)
             return
         try:
-            key = headers.get(b"x-api-key", b"").decode("latin-1") or None
-            tenant = await run_in_threadpool(self.authenticate, key)
+            keys = [v for k, v in scope["headers"] if k == b"x-api-key"]
             named = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("tenantId")
+            if len(keys) > 1 or (named and len(named) > 1):
+                # Two readers (this gate, the route) must never pick different ones.
+                raise DocpipeError("send one X-API-Key header and at most one tenantId")
+            key = keys[0].decode("latin-1") if keys else None
+            tenant = await run_in_threadpool(self.authenticate, key)
             if named and named[0] != tenant.id:
                 raise Forbidden("tenantId is not the API key's tenant")
             upload = scope["path"] in UPLOAD_PATHS
             size = min(int(declared), self.body_limit) if declared.isdigit() else self.body_limit
             if upload:
                 await run_in_threadpool(self.check_limits, tenant.id)
-                if self.receiving[tenant.id] >= self.max_per_tenant:
+                if (
+                    self.receiving[tenant.id] >= self.max_per_tenant
+                    or self.tenant_bytes[tenant.id] + size > self.max_tenant_bytes
+                ):
                     raise OverLimit(
-                        f"{self.max_per_tenant} uploads of this tenant are being received "
-                        "already (DOCPIPE_TENANT_CONCURRENT_UPLOADS)",
+                        f"this tenant's uploads being received already hold its share "
+                        f"({self.max_per_tenant} uploads, {self.max_tenant_bytes} bytes; "
+                        "DOCPIPE_TENANT_CONCURRENT_UPLOADS)",
                         retry_after=5,
                     )
                 if self.uploads >= self.max_uploads or self.bytes + size > self.max_bytes:
@@ -221,11 +233,13 @@ class UploadGate:
         self.uploads += 1
         self.bytes += size
         self.receiving[tenant.id] += 1
+        self.tenant_bytes[tenant.id] += size
         try:
             await self.app(scope, receive, send)
         finally:
             self.uploads -= 1
             self.bytes -= size
             self.receiving[tenant.id] -= 1
+            self.tenant_bytes[tenant.id] -= size
             if not self.receiving[tenant.id]:
-                del self.receiving[tenant.id]
+                del self.receiving[tenant.id], self.tenant_bytes[tenant.id]
