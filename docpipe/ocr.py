@@ -140,8 +140,9 @@ def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.
             sizes = [pdf.get_page_size(index) for index in range(count)]
         total = 0
         for number, (width, height) in enumerate(sizes, start=1):
-            total += page_pixels(width, height, dpi)
-            limits.check(number, page_pixels(width, height, dpi), total, dpi)
+            pixels = page_pixels(width, height, dpi)
+            total += pixels
+            limits.check(number, pixels, total, dpi)
         for index in range(count):
             with _PDFIUM_LOCK:
                 try:

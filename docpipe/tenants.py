@@ -48,22 +48,22 @@ def _new_key() -> str:
 def rotate_key(tenant_id: str) -> str:
     """Give the tenant a new API key, shown only this once; the old one stops working now."""
     api_key = _new_key()
-    with session_scope() as session:
-        tenant = session.get(Tenant, tenant_id)
-        if tenant is None:
-            raise NotFound(f"no tenant {tenant_id!r}")
-        tenant.api_key_hash = hash_api_key(api_key)
+    _replace_key_hash(tenant_id, hash_api_key(api_key))
     return api_key
 
 
 def revoke_key(tenant_id: str) -> None:
     """Stop the tenant's API key working, with no new one (rotate-key gives one again)."""
+    # Not a SHA-256 of anything: no key can ever hash to it.
+    _replace_key_hash(tenant_id, f"{REVOKED}{secrets.token_hex(16)}")
+
+
+def _replace_key_hash(tenant_id: str, key_hash: str) -> None:
     with session_scope() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id!r}")
-        # Not a SHA-256 of anything: no key can ever hash to it.
-        tenant.api_key_hash = f"{REVOKED}{secrets.token_hex(16)}"
+        tenant.api_key_hash = key_hash
 
 
 @dataclass(frozen=True)

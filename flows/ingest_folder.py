@@ -37,11 +37,8 @@ def ingest_folder(
         except Forbidden as e:
             logger.warning("refused: %s", e)
             return Cancelled(message=f"refused: {e}")
-        report = (
-            inbox.ingest_folder(path, tenant)
-            if path.is_dir() and not path.is_symlink()
-            else inbox.IngestReport()
-        )
+        # tenant_folder has refused a link anywhere on the way.
+        report = inbox.ingest_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
     else:
         report = inbox.scan_inbox()
     for name in report.unknown_tenants:

@@ -52,20 +52,13 @@ def test_a_chunked_body_is_cut_off_with_413_once_it_passes_the_limit() -> None:
     assert sum(sent) < 20_000  # and the rest of the body was never asked for
 
 
-def test_one_tenant_holds_at_most_its_share_of_the_bytes_being_received() -> None:
-    """Two huge declared uploads of one tenant used to fill the server's whole byte budget,
-    so every other tenant got 503."""
+def small_gate(app: Any) -> Any:
+    """An upload gate with room for 4 uploads and 1000 bytes; the key names the tenant."""
     from types import SimpleNamespace
 
     from docpipe.api.limits import UploadGate
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    gate = UploadGate(
+    return UploadGate(
         app,
         authenticate=lambda key: SimpleNamespace(id=key),
         check_limits=lambda tenant_id: None,
@@ -74,6 +67,19 @@ def test_one_tenant_holds_at_most_its_share_of_the_bytes_being_received() -> Non
         body_limit=600,
         max_per_tenant=2,
     )
+
+
+def test_one_tenant_holds_at_most_its_share_of_the_bytes_being_received() -> None:
+    """Two huge declared uploads of one tenant used to fill the server's whole byte budget,
+    so every other tenant got 503."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    gate = small_gate(app)
     release = anyio.Event()
 
     async def held_body() -> AsyncIterator[bytes]:
@@ -110,22 +116,11 @@ def test_one_tenant_holds_at_most_its_share_of_the_bytes_being_received() -> Non
 
 def test_two_keys_or_two_tenant_ids_are_refused() -> None:
     """The gate and the route must never read different ones."""
-    from types import SimpleNamespace
-
-    from docpipe.api.limits import UploadGate
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("never reached")
 
-    gate = UploadGate(
-        app,
-        authenticate=lambda key: SimpleNamespace(id=key),
-        check_limits=lambda tenant_id: None,
-        max_uploads=4,
-        max_bytes=1000,
-        body_limit=600,
-        max_per_tenant=2,
-    )
+    gate = small_gate(app)
 
     async def post(url: str, headers: list[tuple[str, str]]) -> httpx.Response:
         transport = httpx.ASGITransport(app=gate)

@@ -40,6 +40,14 @@ def answer_of(conn: socket.socket) -> tuple[int, dict[str, str], str]:
     return int(status_line.split()[1]), headers, body.decode()
 
 
+def hold_uploads(held: ExitStack, api: httpx.Client, tenant_id: str, key: str, n: int) -> None:
+    """n uploads of this tenant, begun and then stalled: each holds its place."""
+    for _ in range(n):
+        conn = held.enter_context(raw(api))
+        conn.sendall(upload_head(tenant_id, key, length=1000) + b"--b\r\n")
+    time.sleep(0.5)
+
+
 def upload_head(tenant_id: str, key: str | None, length: int = BIG) -> bytes:
     key_line = f"X-API-Key: {key}\r\n" if key else ""
     return (
@@ -124,10 +132,7 @@ def test_uploads_past_the_concurrent_cap_get_503_at_once(api: httpx.Client) -> N
     tenant_id, key = make_tenant()
     with ExitStack() as held:
         for holder, holder_key in tenants:
-            for _ in range(per_tenant):
-                conn = held.enter_context(raw(api))
-                conn.sendall(upload_head(holder, holder_key, length=1000) + b"--b\r\n")
-        time.sleep(0.5)
+            hold_uploads(held, api, holder, holder_key, per_tenant)
         with raw(api) as conn:
             conn.sendall(upload_head(tenant_id, key, length=1000))
             code, headers, body = answer_of(conn)
@@ -153,10 +158,7 @@ def test_one_tenant_cannot_hold_every_upload_place(api: httpx.Client) -> None:
     slow_id, slow_key = make_tenant()
     other_id, other_key = make_tenant()
     with ExitStack() as held:
-        for _ in range(get_settings().tenant_concurrent_uploads):
-            conn = held.enter_context(raw(api))
-            conn.sendall(upload_head(slow_id, slow_key, length=1000) + b"--b\r\n")
-        time.sleep(0.5)
+        hold_uploads(held, api, slow_id, slow_key, get_settings().tenant_concurrent_uploads)
         with raw(api) as conn:
             conn.sendall(upload_head(slow_id, slow_key, length=1000))
             code, headers, body = answer_of(conn)

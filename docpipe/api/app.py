@@ -15,31 +15,21 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from docpipe.api.errors import RETRY_SECONDS, UNAVAILABLE, http_answer
 from docpipe.api.limits import BodyLimit, UploadGate, body_limit
 from docpipe.api.routes import batches, documents, health
 from docpipe.batches import check_tenant_limits
 from docpipe.config import get_settings
 from docpipe.db import get_engine
 from docpipe.errors import (
-    Conflict,
     DocpipeError,
-    Forbidden,
     InvalidUpload,
-    NotFound,
-    Unauthorized,
 )
 from docpipe.home import prepare_home
 from docpipe.recovery import recover_periodically
 from docpipe.tenants import authenticate
 
 log = logging.getLogger(__name__)
-
-STATUS_OF: list[tuple[type[DocpipeError], int]] = [
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-]
 
 
 @asynccontextmanager
@@ -97,8 +87,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(DocpipeError)
     def _domain_error(_: Request, e: DocpipeError) -> JSONResponse:
-        code = next((c for cls, c in STATUS_OF if isinstance(e, cls)), 400)
-        headers = {"WWW-Authenticate": "X-API-Key"} if code == 401 else None
+        code, headers = http_answer(e)
         return JSONResponse(status_code=code, content={"error": str(e)}, headers=headers)
 
     @app.exception_handler(DBAPIError)
@@ -109,8 +98,8 @@ def create_app() -> FastAPI:
         log.error("request failed: %s: %s", type(e).__name__, e)
         return JSONResponse(
             status_code=503,
-            content={"error": "docpipe's database or storage is unavailable; try again shortly"},
-            headers={"Retry-After": "5"},
+            content={"error": UNAVAILABLE},
+            headers={"Retry-After": str(RETRY_SECONDS)},
         )
 
     @app.exception_handler(StarletteHTTPException)

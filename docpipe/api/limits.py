@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from docpipe.errors import DocpipeError, Forbidden, OverLimit, TooBusy, Unauthorized
+from docpipe.api.errors import RETRY_SECONDS, UNAVAILABLE, http_answer
+from docpipe.errors import DocpipeError, Forbidden, OverLimit, TooBusy
 
 log = logging.getLogger(__name__)
 
@@ -207,25 +208,13 @@ class UploadGate:
                     raise TooBusy(
                         "the server is receiving as many uploads as it can; try again shortly"
                     )
-        except Unauthorized as e:
-            await refuse(send, 401, str(e), {"WWW-Authenticate": "X-API-Key"})
-            return
-        except TooBusy as e:
-            await refuse(send, 503, str(e), {"Retry-After": "5"})
-            return
-        except OverLimit as e:
-            await refuse(send, 429, str(e), {"Retry-After": str(e.retry_after)})
-            return
-        except Forbidden as e:
-            await refuse(send, 403, str(e))
-            return
         except DocpipeError as e:
-            await refuse(send, 400, str(e))
+            code, answer_headers = http_answer(e)
+            await refuse(send, code, str(e), answer_headers)
             return
         except (DBAPIError, OSError) as e:
             log.error("upload refused: the database did not answer: %s", e)
-            reason = "docpipe's database is unavailable; try again shortly"
-            await refuse(send, 503, reason, {"Retry-After": "5"})
+            await refuse(send, 503, UNAVAILABLE, {"Retry-After": str(RETRY_SECONDS)})
             return
         if not upload:
             await self.app(scope, receive, send)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from docpipe.api.limits import refuse
 from docpipe.config import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024
@@ -72,13 +74,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # What is not HTTP at all gets the API's error shape too.
-        body = json.dumps({"error": "not a valid HTTP request"}).encode()
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
-            + body
-        )
-        self.transport.close()
+        self._refuse(400, "not a valid HTTP request")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -105,7 +101,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str) -> None:
         self._end_head()
         body = json.dumps({"error": reason}).encode()
-        phrase = {408: "Request Timeout", 431: "Request Header Fields Too Large"}[status]
+        phrase = HTTPStatus(status).phrase
         self.transport.write(
             f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
@@ -116,14 +112,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 def _too_large_head(limit: int) -> Any:
     async def refuse_head(scope: Any, receive: Any, send: Any) -> None:
-        body = json.dumps({"error": f"the request head is over {limit} bytes"}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 431, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 431, f"the request head is over {limit} bytes")
 
     return refuse_head
 
