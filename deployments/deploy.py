@@ -16,9 +16,9 @@ from docpipe.config import get_settings
 from docpipe.submit import QUEUE_PRIORITIES
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# Flow runs start through docpipe's warm starter (docpipe/warm.py): forked from a process
+# Flow runs start through docpipe's warm starter (docpipe/runtime/warm.py): forked from a process
 # that has Prefect and the flows imported, instead of a new Python importing them again.
-FLOW_RUN_COMMAND = "python -m docpipe.warm"
+FLOW_RUN_COMMAND = "python -m docpipe.runtime.warm"
 # The pool's job template takes no variables: nobody who may create a flow run can change
 # the command it runs, its environment or its directory (job_variables are refused).
 # `env` is left out on purpose: a dict there is merged with a run's `env` variable.

@@ -19,7 +19,7 @@ from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
 from docpipe.models import Tier
 
 if TYPE_CHECKING:
-    from docpipe.stack import Stack
+    from docpipe.runtime.stack import Stack
 
 app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def _owner_only_files() -> None:
 def up() -> None:
     """Start the Prefect server, pool, deployments, a worker and the API; Ctrl-C stops all."""
     from docpipe.ocr import tesseract_version
-    from docpipe.stack import Stack
+    from docpipe.runtime.stack import Stack
 
     settings = get_settings()
     try:
@@ -104,7 +104,7 @@ def worker(
     """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both."""
     import socket
 
-    from docpipe.stack import DEFAULT_WORKER_NAME, Stack
+    from docpipe.runtime.stack import DEFAULT_WORKER_NAME, Stack
 
     # Not `make up`'s own worker name, so this one can run beside it on the same home.
     name = name or f"{DEFAULT_WORKER_NAME}-{socket.gethostname()}"
@@ -123,7 +123,7 @@ def deploy() -> None:
     import subprocess
     import sys
 
-    from docpipe.stack import PROJECT_DIR, service_env
+    from docpipe.runtime.stack import PROJECT_DIR, service_env
 
     env = service_env(get_settings())
     raise typer.Exit(

@@ -106,12 +106,12 @@ class CpuMeter:
 def _role(cmdline: list[str], *, first: bool) -> str:
     """Which part of the stack a process is; `first` if it is a service's own process."""
     text = " ".join(cmdline)
-    if "docpipe.warm serve" in text:  # the warm starter, or a flow run forked from it
+    if "docpipe.runtime.warm serve" in text:  # the warm starter, or a flow run forked from it
         return "warm starter" if first else "flow run"
     for role, marker in (
-        ("prefect server", "docpipe.prefect_server"),
-        ("worker", "docpipe.worker"),
-        ("worker", "docpipe.warm"),  # the launcher the worker starts per flow run
+        ("prefect server", "docpipe.runtime.prefect_server"),
+        ("worker", "docpipe.runtime.worker"),
+        ("worker", "docpipe.runtime.warm"),  # the launcher the worker starts per flow run
         ("api", "docpipe.api.serve"),
         ("flow run", "prefect.engine"),
     ):
@@ -175,7 +175,7 @@ def run(
     pages_count: int, out: Path, cores: int, idle_seconds: float = 60, rounds: int = 3
 ) -> dict[str, Any]:
     from docpipe.config import Settings
-    from docpipe.stack import Stack, free_port, process_trees
+    from docpipe.runtime.stack import Stack, free_port, process_trees
 
     cache = ROOT / "loadtest" / ".pages"
     pages = cached_pages(pages_count, cache)

@@ -18,10 +18,10 @@ from docpipe.home import prefect_auth_headers
 from docpipe.models import FINAL_DOCUMENT_STATUSES, Document
 
 ROLES = {
-    "server": ("-m", "docpipe.prefect_server"),
-    "worker": ("-m", "docpipe.worker"),
+    "server": ("-m", "docpipe.runtime.prefect_server"),
+    "worker": ("-m", "docpipe.runtime.worker"),
     "api": ("-m", "docpipe.api.serve"),
-    "warm": ("docpipe.warm", "serve"),  # the warm starter; flow runs are its children
+    "warm": ("docpipe.runtime.warm", "serve"),  # the warm starter; flow runs are its children
 }
 COLUMNS = [
     "t", "rss_server_mb", "rss_worker_mb", "rss_api_mb", "rss_warm_mb", "rss_flow_runs_mb",
@@ -37,7 +37,7 @@ def find_services(settings: Settings) -> dict[str, psutil.Process]:
         cmdline = " ".join(proc.info["cmdline"] or [])
         for role, words in ROLES.items():
             if all(w in cmdline for w in words) and role not in found:
-                if role == "warm" and "docpipe.warm" in " ".join(proc.parent().cmdline()):
+                if role == "warm" and "docpipe.runtime.warm" in " ".join(proc.parent().cmdline()):
                     continue  # a flow run forked from the warm starter, not the starter
                 env = proc.info.get("environ") or {}
                 if env.get("DOCPIPE_HOME", str(settings.home)) == str(settings.home):

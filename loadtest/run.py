@@ -17,7 +17,7 @@ import httpx
 
 from docpipe.config import get_settings
 from docpipe.models import Tier
-from docpipe.stack import Stack
+from docpipe.runtime.stack import Stack
 from docpipe.tenants import create_tenant
 from loadtest.monitor import Monitor, find_services
 from loadtest.pages import cached_pages
@@ -149,7 +149,7 @@ def floor_throughput(pages: list[Path], settings: Any) -> dict[str, Any]:
     run's throughput is quoted against."""
     import tempfile
 
-    from docpipe.stack import process_trees
+    from docpipe.runtime.stack import process_trees
     from loadtest.bench import floor, paused
 
     procs = process_trees(proc.pid for proc in find_services(settings).values())

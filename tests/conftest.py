@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from docpipe.stack import free_port
+from docpipe.runtime.stack import free_port
 from tests import documents
 
 # Limits small enough to test cheaply; everything else is the shipped default.
@@ -55,7 +55,7 @@ def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def stack(docpipe_home: Path) -> Iterator[Any]:
     """The real service: Prefect server on SQLite, pool, deployments, one worker, the API."""
     from docpipe.config import get_settings
-    from docpipe.stack import Stack
+    from docpipe.runtime.stack import Stack
 
     running = Stack(get_settings())
     running.start()
@@ -202,7 +202,7 @@ def sample_pages() -> dict[str, tuple[str, bytes]]:
 def started_stack(home: Path, **settings: Any) -> Iterator[Any]:
     """A whole stack in `home`, on free ports, with these settings; stopped afterwards."""
     from docpipe.config import Settings
-    from docpipe.stack import Stack
+    from docpipe.runtime.stack import Stack
 
     stack = Stack(Settings(home=home, api_port=free_port(), prefect_port=free_port(), **settings))
     stack.start()
@@ -223,7 +223,7 @@ def cli(stack: Any, *args: str, **env: str) -> str:
     """Run `docpipe ARGS` against a stack's settings; returns what it printed."""
     import subprocess
 
-    from docpipe.stack import _bin, service_env
+    from docpipe.runtime.stack import _bin, service_env
 
     result = subprocess.run(
         [_bin("docpipe"), *args],

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from docpipe.stack import free_port
+from docpipe.runtime.stack import free_port
 from tests import documents
 from tests.conftest import wait_for_batch
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from docpipe.stack import process_trees
+from docpipe.runtime.stack import process_trees
 from tests import documents
 from tests.conftest import cli, files_part, wait_for_batch
 

@@ -282,7 +282,7 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
     from datetime import UTC, datetime, timedelta
 
     from docpipe.config import Settings
-    from docpipe.stack import Stack, free_port
+    from docpipe.runtime.stack import Stack, free_port
 
     settings = Settings(home=tmp_path, api_port=free_port(), prefect_port=free_port())
     stack = Stack(settings.model_copy(update={"ingest_interval_seconds": 60}))

@@ -1,4 +1,4 @@
-"""The embedded Prefect server's launcher (docpipe.prefect_server)."""
+"""The embedded Prefect server's launcher (docpipe.runtime.prefect_server)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_the_servers_task_queue_looks_for_due_work_once_a_second(
     import prefect.server.api.background_workers as background_workers
     from docket import Docket, Worker
 
-    from docpipe.prefect_server import tune_docket
+    from docpipe.runtime.prefect_server import tune_docket
 
     monkeypatch.setattr(background_workers, "Worker", Worker)
     assert tune_docket(timedelta(seconds=1)) is True
@@ -33,7 +33,7 @@ def test_a_prefect_that_builds_the_worker_elsewhere_runs_untuned(
 ) -> None:
     import prefect.server.api.background_workers as background_workers
 
-    from docpipe.prefect_server import tune_docket
+    from docpipe.runtime.prefect_server import tune_docket
 
     monkeypatch.delattr(background_workers, "Worker")
     assert tune_docket() is False
@@ -47,7 +47,7 @@ def test_a_prefect_without_the_transaction_hook_runs_as_it_is(
 
     from prefect.server.database.configurations import AioSqliteConfiguration
 
-    from docpipe.prefect_server import immediate_sqlite_transactions
+    from docpipe.runtime.prefect_server import immediate_sqlite_transactions
 
     @asynccontextmanager
     async def begin_transaction(self: Any, session: Any) -> Any:

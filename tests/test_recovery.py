@@ -19,7 +19,7 @@ from docpipe import batches
 from docpipe.config import get_settings
 from docpipe.models import BatchStatus
 from docpipe.recovery import recover_batches
-from docpipe.stack import Stack
+from docpipe.runtime.stack import Stack
 from docpipe.submit import PROCESS_BATCH_DEPLOYMENT
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files

@@ -91,7 +91,10 @@ def test_a_flow_run_cannot_override_what_the_worker_runs(
         assert created.status_code == 422, created.text
         pool = prefect.get(f"/work_pools/{stack.settings.work_pool}").json()
     assert pool["base_job_template"]["variables"]["properties"] == {}
-    assert pool["base_job_template"]["job_configuration"]["command"] == "python -m docpipe.warm"
+    assert (
+        pool["base_job_template"]["job_configuration"]["command"]
+        == "python -m docpipe.runtime.warm"
+    )
     assert not marker.exists()
 
 

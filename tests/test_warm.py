@@ -56,7 +56,7 @@ def test_the_launcher_trusts_only_a_socket_in_a_folder_of_its_users_alone(tmp_pa
     environment, the Prefect secret included: the launcher starts the run cold instead."""
     import socket
 
-    from docpipe.warm import trusted
+    from docpipe.runtime.warm import trusted
 
     folder = tmp_path / "run"
     folder.mkdir(mode=0o700)

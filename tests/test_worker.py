@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from docpipe.worker import is_for_pool, serialised
+from docpipe.runtime.worker import is_for_pool, serialised
 from tests.conftest import cli, started_stack
 from tests.test_warm import one_page_batch
 
@@ -90,8 +90,8 @@ def test_docpipe_worker_runs_beside_make_ups_worker_on_the_same_home(
 
     from prefect.client.orchestration import get_client
 
-    from docpipe.stack import _bin, service_env
-    from docpipe.warm import socket_path_for
+    from docpipe.runtime.stack import _bin, service_env
+    from docpipe.runtime.warm import socket_path_for
 
     name = f"docpipe-worker-{socket.gethostname()}"
     ours = socket_path_for(stack.settings.home, "docpipe-worker")

@@ -8,11 +8,11 @@ Prefect's server runs its housekeeping (late runs, schedules, cancellation clean
 through docket, a task queue in the server's own process. Docket's worker looks for due
 tasks every 250 ms, by default and with no Prefect setting to change it: measured here,
 that was a third of an idle server's CPU (0.92 CPU s a minute, 0.62 at one look a second).
-The housekeeping runs every 30-60 s (see `docpipe.stack.service_env`), so a second more
+The housekeeping runs every 30-60 s (see `docpipe.runtime.stack.service_env`), so a second more
 before one starts changes nothing a user sees; a task due at once is not waiting for the
 look, because the worker's blocking read returns as soon as one arrives.
 
-Run it as `python -m docpipe.prefect_server --host <host> --port <port>`.
+Run it as `python -m docpipe.runtime.prefect_server --host <host> --port <port>`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import sys
 from datetime import timedelta
 
-log = logging.getLogger("docpipe.prefect_server")
+log = logging.getLogger("docpipe.runtime.prefect_server")
 DOCKET_POLL = timedelta(seconds=1)
 
 
@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from prefect.cli import app
 
-    parser = argparse.ArgumentParser(prog="python -m docpipe.prefect_server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m docpipe.runtime.prefect_server", description=__doc__
+    )
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", required=True, type=int)
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ from docpipe.config import Settings
 from docpipe.home import prefect_auth_string, prepare_home
 
 log = logging.getLogger(__name__)
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 8.0
 DEFAULT_WORKER_NAME = "docpipe-worker"
 
@@ -58,7 +58,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "DO_NOT_TRACK": "1",
             "OMP_THREAD_LIMIT": "1",
             # The worker is woken by the server's events when a run is scheduled on its
-            # pool (docpipe/worker.py); its poll is only the fallback.
+            # pool (docpipe/runtime/worker.py); its poll is only the fallback.
             "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_seconds),
             # The server records task-run states one event per database write by default;
             # writing what arrived each second instead cut its CPU per batch by a third.
@@ -157,7 +157,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "docpipe.prefect_server",
+                "docpipe.runtime.prefect_server",
                 "--host",
                 s.prefect_host,
                 "--port",
@@ -183,13 +183,13 @@ class Stack:
 
     def start_warm_starter(self, worker_name: str = DEFAULT_WORKER_NAME) -> None:
         """The process the worker's flow runs fork from, with Prefect and the flows imported."""
-        from docpipe.warm import SOCKET_ENV, socket_path_for
+        from docpipe.runtime.warm import SOCKET_ENV, socket_path_for
 
         path = socket_path_for(self.settings.home, worker_name)
         path.unlink(missing_ok=True)
         service = self._spawn(
             "warm-starter",
-            [sys.executable, "-m", "docpipe.warm", "serve"],
+            [sys.executable, "-m", "docpipe.runtime.warm", "serve"],
             env={SOCKET_ENV: str(path)},
             log_name=_log_name("warm-starter", worker_name),
         )
@@ -203,7 +203,7 @@ class Stack:
 
     def start_worker(self, name: str = DEFAULT_WORKER_NAME) -> Service:
         """A worker; its flow runs start warm if its warm starter (same name) is running."""
-        from docpipe.warm import SOCKET_ENV, socket_path_for
+        from docpipe.runtime.warm import SOCKET_ENV, socket_path_for
 
         socket = str(socket_path_for(self.settings.home, name))
         return self._spawn(
@@ -318,10 +318,10 @@ def free_port() -> int:
 
 
 def worker_command(settings: Settings, name: str) -> list[str]:
-    """docpipe's worker for the pool (docpipe/worker.py), as `make up` and `docpipe worker`
+    """docpipe's worker for the pool (docpipe/runtime/worker.py), as `make up` and `docpipe worker`
     run it: Prefect's process worker, woken by the server's events as well as polling."""
     return [
-        sys.executable, "-m", "docpipe.worker", "--pool", settings.work_pool,
+        sys.executable, "-m", "docpipe.runtime.worker", "--pool", settings.work_pool,
         "--name", name, "--limit", str(settings.worker_limit),
     ]  # fmt: skip
 

@@ -10,7 +10,7 @@ Polls are serialised: a woken poll and a regular one never run at the same time,
 run is never submitted twice. Which queue goes first is still the poll's choice (queue
 priority), exactly as for `prefect worker start`.
 
-Run it as `python -m docpipe.worker --pool docpipe --name <name> --limit <n>`.
+Run it as `python -m docpipe.runtime.worker --pool docpipe --name <name> --limit <n>`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-log = logging.getLogger("docpipe.worker")
+log = logging.getLogger("docpipe.runtime.worker")
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 # The event is published while the server is still committing the run: when a woken poll
 # finds nothing, it looks once more after this long.
@@ -105,7 +105,7 @@ async def stop_on_signal(scope: anyio.CancelScope) -> None:
 def main(argv: list[str] | None = None) -> None:
     from prefect.logging.configuration import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m docpipe.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m docpipe.runtime.worker", description=__doc__)
     parser.add_argument("--pool", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--limit", type=int, default=None)

@@ -4,7 +4,7 @@ A Prefect process worker starts every flow run as a new Python process, which th
 imports Prefect, pandas, SQLAlchemy and the flows: seconds of CPU per batch, before the
 first document is touched. Instead, `docpipe worker` (and `make up`) also runs one
 *warm starter*: a process that imports all of that once, then waits on a Unix socket.
-The deployments' command is `python -m docpipe.warm`, a launcher that imports nothing
+The deployments' command is `python -m docpipe.runtime.warm`, a launcher that imports nothing
 but the standard library. It hands the worker's environment, working directory and
 stdin/stdout/stderr to the warm starter, which forks a child to run `prefect.engine`
 there: the flow run starts in milliseconds, with its own session (so its CPU priority

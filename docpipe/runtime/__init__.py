@@ -1,0 +1,1 @@
+"""What runs docpipe's processes: the supervisor, warm starter, worker and Prefect server."""
