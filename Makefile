@@ -21,8 +21,9 @@ bench: install ## bare Tesseract vs the whole pipeline on the same pages (BENCH_
 loadtest: install ## Locust + VIP/standard scenarios + memory check; writes loadtest/results/
 	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
 
-lint: install
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy docpipe tasks flows deployments tests loadtest
+lint: install ## style, types, and the layers: imports point one way (contracts in pyproject.toml)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports \
+		&& .venv/bin/mypy docpipe tasks flows deployments tests loadtest examples
 
 clean: ## remove local state (the default DOCPIPE_HOME)
 	rm -rf var

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select, update
@@ -218,8 +221,31 @@ def heartbeat(batch_id: str) -> None:
             batch.heartbeat_at = utcnow()
 
 
-def cancel_batch(tenant_id: str, batch_id: str) -> str | None:
-    """Cancel an unfinished batch; returns its flow run id, which the caller cancels in Prefect."""
+class Heartbeat:
+    """Beats for a batch every `heartbeat_seconds`, in a thread, while the block runs."""
+
+    def __init__(self, batch_id: str) -> None:
+        self.batch_id = batch_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="batch-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = get_settings().heartbeat_seconds
+        while not self.stopped.wait(interval):
+            with contextlib.suppress(Exception):  # a missed beat is not worth failing a batch
+                heartbeat(self.batch_id)
+
+
+def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
+    """Cancel an unfinished batch here; returns its flow run id, for Prefect to cancel too."""
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
@@ -347,8 +373,21 @@ class BatchSummary:
     def message(self) -> str:
         return f"Batch {self.batch_id} complete: {self.succeeded} succeeded, {self.failed} failed"
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The outcomes table as plain rows, missing values as None."""
+        return self.table.astype(object).where(self.table.notna(), None).to_dict("records")
 
-def summarize_batch(batch_id: str) -> BatchSummary:
+    def counts(self) -> dict[str, Any]:
+        return {
+            "batchId": self.batch_id,
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+        }
+
+
+def close_batch(batch_id: str) -> BatchSummary:
     """Count outcomes once every document has an end state, and close the batch."""
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])

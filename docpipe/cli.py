@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
+db_app = typer.Typer(help="The database's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 
 @app.callback()
@@ -104,6 +107,7 @@ def worker(
     """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both."""
     import socket
 
+    from docpipe.db import upgrade_database
     from docpipe.runtime.stack import DEFAULT_WORKER_NAME, Stack
 
     # Not `make up`'s own worker name, so this one can run beside it on the same home.
@@ -111,6 +115,7 @@ def worker(
     stack = Stack(get_settings())
 
     def start() -> None:
+        upgrade_database()
         stack.start_warm_starter(name)
         stack.start_worker(name)
 
@@ -138,10 +143,11 @@ def deploy() -> None:
 @app.command()
 def recover() -> None:
     """Submit batches Prefect never received and resubmit ones whose flow run died, once."""
-    from docpipe.recovery import recover_batches
+    from docpipe.recovery import run_recovery_pass
 
-    report = recover_batches()
-    typer.echo(json.dumps(report.as_dict()))
+    _current_schema()
+    report = run_recovery_pass()
+    typer.echo(json.dumps(asdict(report)))
     if not report.prefect_reachable:
         raise typer.Exit(_fail("Prefect did not answer"))
 
@@ -156,16 +162,17 @@ def ingest(
 ) -> None:
     """Scan one folder once: files unchanged since the last scan become batches; bad ones go
     to rejected/, and originals whose documents are Ready are removed."""
-    from docpipe.inbox import ingest_folder, report_json
+    from docpipe.inbox import ingest_tenant_folder
     from docpipe.tenants import get_tenant
 
+    _current_schema()
     row = get_tenant(tenant)
     if row is None:
         raise typer.Exit(_fail(f"no tenant {tenant!r}"))
     if not path.is_dir():
         raise typer.Exit(_fail(f"{path} is not a folder"))
-    report = ingest_folder(path, row, settle=settle)
-    typer.echo(json.dumps(report_json(report)))
+    report = ingest_tenant_folder(path, row, settle=settle)
+    typer.echo(json.dumps(asdict(report)))
 
 
 @tenant_app.command("create")
@@ -179,6 +186,7 @@ def tenant_create(
     """Create a tenant and print its API key (shown only this once)."""
     from docpipe.tenants import create_tenant
 
+    _current_schema()
     try:
         tenant, api_key = create_tenant(tenant_id, tier)
     except DocpipeError as e:
@@ -202,6 +210,7 @@ def tenant_rotate_key(
     """Give a tenant a new API key (shown only this once); the old key is refused at once."""
     from docpipe.tenants import rotate_key
 
+    _current_schema()
     try:
         api_key = rotate_key(tenant_id)
     except DocpipeError as e:
@@ -219,6 +228,7 @@ def tenant_revoke(
     """Refuse a tenant's API key from now on (`rotate-key` issues a new one)."""
     from docpipe.tenants import revoke_key
 
+    _current_schema()
     try:
         revoke_key(tenant_id)
     except DocpipeError as e:
@@ -233,6 +243,7 @@ def tenant_list(
     """Every tenant with its tier and whether its key works; keys are never shown."""
     from docpipe.tenants import list_tenants
 
+    _current_schema()
     tenants = list_tenants()
     if as_json:
         rows = [
@@ -249,6 +260,30 @@ def tenant_list(
     for t in tenants:
         key = "key active" if t.key_active else "key revoked"
         typer.echo(f"{t.id}\t{t.tier.value}\t{t.created_at:%Y-%m-%d}\t{key}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database's schema to this release's (make up, the worker and the API do this
+    at start); a database made before migrations existed is upgraded in place."""
+    from docpipe.db import upgrade_database
+
+    settings = get_settings()
+    revision = upgrade_database(settings.database_url)
+    typer.echo(f"database {_shown_url(settings.database_url)} is at revision {revision}")
+
+
+def _current_schema() -> None:
+    from docpipe.db import upgrade_database
+
+    upgrade_database()
+
+
+def _shown_url(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _fail(message: str) -> int:

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     submit_timeout_seconds: float = 10.0
     # Prefect's automations and its event feed (the UI's Events page) need the server to
     # evaluate and store every event; docpipe uses neither, and they cost the server
-    # about a third of its CPU per document. True turns both on.
+    # much of its CPU per document (docs/performance.md). True turns both on.
     prefect_automations: bool = False
 
     @model_validator(mode="after")

@@ -1,26 +1,67 @@
-"""Hand waiting batches to Prefect when it is their turn: round-robin across a tier's
-tenants, with room always kept for VIP work.
+"""Hand batches to Prefect when it is their turn, and take them back on a cancel.
 
-Prefect serves a queue first come, first served, and a worker whose slots are all busy
-makes even a VIP run wait. So a batch is submitted only when its tier has room
-(DOCPIPE_DISPATCH_SLOTS, of which DOCPIPE_VIP_RESERVED_SLOTS standard work never takes),
-and the next one is chosen by `batches.next_to_dispatch`. It runs after every upload,
-when a batch ends, after a cancel, and in every recovery pass.
+Round-robin across a tier's tenants, with room always kept for VIP work: Prefect serves a
+queue first come, first served, and a worker whose slots are all busy makes even a VIP
+run wait. So a batch is submitted only when its tier has room (DOCPIPE_DISPATCH_SLOTS, of
+which DOCPIPE_VIP_RESERVED_SLOTS standard work never takes), and the next one is chosen by
+`batches.next_to_dispatch`. Dispatch runs after every upload, when a batch ends, after a
+cancel or a retry, and in every recovery pass.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
-from collections.abc import Iterator
 
-from docpipe import batches
+from filelock import FileLock
+
+from docpipe import batches, orchestrator
 from docpipe.config import get_settings
-from docpipe.submit import submit_batch
+from docpipe.models import BatchStatus, Tenant
+from docpipe.uploads import StagedBatch
 
 log = logging.getLogger(__name__)
+
+
+def accept_batch(
+    tenant: Tenant, staged: StagedBatch, *, source: str = "api"
+) -> batches.CreatedBatch:
+    """Store a checked upload as a batch, and start it now if it is its turn."""
+    created = batches.create_batch(tenant, staged, source=source)
+    dispatch()
+    return created
+
+
+def cancel_batch(tenant_id: str, batch_id: str) -> None:
+    """Cancel an unfinished batch here first, then its flow run in Prefect.
+
+    The batch is Cancelled in docpipe's database whatever Prefect says; a run that still
+    starts later sees that and does nothing.
+    """
+    flow_run_id = batches.mark_cancelled(tenant_id, batch_id)
+    if flow_run_id is not None:
+        orchestrator.cancel_flow_run(flow_run_id)
+    dispatch()  # its slot is free for the next batch
+
+
+def retry_batch(tenant_id: str, batch_id: str) -> None:
+    """Put a finished batch's failed and cancelled documents through again, in turn."""
+    batches.prepare_retry(tenant_id, batch_id)
+    if batch_id in dispatch():
+        batches.set_status(batch_id, BatchStatus.PROCESSING)
+
+
+def submit_batch(batch_id: str) -> str | None:
+    """Create the batch's next flow run; None if Prefect is unreachable (it stays Queued)."""
+    submission = batches.next_submission(batch_id)
+    flow_run_id = orchestrator.create_flow_run(
+        batch_id=batch_id,
+        tenant_id=submission.tenant_id,
+        tier=submission.tier,
+        number=submission.number,
+    )
+    if flow_run_id is not None:
+        batches.record_submission(submission, flow_run_id)
+    return flow_run_id
 
 
 def dispatch() -> list[str]:
@@ -31,7 +72,10 @@ def dispatch() -> list[str]:
     settings = get_settings()
     slots = settings.dispatch_slots or settings.worker_limit
     submitted: list[str] = []
-    with _one_at_a_time():
+    # Dispatches on one home wait for each other, so two never fill the same slot.
+    lock_path = settings.home / "run" / "dispatch.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path):
         while (
             batch_id := batches.next_to_dispatch(
                 slots=slots, vip_reserved=settings.vip_reserved_slots
@@ -41,16 +85,3 @@ def dispatch() -> list[str]:
                 break
             submitted.append(batch_id)
     return submitted
-
-
-@contextlib.contextmanager
-def _one_at_a_time() -> Iterator[None]:
-    """Dispatches on this home wait for each other, so two never fill the same slot."""
-    path = get_settings().home / "run" / "dispatch.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from filelock import FileLock, Timeout
 from sqlalchemy import select
 
 from docpipe.batches import check_tenant_limits, create_batch
@@ -54,20 +54,6 @@ class IngestReport:
         self.failed_folders += other.failed_folders
 
 
-def report_json(report: IngestReport) -> dict[str, Any]:
-    """A scan's report as the flow and the CLI print it."""
-    return {
-        "batches": report.batches,
-        "rejected": report.rejected,
-        "duplicates": report.duplicates,
-        "waiting": report.waiting,
-        "inProgress": report.in_progress,
-        "done": report.done,
-        "unknownTenants": report.unknown_tenants,
-        "failedFolders": report.failed_folders,
-    }
-
-
 def scan_inbox(inbox: Path | None = None) -> IngestReport:
     """Ingest every tenant folder of the inbox; folders of unknown tenants are left alone.
 
@@ -85,7 +71,7 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
             report.unknown_tenants.append(safe_name(folder.name))
             continue
         try:
-            report.merge(ingest_folder(folder, tenant))
+            report.merge(ingest_tenant_folder(folder, tenant))
         except Exception:  # one tenant's folder never stops the others' scans
             log.exception("the scan of inbox folder %s failed", safe_name(folder.name))
             report.failed_folders.append(folder.name)
@@ -110,7 +96,7 @@ def tenant_folder(tenant_id: str, folder: str | None = None) -> Path:
     return path
 
 
-def ingest_folder(
+def ingest_tenant_folder(
     folder: Path, tenant: Tenant, *, max_batch: int | None = None, settle: float | None = None
 ) -> IngestReport:
     """Turn the folder's settled files into batches of at most max_batch documents each.
@@ -135,18 +121,17 @@ def _state_path(folder: Path, suffix: str) -> Path:
 
 @contextlib.contextmanager
 def _scan_lock(folder: Path) -> Iterator[bool]:
-    path = _state_path(folder, "lock")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Whether this scan holds the folder's lock; another scan at work means no."""
+    lock = FileLock(_state_path(folder, "lock"))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 # A file's identity between scans: device, inode, size and modification time (ns).

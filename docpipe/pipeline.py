@@ -61,7 +61,7 @@ def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
     _set_unless(document_id, unless=SETTLED, status=status, processed_at=utcnow(), **fields)
 
 
-def process_document(document_id: str, *, tier: Tier) -> int:
+def check_and_ocr(document_id: str, *, tier: Tier) -> int:
     """Deep-check one document, then OCR it and store its text; returns its page count.
 
     Raises InvalidDocument or OcrFailed (after recording the reason on the document).

@@ -7,19 +7,18 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import anyio
 from sqlalchemy import select
 
-from docpipe import batches
+from docpipe import batches, orchestrator
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.dispatch import dispatch
+from docpipe.dispatch import dispatch, submit_batch
 from docpipe.models import Batch, BatchStatus, utcnow
 from docpipe.storage import get_storage
-from docpipe.submit import prefect_client_settings, submit_batch
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +31,6 @@ class RecoveryReport:
     failed: list[str] = field(default_factory=list)
     prefect_reachable: bool = True
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "submitted": self.submitted,
-            "resubmitted": self.resubmitted,
-            "failed": self.failed,
-            "orphansRemoved": self.orphans_removed,
-            "prefectReachable": self.prefect_reachable,
-        }
-
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -52,7 +42,7 @@ class _Candidate:
     submissions: int
 
 
-def recover_batches(*, sweep: bool = True) -> RecoveryReport:
+def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
     """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died.
 
     With `sweep`, first remove what killed uploads left (`sweep_orphans`).
@@ -67,7 +57,7 @@ def recover_batches(*, sweep: bool = True) -> RecoveryReport:
                 select(Batch).where(Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]))
             )
         ]
-    states = _flow_run_states([c.flow_run_id for c in candidates if c.flow_run_id])
+    states = orchestrator.flow_run_states([c.flow_run_id for c in candidates if c.flow_run_id])
     if states is None:
         report.prefect_reachable = False
         return report
@@ -86,7 +76,7 @@ def recover_batches(*, sweep: bool = True) -> RecoveryReport:
             reason = f"its flow run ended {state_type.lower()} without finishing the batch"
         elif state_type == "RUNNING" and now - (batch.heartbeat_at or started or now) >= stale:
             reason = f"its flow run stopped reporting for over {stale.total_seconds():g} s"
-            _mark_crashed(batch.flow_run_id, reason)
+            orchestrator.mark_crashed(batch.flow_run_id, reason)
         else:
             continue  # scheduled, pending, or running and alive
         if batch.submissions >= settings.max_submissions:
@@ -97,37 +87,6 @@ def recover_batches(*, sweep: bool = True) -> RecoveryReport:
             report.resubmitted.append(batch.id)
             log.warning("batch %s resubmitted: %s", batch.id, reason)
     return report
-
-
-def _flow_run_states(ids: list[str]) -> dict[str, tuple[str, datetime | None]] | None:
-    """Each flow run's state type and start time; None if Prefect does not answer."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    try:
-        with prefect_client_settings(), get_client(sync_client=True) as client:
-            if not ids:
-                if (error := client.api_healthcheck()) is not None:
-                    raise error
-                return {}
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids)))
-            )
-    except Exception as e:
-        log.warning("Prefect did not answer; recovery waits: %s", e)
-        return None
-    return {str(r.id): (r.state.type.value if r.state else "PENDING", r.start_time) for r in runs}
-
-
-def _mark_crashed(flow_run_id: str, reason: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    try:
-        with prefect_client_settings(), get_client(sync_client=True) as client:
-            client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
-    except Exception as e:
-        log.warning("could not mark flow run %s crashed: %s", flow_run_id, e)
 
 
 def sweep_orphans() -> list[str]:
@@ -154,17 +113,16 @@ def sweep_orphans() -> list[str]:
 
 async def recover_periodically(
     interval: float,
-    recover: Callable[..., RecoveryReport] = recover_batches,
+    recover: Callable[..., RecoveryReport] = run_recovery_pass,
     *,
     sweep_interval: float | None = None,
 ) -> None:
     """The API's recovery loop: a pass at once, then one every `interval` seconds, for ever.
 
     A pass in a process that is already running costs a database query and one Prefect
-    request; a scheduled flow run for it cost the worker, the server and a new run about
-    half a CPU second a minute. And unlike a flow run, it also runs while Prefect is down,
-    so the batches accepted meanwhile are submitted as soon as it is back. Several API
-    processes may each run it: submission is idempotent per batch and attempt.
+    request, far less than a flow run; and it also runs while Prefect is down, so the
+    batches accepted meanwhile are submitted as soon as it is back. Several API processes
+    may each run it: submission is idempotent per batch and attempt.
 
     The orphan sweep lists every stored file, so it runs on the first pass and then once
     `sweep_interval` (default `orphan_sweep_seconds`) has passed since the last one.
@@ -182,5 +140,5 @@ async def recover_periodically(
             if sweep:
                 swept_at = time.monotonic()
             if report.submitted or report.resubmitted or report.failed or report.orphans_removed:
-                log.warning("recovery: %s", report.as_dict())
+                log.warning("recovery: %s", asdict(report))
         await anyio.sleep(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import State, flow, get_run_logger
@@ -9,7 +10,6 @@ from prefect.states import Cancelled
 
 from docpipe import inbox
 from docpipe.errors import Forbidden
-from docpipe.inbox import report_json
 from docpipe.tenants import get_tenant
 
 
@@ -31,14 +31,14 @@ def ingest_folder(
         tenant = get_tenant(tenant_id)
         if tenant is None:
             logger.warning("no tenant %r; nothing ingested", tenant_id)
-            return {"unknownTenants": [tenant_id]}
+            return asdict(inbox.IngestReport(unknown_tenants=[tenant_id]))
         try:
             path = inbox.tenant_folder(tenant_id, folder)
         except Forbidden as e:
             logger.warning("refused: %s", e)
             return Cancelled(message=f"refused: {e}")
         # tenant_folder has refused a link anywhere on the way.
-        report = inbox.ingest_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
+        report = inbox.ingest_tenant_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
     else:
         report = inbox.scan_inbox()
     for name in report.unknown_tenants:
@@ -55,4 +55,4 @@ def ingest_folder(
         len(report.in_progress),
         len(report.done),
     )
-    return report_json(report)
+    return asdict(report)

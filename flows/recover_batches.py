@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -12,11 +13,11 @@ from docpipe import recovery
 @flow(name="recover-batches", log_prints=False)
 def recover_batches() -> dict[str, Any]:
     """Submit batches Prefect never received; resubmit ones whose flow run died."""
-    report = recovery.recover_batches()
+    report = recovery.run_recovery_pass()
     get_run_logger().info(
         "recovery: %d submitted, %d resubmitted, %d given up",
         len(report.submitted),
         len(report.resubmitted),
         len(report.failed),
     )
-    return report.as_dict()
+    return asdict(report)

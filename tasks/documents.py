@@ -24,11 +24,10 @@ def _interrupted(task: object, task_run: object, state: State) -> bool:
     retry_condition_fn=_interrupted,
 )
 def process_document(document_id: str, tier: Tier) -> int:
-    """Deep-check one document, then OCR it with Tesseract; returns its page count.
+    """Deep-check one document, then OCR it; returns its page count.
 
-    One task run per document, not one per step: every task run costs the Prefect server
-    state events to record, and validation is milliseconds next to OCR's seconds. The
-    document's status (Validating, ValidationFailed, Processing, OcrFailed, Ready) still
-    tells which step it reached, and the failed task run's message says why.
+    One task run per document, not per step: each task run costs the server its state
+    events. The document's status still says which step it reached, and a failed run's
+    message says why.
     """
-    return pipeline.process_document(document_id, tier=tier)
+    return pipeline.check_and_ocr(document_id, tier=tier)

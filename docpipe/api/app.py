@@ -20,11 +20,8 @@ from docpipe.api.limits import BodyLimit, UploadGate, body_limit
 from docpipe.api.routes import batches, documents, health
 from docpipe.batches import check_tenant_limits
 from docpipe.config import get_settings
-from docpipe.db import get_engine
-from docpipe.errors import (
-    DocpipeError,
-    InvalidUpload,
-)
+from docpipe.db import upgrade_database
+from docpipe.errors import DocpipeError, InvalidUpload
 from docpipe.home import prepare_home
 from docpipe.recovery import recover_periodically
 from docpipe.tenants import authenticate
@@ -35,7 +32,7 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     prepare_home(get_settings())
-    get_engine()  # create the tables before the first request
+    upgrade_database()  # the schema is current before the first request
     interval = get_settings().recovery_interval_seconds
     recovering = asyncio.create_task(recover_periodically(interval)) if interval > 0 else None
     yield

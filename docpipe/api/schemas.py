@@ -1,17 +1,17 @@
-"""The API's JSON shapes (camelCase on the wire)."""
+"""The API's JSON shapes (camelCase on the wire), read straight from the ORM objects."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic.alias_generators import to_camel
 
-from docpipe.models import Batch, BatchStatus, Document, DocumentStatus, Outcomes
+from docpipe.models import BatchStatus, DocumentStatus, Outcomes
 
 
 class Schema(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
 class InvalidFile(Schema):
@@ -45,75 +45,59 @@ class DocumentInBatch(Schema):
     processed_at: datetime | None
     error: str | None
 
-    @classmethod
-    def of(cls, document: Document) -> DocumentInBatch:
-        return cls(
-            id=document.id,
-            file_name=document.file_name,
-            status=document.status,
-            processed_at=document.processed_at,
-            error=document.error,
-        )
+
+class _Counted(Schema):
+    """A batch's counts, from its documents' statuses as they are now."""
+
+    documents: list[DocumentInBatch]
+
+    @property
+    def _outcomes(self) -> Outcomes:
+        return Outcomes.of(d.status for d in self.documents)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_documents(self) -> int:
+        return self._outcomes.total
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def completed_documents(self) -> int:
+        return self._outcomes.finished
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def success_count(self) -> int:
+        return self._outcomes.succeeded
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def failure_count(self) -> int:
+        return self._outcomes.failed
 
 
-class BatchView(Schema):
+class BatchView(_Counted):
     id: str
     tenant_id: str
     status: BatchStatus
     created_at: datetime
     completed_at: datetime | None
-    total_documents: int
-    completed_documents: int
-    success_count: int
-    failure_count: int
     flow_run_id: str | None
     error: str | None
-    documents: list[DocumentInBatch]
-
-    @classmethod
-    def of(cls, batch: Batch) -> BatchView:
-        outcomes = Outcomes.of(d.status for d in batch.documents)
-        return cls(
-            id=batch.id,
-            tenant_id=batch.tenant_id,
-            status=batch.status,
-            created_at=batch.created_at,
-            completed_at=batch.completed_at,
-            total_documents=outcomes.total,
-            completed_documents=outcomes.finished,
-            success_count=outcomes.succeeded,
-            failure_count=outcomes.failed,
-            flow_run_id=batch.flow_run_id,
-            error=batch.error,
-            documents=[DocumentInBatch.of(d) for d in batch.documents],
-        )
 
 
-class BatchSummaryView(Schema):
+class BatchSummaryView(_Counted):
     id: str
     status: BatchStatus
     created_at: datetime
     completed_at: datetime | None
-    total_documents: int
-    completed_documents: int
-    success_count: int
-    failure_count: int
-    status_url: str
+    # Read to count; a page of batches does not list their documents.
+    documents: list[DocumentInBatch] = Field(exclude=True)
 
-    @classmethod
-    def of(cls, batch: Batch) -> BatchSummaryView:
-        outcomes = Outcomes.of(d.status for d in batch.documents)
-        return cls(
-            id=batch.id,
-            status=batch.status,
-            created_at=batch.created_at,
-            completed_at=batch.completed_at,
-            total_documents=outcomes.total,
-            completed_documents=outcomes.finished,
-            success_count=outcomes.succeeded,
-            failure_count=outcomes.failed,
-            status_url=f"/api/batches/{batch.id}",
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status_url(self) -> str:
+        return f"/api/batches/{self.id}"
 
 
 class BatchPage(Schema):
@@ -137,26 +121,11 @@ class DocumentView(Schema):
     created_at: datetime
     processed_at: datetime | None
     ocr_seconds: float | None
-    text_url: str
 
-    @classmethod
-    def of(cls, d: Document) -> DocumentView:
-        return cls(
-            id=d.id,
-            batch_id=d.batch_id,
-            tenant_id=d.tenant_id,
-            file_name=d.file_name,
-            kind=d.kind,
-            size_bytes=d.size_bytes,
-            sha256=d.sha256,
-            status=d.status,
-            error=d.error,
-            page_count=d.page_count,
-            created_at=d.created_at,
-            processed_at=d.processed_at,
-            ocr_seconds=d.ocr_seconds,
-            text_url=f"/api/documents/{d.id}/text",
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def text_url(self) -> str:
+        return f"/api/documents/{self.id}/text"
 
 
 class Health(Schema):

@@ -4,13 +4,10 @@
 - On SQLite, its transactions take the write lock when they begin, so two writers wait
   for each other instead of one failing with a 503 (`immediate_sqlite_transactions`).
 
-Prefect's server runs its housekeeping (late runs, schedules, cancellation clean-up, ...)
-through docket, a task queue in the server's own process. Docket's worker looks for due
-tasks every 250 ms, by default and with no Prefect setting to change it: measured here,
-that was a third of an idle server's CPU (0.92 CPU s a minute, 0.62 at one look a second).
-The housekeeping runs every 30-60 s (see `docpipe.runtime.stack.service_env`), so a second more
-before one starts changes nothing a user sees; a task due at once is not waiting for the
-look, because the worker's blocking read returns as soon as one arrives.
+The server's housekeeping runs through docket, a task queue in its own process, whose
+worker looks for due tasks four times a second with no Prefect setting to change it: a
+large share of an idle server's CPU (figures in docs/performance.md). The housekeeping
+runs every 30-60 s, so a second more before one starts changes nothing a user sees.
 
 Run it as `python -m docpipe.runtime.prefect_server --host <host> --port <port>`.
 """

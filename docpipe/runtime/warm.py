@@ -164,10 +164,10 @@ def _prepare() -> None:
     from prefect.settings import get_current_settings
     from sqlalchemy.orm import configure_mappers
 
-    configure_mappers()  # docpipe's ORM classes: 0.1 s of CPU in every run otherwise
+    configure_mappers()  # docpipe's ORM classes, which every run would configure again
     # A worker hands its runs Prefect's settings as Prefect writes them ("30.0" for "30",
     # "False" for "false"): written the same way here, a run sees the environment it was
-    # forked with and need not rebuild settings and logging (0.1 s).
+    # forked with and need not rebuild settings and logging.
     os.environ.update(get_current_settings().to_environment_variables(exclude_unset=True))
 
 
@@ -346,7 +346,7 @@ def run_job(job: Job) -> NoReturn:
     os.environ.update(job.env)
     if _settings_environment() != before:
         # What was read from the warm starter's environment is read again from the job's
-        # (only when it differs: rebuilding Prefect's settings and logging takes 0.1 s).
+        # (only when it differs: rebuilding Prefect's settings and logging is costly).
         from prefect.context import refresh_global_settings_context
         from prefect.logging.configuration import setup_logging
 
@@ -372,7 +372,7 @@ def run_job(job: Job) -> NoReturn:
 def _exit(code: object) -> NoReturn:
     """Exit as Python would (threads joined, atexit handlers run: Prefect sends what it has
     queued), without tearing down every module the warm starter imported: that costs a
-    short run more CPU (0.5 s) than its work."""
+    short run more CPU than its work."""
     import atexit
     import threading
 

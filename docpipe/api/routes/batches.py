@@ -9,12 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 
-from docpipe import batches
+from docpipe import batches, dispatch
 from docpipe.api.deps import NamedTenantDep, TenantDep
-from docpipe.api.schemas import BatchPage, BatchSummaryView, BatchView, ErrorBody
-from docpipe.dispatch import dispatch
-from docpipe.models import BatchStatus
-from docpipe.submit import cancel_flow_run
+from docpipe.api.schemas import BatchPage, BatchView, ErrorBody
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 # Past any real tenant's count of batches, and inside every database's integer range.
@@ -22,15 +19,15 @@ MAX_OFFSET = 10**9
 
 
 @router.get("", responses={403: {"model": ErrorBody}})
-def list_batches(
+def read_batches(
     tenant: NamedTenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> BatchPage:
     """The tenant's batches, newest first."""
     items, total = batches.list_batches(tenant.id, limit=limit, offset=offset)
-    return BatchPage(
-        items=[BatchSummaryView.of(b) for b in items], total=total, limit=limit, offset=offset
+    return BatchPage.model_validate(
+        {"items": items, "total": total, "limit": limit, "offset": offset}
     )
 
 
@@ -39,7 +36,7 @@ WAIT_CHECK_SECONDS = 0.2
 
 
 @router.get("/{batch_id}", responses={404: {"model": ErrorBody}})
-async def get_batch(
+async def read_batch(
     batch_id: str,
     tenant: TenantDep,
     wait_seconds: Annotated[
@@ -62,19 +59,14 @@ async def get_batch(
     ):
         await asyncio.sleep(min(WAIT_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
     batch = await run_in_threadpool(batches.get_batch, tenant.id, batch_id)
-    return BatchView.of(batch)
+    return BatchView.model_validate(batch)
 
 
 @router.post("/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
-def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+def cancel(batch_id: str, tenant: TenantDep) -> BatchView:
     """Stop the batch's flow run; documents not yet finished become Cancelled. 409 if finished."""
-    flow_run_id = batches.cancel_batch(tenant.id, batch_id)
-    if flow_run_id is not None:
-        # The batch is Cancelled in our store whatever Prefect says; a run that still
-        # starts later sees that and does nothing.
-        cancel_flow_run(flow_run_id)
-    dispatch()  # its slot is free for the next batch
-    return BatchView.of(batches.get_batch(tenant.id, batch_id))
+    dispatch.cancel_batch(tenant.id, batch_id)
+    return BatchView.model_validate(batches.get_batch(tenant.id, batch_id))
 
 
 @router.post(
@@ -82,9 +74,7 @@ def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def retry_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+def retry(batch_id: str, tenant: TenantDep) -> BatchView:
     """Reprocess the documents that failed or were cancelled. 409 while the batch runs."""
-    batches.prepare_retry(tenant.id, batch_id)
-    if batch_id in dispatch():
-        batches.set_status(batch_id, BatchStatus.PROCESSING)
-    return BatchView.of(batches.get_batch(tenant.id, batch_id))
+    dispatch.retry_batch(tenant.id, batch_id)
+    return BatchView.model_validate(batches.get_batch(tenant.id, batch_id))

@@ -7,10 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile, status
 from fastapi.responses import PlainTextResponse
 
-from docpipe import batches, pipeline
+from docpipe import batches, dispatch, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
 from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody
-from docpipe.dispatch import dispatch
 from docpipe.errors import Conflict
 from docpipe.models import DocumentStatus, Tenant
 from docpipe.uploads import stage_files
@@ -23,9 +22,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 def _accept(tenant: Tenant, files: list[UploadFile], settings: SettingsDep) -> batches.CreatedBatch:
     with stage_files([(f.filename, f.file) for f in files], settings) as staged:
-        created = batches.create_batch(tenant, staged)
-    dispatch()  # now, or when its turn comes
-    return created
+        return dispatch.accept_batch(tenant, staged)
 
 
 @router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
@@ -61,9 +58,9 @@ def upload(
 
 
 @router.get("/{document_id}", responses={404: {"model": ErrorBody}})
-def get_document(document_id: str, tenant: TenantDep) -> DocumentView:
+def read_document(document_id: str, tenant: TenantDep) -> DocumentView:
     """A document's metadata and status."""
-    return DocumentView.of(batches.get_document(tenant.id, document_id))
+    return DocumentView.model_validate(batches.get_document(tenant.id, document_id))
 
 
 @router.get(
@@ -71,7 +68,7 @@ def get_document(document_id: str, tenant: TenantDep) -> DocumentView:
     response_class=PlainTextResponse,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def get_document_text(document_id: str, tenant: TenantDep) -> str:
+def read_document_text(document_id: str, tenant: TenantDep) -> str:
     """The document's OCR text; 409 until it is Ready."""
     document = batches.get_document(tenant.id, document_id)
     if document.status != DocumentStatus.READY:

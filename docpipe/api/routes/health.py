@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from docpipe.api.deps import SettingsDep
+from docpipe import orchestrator
 from docpipe.api.schemas import Health
 from docpipe.db import session_scope
 
@@ -14,7 +13,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-def health(settings: SettingsDep) -> Health:
+def health() -> Health:
     """200 whenever the API itself runs; says whether its database and Prefect answer."""
     try:
         with session_scope() as session:
@@ -22,10 +21,7 @@ def health(settings: SettingsDep) -> Health:
         database = True
     except Exception:
         database = False
-    try:
-        prefect = httpx.get(f"{settings.prefect_api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        prefect = False
+    prefect = orchestrator.is_reachable()
     return Health(
         status="ok" if database and prefect else "degraded", database=database, prefect=prefect
     )

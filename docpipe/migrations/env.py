@@ -1,0 +1,14 @@
+"""Alembic's environment: migrations run on the connection `docpipe.db.upgrade_database` opens."""
+
+from alembic import context
+
+from docpipe.models import Base
+
+context.configure(
+    connection=context.config.attributes["connection"],
+    target_metadata=Base.metadata,
+    # SQLite alters a table by copying it: Alembic's batch mode does that for us.
+    render_as_batch=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

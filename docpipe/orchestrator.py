@@ -1,0 +1,325 @@
+"""The one door to Prefect: flow runs, their states, artifacts, log filtering and the pool.
+
+Everything docpipe asks of Prefect's client goes through this module, so a Prefect
+upgrade touches one place and the domain is tested with a stand-in for it (tests/unit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from docpipe.config import get_settings
+from docpipe.home import prefect_auth_string
+from docpipe.models import Tier
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.futures import PrefectFuture
+    from prefect.states import State
+
+log = logging.getLogger(__name__)
+
+PROCESS_BATCH_DEPLOYMENT = "process-batch/process-batch"
+QUEUES = {Tier.VIP: "critical", Tier.STANDARD: "batch"}
+QUEUE_PRIORITIES = {"critical": 1, "batch": 2}
+# Prefect's own client retries a busy server (503, 429) with backoff; this many times.
+CLIENT_RETRIES = 2
+
+
+def queue_for(tier: Tier) -> str:
+    return QUEUES[tier]
+
+
+def run_tags(tenant_id: str, tier: Tier) -> list[str]:
+    """The tags a batch's flow run carries, so the UI filters runs by tenant and tier."""
+    return [f"tenant:{tenant_id}", f"tier:{tier.value}"]
+
+
+@contextmanager
+def client_settings() -> Iterator[None]:
+    """Talk to this installation's Prefect server, and give up quickly if it is down."""
+    import prefect.context
+
+    current = prefect.context.get_settings_context()
+    with prefect.context.SettingsContext(
+        profile=current.profile, settings=_client_settings(current.settings)
+    ):
+        yield
+
+
+# Derived client settings, by the settings they came from: deriving them reads every
+# environment variable and profile again, which a recovery pass did twice.
+_derived: dict[int, tuple[Any, Any, dict[Any, Any]]] = {}
+
+
+def _client_settings(base: Any) -> Any:
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_REQUEST_TIMEOUT,
+        PREFECT_API_URL,
+        PREFECT_CLIENT_MAX_RETRIES,
+    )
+
+    settings = get_settings()
+    updates = {
+        PREFECT_API_URL: settings.prefect_api_url,
+        PREFECT_API_AUTH_STRING: prefect_auth_string(settings),
+        PREFECT_API_REQUEST_TIMEOUT: settings.submit_timeout_seconds,
+        PREFECT_CLIENT_MAX_RETRIES: CLIENT_RETRIES,
+    }
+    cached = _derived.get(id(base))
+    if cached is None or cached[0] is not base or cached[2] != updates:
+        if len(_derived) > 8:
+            _derived.clear()
+        cached = _derived[id(base)] = (base, base.copy_with_update(updates=updates), updates)
+    return cached[1]
+
+
+@contextmanager
+def _client() -> Iterator[SyncPrefectClient]:
+    from prefect.client.orchestration import get_client
+
+    with client_settings(), get_client(sync_client=True) as client:
+        yield client
+
+
+def create_flow_run(*, batch_id: str, tenant_id: str, tier: Tier, number: int) -> str | None:
+    """Create the batch's `number`th flow run on its tier's queue; its id, or None if Prefect
+    is unreachable (the caller keeps the batch waiting)."""
+    from prefect.deployments import run_deployment
+
+    try:
+        with client_settings():
+            flow_run = run_deployment(
+                PROCESS_BATCH_DEPLOYMENT,
+                parameters={"batch_id": batch_id},
+                flow_run_name=f"batch-{batch_id}",
+                work_queue_name=queue_for(tier),
+                # The same submission asked twice (a lost answer) makes one flow run.
+                idempotency_key=f"batch-{batch_id}-{number}",
+                tags=run_tags(tenant_id, tier),
+                timeout=0,
+                as_subflow=False,
+            )
+    except Exception as e:  # any failure to reach Prefect leaves the batch waiting, not lost
+        log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
+        return None
+    return str(flow_run.id)  # type: ignore[union-attr]  # the sync call returns a FlowRun
+
+
+def cancel_flow_run(flow_run_id: str) -> bool:
+    """Ask Prefect to cancel a flow run (the worker kills it); False if Prefect is unreachable."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    try:
+        with _client() as client:
+            client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+    except Exception as e:
+        log.warning("could not cancel flow run %s: %s", flow_run_id, e)
+        return False
+    return True
+
+
+def flow_run_states(ids: Sequence[str]) -> dict[str, tuple[str, datetime | None]] | None:
+    """Each flow run's state type and start time; None if Prefect does not answer."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    try:
+        with _client() as client:
+            if not ids:
+                if (error := client.api_healthcheck()) is not None:
+                    raise error
+                return {}
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids)))  # type: ignore[arg-type]
+            )
+    except Exception as e:
+        log.warning("Prefect did not answer; recovery waits: %s", e)
+        return None
+    return {str(r.id): (r.state.type.value if r.state else "PENDING", r.start_time) for r in runs}
+
+
+def mark_crashed(flow_run_id: str, reason: str) -> None:
+    """Tell Prefect a flow run is dead, so the UI stops showing it Running."""
+    from prefect.states import Crashed
+
+    try:
+        with _client() as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+    except Exception as e:
+        log.warning("could not mark flow run %s crashed: %s", flow_run_id, e)
+
+
+def is_reachable() -> bool:
+    """Whether the Prefect server answers its health check (which needs no secret)."""
+    try:
+        url = f"{get_settings().prefect_api_url}/health"
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# Inside a flow run.
+
+
+class ProgressArtifact:
+    """The batch's progress artifact (key batch-<id>): the Prefect UI shows X of Y.
+
+    Sent at most every MIN_INTERVAL seconds (and at the end): each update is a write for
+    the server, and a person watching sees no difference.
+    """
+
+    MIN_INTERVAL = 2.0
+
+    def __init__(self, batch_id: str, total: int, done: int) -> None:
+        self.batch_id, self.total, self.done = batch_id, total, done
+
+    def __enter__(self) -> ProgressArtifact:
+        from prefect.artifacts import create_progress_artifact
+        from prefect.client.orchestration import get_client
+
+        self.client = get_client(sync_client=True)
+        self.client.__enter__()
+        self.artifact_id = create_progress_artifact(
+            progress=self._percent(), key=f"batch-{self.batch_id}", description=self._text()
+        )
+        self.sent_at = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.__exit__(None, None, None)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.done >= self.total or time.monotonic() - self.sent_at >= self.MIN_INTERVAL:
+            self._send()
+
+    def _send(self) -> None:
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        self.client.update_artifact(
+            self.artifact_id,  # type: ignore[arg-type]
+            ArtifactUpdate(data=self._percent(), description=self._text()),
+        )
+        self.sent_at = time.monotonic()
+
+    def _percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def _text(self) -> str:
+        return f"{self.done} of {self.total} documents finished"
+
+
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    """A table artifact on the current run (the batch's summary in the UI)."""
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(key=key, table=rows, description=description)
+
+
+def as_finished(
+    futures: Iterable[PrefectFuture[Any]], keys: Sequence[str]
+) -> Iterator[tuple[str, State]]:
+    """(key, final state) of each task run as it finishes; `keys` are in the futures' order."""
+    from prefect.futures import as_completed
+
+    futures = list(futures)
+    key_of = dict(zip((f.task_run_id for f in futures), keys, strict=True))
+    for future in as_completed(futures):
+        future.wait()  # the task's own final state, not the API's view, which may lag
+        yield key_of[future.task_run_id], future.state
+
+
+class _QuietCompletions(logging.Filter):
+    """Leaves out each task run's "Finished in state Completed()" line: its state says so,
+    and every line costs the run, the worker and the server. Failures still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and isinstance(record.msg, str)
+            and record.msg.startswith("Finished in state Completed")
+        )
+
+
+_QUIET = _QuietCompletions()
+
+
+def quiet_task_completions() -> None:
+    logging.getLogger("prefect.task_runs").addFilter(_QUIET)
+
+
+# The work pool and its deployments' runs (docpipe deploy).
+
+
+async def ensure_work_pool(pool: str, job_template: dict[str, Any]) -> None:
+    """Pool `pool` (process type, this job template) with queues critical (priority 1) and
+    batch (priority 2); an existing pool gets the template again."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    async with get_client() as client:
+        try:
+            await client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=job_template)
+            )
+        except ObjectAlreadyExists:  # made by an older docpipe, or changed by hand
+            await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=job_template))
+        existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
+        # The pool's own "default" queue goes last so it never outranks ours.
+        if "default" in existing:
+            await client.update_work_queue(
+                existing["default"].id, priority=len(QUEUE_PRIORITIES) + 1
+            )
+        for name, priority in QUEUE_PRIORITIES.items():
+            if name in existing:
+                await client.update_work_queue(existing[name].id, priority=priority)
+            else:
+                await client.create_work_queue(name=name, work_pool_name=pool, priority=priority)
+
+
+async def drop_missed_runs(deployment_id: str) -> int:
+    """Delete a scheduled deployment's runs that fell due while no worker took them, but the
+    newest; returns how many.
+
+    A stack that was down for an hour comes back to sixty scans due at once, each doing
+    what the newest does, and together they took every worker slot ahead of the batches.
+    Runs someone started by hand are kept.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    due = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),  # type: ignore[list-item]
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)),
+    )
+    dropped, page = 0, 200
+    async with get_client() as client:
+        while True:
+            runs = await client.read_flow_runs(
+                flow_run_filter=due, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=page
+            )
+            missed = [run for run in runs if run.auto_scheduled][1:]
+            for run in missed:
+                await client.delete_flow_run(run.id)
+            dropped += len(missed)
+            if len(runs) < page or not missed:
+                return dropped

@@ -1,0 +1,180 @@
+"""The process-batch flow run in this process against the real Prefect server and Tesseract."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from docpipe import batches, pipeline
+from docpipe.config import get_settings
+from docpipe.models import BatchStatus, DocumentStatus
+from docpipe.tenants import get_tenant
+from docpipe.uploads import stage_files
+from tests import documents
+from tests.helpers import make_tenant
+
+pytestmark = pytest.mark.e2e
+
+
+def new_batch(tenant_id: str, files: list[tuple[str, bytes]]) -> str:
+    """A stored batch that nobody submitted, for the test to run by hand."""
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    with stage_files([(n, io.BytesIO(d)) for n, d in files], get_settings()) as staged:
+        return batches.create_batch(tenant, staged).batch_id
+
+
+def statuses(tenant_id: str, batch_id: str) -> dict[str, Any]:
+    batch = batches.get_batch(tenant_id, batch_id)
+    return {d.file_name: d for d in batch.documents}
+
+
+@pytest.fixture
+def mixed_batch(database: str) -> tuple[str, str]:
+    """Three good documents and a cut-off JPEG, stored in the database under test."""
+    tenant_id, _ = make_tenant()
+    files = [
+        (f"{i}.{k}", documents.document(documents.phrase(i), k, seed=i))
+        for i, k in enumerate(["png", "pdf", "tiff"])
+    ]
+    files.append(("cut.jpeg", documents.truncated(documents.document("X", "jpeg"))))
+    return tenant_id, new_batch(tenant_id, files)
+
+
+def test_rerun_skips_documents_already_ready(
+    mixed_batch: tuple[str, str], prefect_api: None
+) -> None:
+    from flows.process_batch import process_batch
+
+    tenant_id, batch_id = mixed_batch
+    first = process_batch(batch_id)
+    assert first == {"batchId": batch_id, "total": 4, "succeeded": 3, "failed": 1, "cancelled": 0}
+    before = statuses(tenant_id, batch_id)
+
+    second = process_batch(batch_id)
+
+    assert second == first
+    after = statuses(tenant_id, batch_id)
+    for name in ("0.png", "1.pdf", "2.tiff"):
+        assert after[name].status == DocumentStatus.READY
+        assert after[name].processed_at == before[name].processed_at  # not OCR'd again
+    assert after["cut.jpeg"].status == DocumentStatus.VALIDATION_FAILED
+    assert after["cut.jpeg"].processed_at > before["cut.jpeg"].processed_at  # retried
+    assert batches.get_batch(tenant_id, batch_id).status == BatchStatus.COMPLETED
+
+
+def test_a_crashing_ocr_fails_only_its_document(
+    mixed_batch: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.process_batch import process_batch
+
+    real_ocr = pipeline.ocr_document
+
+    def crash_on_tiff(data: bytes, **options: Any) -> Any:
+        if options["kind"] == "tiff":
+            raise RuntimeError("tesseract was killed by signal 11")
+        return real_ocr(data, **options)
+
+    monkeypatch.setattr(pipeline, "ocr_document", crash_on_tiff)
+    tenant_id, batch_id = mixed_batch
+
+    summary: Any = process_batch(batch_id)
+
+    assert (summary["succeeded"], summary["failed"]) == (2, 2)
+    docs = statuses(tenant_id, batch_id)
+    assert docs["2.tiff"].status == DocumentStatus.OCR_FAILED
+    assert "signal 11" in docs["2.tiff"].error
+    assert docs["0.png"].status == docs["1.pdf"].status == DocumentStatus.READY
+    assert documents.words(documents.phrase(0)) <= documents.words(
+        pipeline.read_text(docs["0.png"])
+    )
+
+
+def test_a_broken_flow_marks_the_batch_failed(
+    mixed_batch: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.process_batch import process_batch
+
+    def broken_summary(batch_id: str) -> Any:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(batches, "close_batch", broken_summary)
+    tenant_id, batch_id = mixed_batch
+    state = process_batch(batch_id, return_state=True)
+    assert state.is_failed()
+    batch = batches.get_batch(tenant_id, batch_id)
+    assert batch.status == BatchStatus.FAILED
+    assert batch.error is not None and "database went away" in batch.error
+
+
+def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
+    tenant: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Tesseract killed by a signal is retried; an error that will recur is not."""
+    import pytesseract
+
+    from flows.process_batch import process_batch
+
+    real = pytesseract.image_to_string
+    calls: dict[str, int] = {}
+
+    def flaky_tesseract(image: Any, **options: Any) -> str:
+        # Tesseract is handed decoded pages: the two documents differ in width.
+        name = "page.png" if image.size[0] == 1240 else "page.tiff"
+        calls[name] = calls.get(name, 0) + 1
+        if name == "page.png" and calls[name] == 1:
+            raise pytesseract.TesseractError(-9, "Killed")  # the first try dies
+        if name == "page.tiff":
+            raise pytesseract.TesseractError(1, "Error during processing.")  # always fails
+        return str(real(image, **options))
+
+    monkeypatch.setattr(pytesseract, "image_to_string", flaky_tesseract)
+    tenant_id, _ = tenant
+    narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
+    batch_id = new_batch(
+        tenant_id,
+        [("png.png", documents.document(documents.phrase(0), "png")), ("tiff.tiff", narrow)],
+    )
+
+    summary: Any = process_batch(batch_id)
+
+    assert (summary["succeeded"], summary["failed"]) == (1, 1)
+    docs = statuses(tenant_id, batch_id)
+    assert docs["png.png"].status == DocumentStatus.READY
+    assert calls["page.png"] == 2
+    assert docs["tiff.tiff"].status == DocumentStatus.OCR_FAILED
+    assert "Error during processing" in docs["tiff.tiff"].error
+    assert calls["page.tiff"] == 1
+
+
+@pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])
+def test_a_run_for_a_batch_it_may_not_process_changes_nothing(
+    tenant: tuple[str, str], prefect_api: None, case: str
+) -> None:
+    """Whatever batch id a run is started with, it touches only a batch waiting to run."""
+    from flows.process_batch import process_batch
+
+    tenant_id, _ = tenant
+    batch_id = new_batch(tenant_id, [("a.png", documents.document("refused run", "png"))])
+    if case == "unknown":
+        batch_id = "00000000-0000-0000-0000-000000000000"
+    elif case == "cancelled":
+        batches.mark_cancelled(tenant_id, batch_id)
+    else:
+        process_batch(batch_id)
+    before = None if case == "unknown" else statuses(tenant_id, batch_id)["a.png"]
+
+    state = process_batch(batch_id, return_state=True)
+
+    assert state.is_cancelled()
+    assert state.message is not None and state.message.startswith("Not run: ")
+    assert "Traceback" not in state.message
+    if before is not None:
+        after = batches.get_batch(tenant_id, batch_id)
+        assert after.status == (
+            BatchStatus.CANCELLED if case == "cancelled" else BatchStatus.COMPLETED
+        )
+        assert after.documents[0].status == before.status
+        assert after.documents[0].processed_at == before.processed_at

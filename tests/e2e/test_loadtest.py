@@ -1,0 +1,185 @@
+"""The benchmark and the Locust run work on a tiny input and produce well-formed output.
+
+No timing is asserted here: the figures come from `make bench` and `make loadtest`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from loadtest.pages import cached_pages, character_error_rate, page_text
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pages_are_the_same_for_the_same_seed(tmp_path: Path) -> None:
+    first = cached_pages(2, tmp_path / "a")
+    second = cached_pages(2, tmp_path / "b")
+    assert [p.read_bytes() for p, _ in first] == [p.read_bytes() for p, _ in second]
+    assert first[1][1] == page_text(1) != page_text(0)
+
+
+@pytest.mark.parametrize(
+    ("reference", "hypothesis", "rate"),
+    [("abcd", "abcd", 0.0), ("abcd", "abxd", 0.25), ("ab  cd", "ab cd", 0.0), ("ab", "", 1.0)],
+)
+def test_character_error_rate(reference: str, hypothesis: str, rate: float) -> None:
+    assert character_error_rate(reference, hypothesis) == rate
+
+
+@pytest.mark.slow
+def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest.bench",
+            "--pages",
+            "2",
+            "--idle-seconds",
+            "5",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["pages"] == 2 and figures["succeeded"] == 2 and figures["failed"] == 0
+    for name in ("floorSeconds", "pipelineSeconds", "ratio", "orchestrationCpuMsPerDocument"):
+        assert figures[name] > 0, name
+    assert figures["cerPipeline"] <= figures["cerFloor"] + 0.001
+    assert figures["backgroundCpuSecondsPerMinute"] > 0
+    # Floor and pipeline took turns; the figures are those of the median round.
+    assert len(figures["allRounds"]) == 2
+    # Each round carries its own outcome and quality, not only the reported one.
+    for each in figures["allRounds"]:
+        assert (each["succeeded"], each["failed"]) == (2, 0)
+        assert each["cerPipeline"] <= each["cerFloor"] + 0.001
+    assert figures["ratio"] in [r["ratio"] for r in figures["allRounds"]]
+    assert "ratio:" in result.stdout and "ms/document" in result.stdout
+
+
+def run_locust(stack: Any, out: Path, run_time: str, vip: Any, standard: Any) -> str:
+    """Locust headless, as `make loadtest` runs it, on 2-page batches, writing its CSVs to
+    `out`; returns what it printed, after checking it succeeded."""
+    from loadtest.run import locust_command, locust_env
+
+    result = subprocess.run(
+        locust_command(stack.settings.api_url, out / "locust", run_time, stop_timeout=120),
+        env=locust_env(vip, standard, 2, out / "pages", DOCPIPE_LOADTEST_POLL_SECONDS="0.5"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_locust_reports_whole_batches_per_tier(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    from sqlalchemy import func, select
+
+    from docpipe.config import get_settings
+    from docpipe.db import session_scope
+    from docpipe.models import Document, Tier, utcnow
+    from loadtest.monitor import Monitor
+    from loadtest.report import write_report
+    from loadtest.run import make_tenant
+
+    vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+    since = utcnow()
+    monitor = Monitor(get_settings(), tmp_path / "monitor.csv", interval=0.5)
+    run_locust(stack, tmp_path, "40s", vip, standard)
+    monitor.stop()
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    for tier in ("vip", "standard"):
+        row = batches.loc[f"batch complete [{tier}]"]
+        assert row["Request Count"] >= 1 and row["Failure Count"] == 0
+    assert stats[stats["Name"] == "/api/batches/[id]"]["Request Count"].sum() > 0
+
+    report = write_report(tmp_path, get_settings().database_url, [vip.id, standard.id])
+    with session_scope() as session:
+        finished = session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(
+                Document.tenant_id.in_([vip.id, standard.id]), Document.processed_at.is_not(None)
+            )
+        )
+    # This run's documents only: not those of earlier runs on the same home.
+    assert f"- documents finished: {finished} (" in report
+
+    for heading in ("## Throughput", "## Whole batches", "## Prefect API under load"):
+        assert heading in report
+    for plot in ("documents.png", "queues.png", "cpu.png", "memory.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+    monitored = pd.read_csv(tmp_path / "monitor.csv")
+    assert monitored["rss_api_mb"].min() > 0 and monitored["ui_query_ms"].max() > 0
+    # The CPU plot's Tesseract line holds its short-lived processes' CPU too: about the
+    # documents' own OCR time (single-threaded Tesseract spends at most its wall time).
+    with session_scope() as session:
+        ocr_seconds = session.scalar(
+            select(func.sum(Document.ocr_seconds)).where(Document.processed_at >= since)
+        )
+    assert ocr_seconds
+    assert 0.5 * ocr_seconds <= monitored["cpu_tesseract"].sum() <= 1.2 * ocr_seconds + 1
+
+
+@pytest.mark.slow
+def test_a_batch_that_ends_as_locust_stops_is_in_its_csv(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    """Both users' first batches end after the run time, while Locust waits for them."""
+    from docpipe.models import Tier
+    from loadtest.run import make_tenant
+
+    vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
+    printed = run_locust(stack, tmp_path, "1s", vip, standard)
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    for tier in ("vip", "standard"):
+        assert f"batch complete [{tier}]" in printed
+        assert batches.loc[f"batch complete [{tier}]"]["Request Count"] == 1
+
+
+@pytest.mark.slow
+def test_the_loadtest_quotes_its_throughput_against_bare_tesseract(
+    tmp_path: Path, stack: Any, docpipe_home: Path
+) -> None:
+    import psutil
+
+    from docpipe.config import get_settings
+    from loadtest.monitor import find_services
+    from loadtest.report import _against_floor
+    from loadtest.run import floor_throughput
+
+    pages = [p for p, _ in cached_pages(2, tmp_path / "pages")]
+    bare = floor_throughput(pages, get_settings())
+    assert bare["pages"] == 2 and bare["pagesPerSecond"] > 0
+    services = find_services(get_settings())
+    assert {"server", "worker", "api"} <= set(services)
+    # docpipe was stopped for the floor, and runs again.
+    assert all(p.status() != psutil.STATUS_STOPPED for p in services.values())
+    assert httpx.get(f"{stack.settings.api_url}/health", timeout=10).is_success
+    [line] = _against_floor(bare["pagesPerSecond"] / 2, bare)
+    assert "this run's throughput is **0.50x** of it" in line

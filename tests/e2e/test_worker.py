@@ -1,0 +1,126 @@
+"""docpipe's worker starts a run when the server says it was scheduled, not at its next poll."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+
+from docpipe.runtime.worker import is_for_pool, serialised
+from tests.e2e.test_warm import one_page_batch
+from tests.helpers import cli, started_stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def slow_polling_stack(tmp_path: Path) -> Iterator[Any]:
+    """A stack whose worker polls its pool only every ten minutes."""
+    with started_stack(tmp_path, worker_poll_seconds=600) as stack:
+        yield stack
+
+
+@pytest.mark.e2e
+def test_a_batch_starts_without_waiting_for_the_workers_poll(slow_polling_stack: Any) -> None:
+    stack = slow_polling_stack
+    key = json.loads(cli(stack, "tenant", "create", "acme", "--tier", "vip", "--json"))["apiKey"]
+
+    # Two batches one after the other: the worker's first poll (at its start) is long
+    # past for both, and its next one is ten minutes away.
+    for seed in (1, 2):
+        batch = one_page_batch(stack, key, seed=seed, timeout=120)
+        assert batch["status"] == "Completed" and batch["successCount"] == 1
+
+    log = (stack.log_dir / "worker.log").read_text()
+    assert "listening for runs scheduled on pool 'docpipe'" in log
+
+
+def test_events_are_matched_to_their_work_pool() -> None:
+    def event(*related: dict[str, str]) -> Any:
+        return SimpleNamespace(related=list(related))
+
+    pool = {"prefect.resource.role": "work-pool", "prefect.resource.name": "docpipe"}
+    other = {"prefect.resource.role": "work-pool", "prefect.resource.name": "gpu"}
+    queue = {"prefect.resource.role": "work-queue", "prefect.resource.name": "docpipe"}
+
+    assert is_for_pool(event(queue, pool), "docpipe")
+    assert not is_for_pool(event(other), "docpipe")
+    assert not is_for_pool(event(queue), "docpipe")
+    assert not is_for_pool(event(), "docpipe")
+
+
+def test_polls_never_overlap() -> None:
+    running = 0
+    most = 0
+
+    async def poll() -> list[Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await anyio.sleep(0.01)
+        running -= 1
+        return []
+
+    async def main() -> None:
+        locked = serialised(poll)
+
+        async def call() -> None:
+            await locked()
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(5):
+                tasks.start_soon(call)
+
+    anyio.run(main)
+    assert most == 1
+
+
+@pytest.mark.e2e
+def test_docpipe_worker_runs_beside_make_ups_worker_on_the_same_home(
+    stack: Any, prefect_api: None
+) -> None:
+    """Its own name, warm starter socket and log files; `make up`'s worker keeps its own."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    from docpipe.runtime.stack import _bin, service_env
+    from docpipe.runtime.warm import socket_path_for
+
+    name = f"docpipe-worker-{socket.gethostname()}"
+    ours = socket_path_for(stack.settings.home, "docpipe-worker")
+    assert ours.exists()
+    extra = subprocess.Popen(
+        [_bin("docpipe"), "worker"],
+        env=service_env(stack.settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while name not in {w.name for w in client.read_workers_for_work_pool("docpipe")}:
+                assert extra.poll() is None, extra.stdout.read() if extra.stdout else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert socket_path_for(stack.settings.home, name).exists()
+        assert ours.exists()  # make up's warm starter still answers at its own socket
+        logs = {p.name for p in stack.log_dir.iterdir()}
+        assert {f"worker-{name}.log", f"warm-starter-{name}.log"} <= logs
+    finally:
+        extra.send_signal(signal.SIGINT)
+        output, _ = extra.communicate(timeout=60)
+    assert extra.returncode == 0, output
+    assert "stopped." in output
+    assert ours.exists()
+    assert f"worker {name} is polling" in output
+    assert (stack.log_dir / "worker.log").exists()

@@ -1,0 +1,166 @@
+"""Schema migrations: a fresh database gets the models' schema, and one made by the release
+before migrations (docpipe 0.1, which created its tables by itself) upgrades in place."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+)
+
+from docpipe import batches
+from docpipe.db import engine_for, upgrade_database
+from docpipe.models import Base, BatchStatus, DocumentStatus
+from tests.helpers import postgres_schema, settings_with
+
+# The tables as docpipe 0.1 created them (Base.metadata.create_all), frozen here: the
+# models move on, a database made by that release does not.
+OLD = MetaData()
+Table(
+    "tenants",
+    OLD,
+    Column("id", String(64), primary_key=True),
+    Column("tier", String(20), nullable=False),
+    Column("api_key_hash", String(64), nullable=False, unique=True, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Table(
+    "batches",
+    OLD,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("tier", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("success_count", Integer, nullable=False),
+    Column("failure_count", Integer, nullable=False),
+    Column("flow_run_id", String(36)),
+    Column("error", Text),
+    Column("source", String(16), nullable=False),
+    Column("submissions", Integer, nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True)),
+)
+Table(
+    "documents",
+    OLD,
+    Column("id", String(36), primary_key=True),
+    Column("batch_id", String(36), ForeignKey("batches.id"), nullable=False, index=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("storage_key", String(255), nullable=False),
+    Column("text_key", String(255)),
+    Column("status", String(20), nullable=False),
+    Column("error", Text),
+    Column("page_count", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("processed_at", DateTime(timezone=True)),
+    Column("ocr_seconds", Float),
+)
+WHEN = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """An empty database, which the settings point at: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old-home' / 'docpipe.db'}"
+        settings_with(monkeypatch, home=tmp_path / "old-home", database_url=url)
+        yield url
+        engine_for(url).dispose()
+        return
+    with postgres_schema() as url:
+        settings_with(monkeypatch, home=tmp_path / "old-home", database_url=url)
+        yield url
+
+
+def release_0_1_database(url: str) -> None:
+    """A database as docpipe 0.1 left it, with one finished batch of two documents."""
+    with engine_for(url).begin() as connection:
+        OLD.create_all(connection)
+        tables = OLD.tables
+        connection.execute(
+            tables["tenants"].insert(),
+            {"id": "acme", "tier": "vip", "api_key_hash": "0" * 64, "created_at": WHEN},
+        )
+        connection.execute(
+            tables["batches"].insert(),
+            {
+                "id": "b" * 36, "tenant_id": "acme", "tier": "vip", "status": "Completed",
+                "created_at": WHEN, "completed_at": WHEN, "success_count": 1,
+                "failure_count": 1, "source": "api", "submissions": 1,
+            },
+        )  # fmt: skip
+        for position, status in enumerate(["Ready", "OcrFailed"]):
+            connection.execute(
+                tables["documents"].insert(),
+                {
+                    "id": f"{position}" * 36, "batch_id": "b" * 36, "tenant_id": "acme",
+                    "position": position, "file_name": f"page-{position}.png", "kind": "png",
+                    "size_bytes": 10, "sha256": "f" * 64, "storage_key": f"acme/b/{position}.png",
+                    "status": status, "created_at": WHEN,
+                },
+            )  # fmt: skip
+
+
+def test_a_database_of_the_release_before_migrations_upgrades_in_place(
+    empty_database: str,
+) -> None:
+    release_0_1_database(empty_database)
+
+    assert upgrade_database(empty_database) == "0001"
+
+    batch = batches.get_batch("acme", "b" * 36)
+    assert batch.status == BatchStatus.COMPLETED and batch.created_at == WHEN
+    assert [d.status for d in batch.documents] == [DocumentStatus.READY, DocumentStatus.OCR_FAILED]
+    assert upgrade_database(empty_database) == "0001"  # again: nothing to do
+
+
+def test_a_fresh_database_gets_exactly_the_models_schema(empty_database: str) -> None:
+    upgrade_database(empty_database)
+    engine = engine_for(empty_database)
+    with engine.connect() as connection:
+        assert {"tenants", "batches", "documents", "alembic_version"} <= set(
+            inspect(connection).get_table_names()
+        )
+        # What Alembic's autogenerate would still write: nothing, or a migration is missing.
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_docpipe_db_upgrade_creates_the_schema_and_says_its_revision(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    docpipe = Path(sys.executable).with_name("docpipe")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
+    env["DOCPIPE_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [str(docpipe), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("is at revision 0001")
+    assert (tmp_path / "home" / "docpipe.db").exists()

@@ -1,0 +1,80 @@
+"""Per-tenant limits: over one, an upload gets 429 with Retry-After and the reason, before
+its body is read, and nothing is stored; other tenants are not held back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from docpipe import batches
+from docpipe.db import session_scope
+from docpipe.models import Batch, BatchStatus
+from tests import documents
+from tests.helpers import files_part, make_tenant, settings_with
+
+
+def client_with(monkeypatch: pytest.MonkeyPatch, **limits: int) -> Iterator[TestClient]:
+    """The app in process with these settings (Prefect is the room's stand-in)."""
+    from docpipe.api.app import create_app
+
+    settings_with(monkeypatch, **limits)
+    yield TestClient(create_app())  # no lifespan: no recovery pass submitting them
+
+
+def upload(client: TestClient, tenant_id: str, key: str, pages: int = 1) -> httpx.Response:
+    files = [(f"{i}.png", documents.document(documents.phrase(i), "png")) for i in range(pages)]
+    return client.post(
+        f"/api/documents/bulk-upload?tenantId={tenant_id}",
+        files=files_part(files),
+        headers={"X-API-Key": key},
+    )
+
+
+def batch_count(tenant_id: str) -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).where(Batch.tenant_id == tenant_id)) or 0)
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "allowed", "reason"),
+    [
+        pytest.param("tenant_uploads_per_minute", 2, 2, "uploads a minute", id="per-minute"),
+        pytest.param("tenant_open_batches", 3, 3, "batches still open", id="open-batches"),
+        pytest.param("tenant_pages_in_flight", 4, 2, "pages still being", id="pages"),
+    ],
+)
+def test_over_a_limit_an_upload_gets_429_and_nothing_is_stored(
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: str,
+    value: int,
+    allowed: int,
+    reason: str,
+) -> None:
+    tenant_id, key = make_tenant()
+    other_id, other_key = make_tenant()
+    for client in client_with(monkeypatch, **{limit: value}):
+        for _ in range(allowed):
+            assert upload(client, tenant_id, key, pages=2).status_code == 202
+        refused = upload(client, tenant_id, key, pages=2)
+        assert refused.status_code == 429
+        assert reason in refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert batch_count(tenant_id) == allowed
+        # Another tenant is not held back by this one's use.
+        assert upload(client, other_id, other_key).status_code == 202
+
+
+def test_finished_work_no_longer_counts(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant_id, key = make_tenant()
+    for client in client_with(monkeypatch, tenant_open_batches=1):
+        first = upload(client, tenant_id, key).json()
+        assert upload(client, tenant_id, key).status_code == 429
+        batches.mark_cancelled(tenant_id, first["batchId"])
+        assert batches.get_batch(tenant_id, first["batchId"]).status == BatchStatus.CANCELLED
+        assert upload(client, tenant_id, key).status_code == 202
