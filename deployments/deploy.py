@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,13 @@ def deploy_flows(pool: str) -> dict[str, str]:
 
 
 def main() -> None:
-    pool = get_settings().work_pool
+    settings = get_settings()
+    if not orchestrator.is_reachable():
+        sys.exit(
+            f"error: no Prefect server answers at {settings.prefect_api_url}: start it (make up),"
+            " or give DOCPIPE_PREFECT_PORT or DOCPIPE_PREFECT_API_URL as make up has them"
+        )
+    pool = settings.work_pool
     asyncio.run(orchestrator.ensure_work_pool(pool, LOCKED_JOB_TEMPLATE))
     ids = deploy_flows(pool)
     print(f"work pool {pool!r} ready; deployments: {', '.join(ids.values())}")

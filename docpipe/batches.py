@@ -270,13 +270,12 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
         return batch.flow_run_id
 
 
-def prepare_retry(tenant_id: str, batch_id: str) -> list[str]:
-    """Put a finished batch's failed and cancelled documents back in line; returns their ids."""
-    retryable = {
-        DocumentStatus.VALIDATION_FAILED,
-        DocumentStatus.OCR_FAILED,
-        DocumentStatus.CANCELLED,
-    }
+def prepare_retry(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> list[str]:
+    """Put a finished batch's OCR-failed and cancelled documents back in line (and, if asked,
+    the ones that failed validation, whose bytes cannot have changed); returns their ids."""
+    retryable = {DocumentStatus.OCR_FAILED, DocumentStatus.CANCELLED}
+    if include_invalid:
+        retryable.add(DocumentStatus.VALIDATION_FAILED)
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
@@ -285,6 +284,11 @@ def prepare_retry(tenant_id: str, batch_id: str) -> list[str]:
             raise Conflict(f"batch is still {batch.status.value}; retry it once it has finished")
         again = [d for d in batch.documents if d.status in retryable]
         if not again:
+            if any(d.status == DocumentStatus.VALIDATION_FAILED for d in batch.documents):
+                raise Conflict(
+                    "nothing to retry: the documents that failed, failed validation; "
+                    "retry with includeInvalid=true to check them again"
+                )
             raise Conflict("nothing to retry: every document is Ready")
         for document in again:
             document.status = DocumentStatus.UPLOADED
@@ -315,48 +319,104 @@ def _count(batch: Batch) -> Outcomes:
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """What a flow run has to do for one batch; `refusal` says why it may do nothing."""
+    """What a flow run has to do for one batch; `refusal` says why it may do nothing.
+
+    `pending` pairs each document still to do with a label for its task run; `run_number`
+    is which of the batch's flow runs this one is.
+    """
 
     batch_id: str
+    tenant_id: str
     tier: Tier
+    source: str
     total: int
     already_done: int
-    pending_document_ids: list[str]
+    pending: list[tuple[str, str]]
+    run_number: int = 1
     refusal: str | None = None
+
+    @property
+    def pending_document_ids(self) -> list[str]:
+        return [document_id for document_id, _ in self.pending]
+
+
+def _refused(batch_id: str, reason: str) -> BatchPlan:
+    return BatchPlan(batch_id, "", Tier.STANDARD, "", 0, 0, [], refusal=reason)
 
 
 def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
     """Mark the batch Processing and list the documents still to do (Ready ones are skipped).
 
     Whoever started the run, it may only work on a batch that exists, was not cancelled,
-    and has a document that is not Ready yet; otherwise the batch is left as it is, and
-    the plan says why.
+    is not being processed by another live run, and has a document that is not Ready yet;
+    otherwise the batch is left as it is, and the plan says why. A run docpipe did not
+    submit (started from the UI or Python) counts as the batch's next submission.
     """
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
-            return BatchPlan(batch_id, Tier.STANDARD, 0, 0, [], f"no batch {batch_id!r}")
-        pending = [d.id for d in batch.documents if d.status != DocumentStatus.READY]
-        refusal = None
+            return _refused(batch_id, f"no batch {batch_id!r}")
+        pending = [d for d in batch.documents if d.status != DocumentStatus.READY]
         if batch.status == BatchStatus.CANCELLED:
-            refusal = f"batch {batch_id} was cancelled"
-        elif batch.status.is_final and not pending:
-            refusal = f"batch {batch_id} is {batch.status.value} and every document is Ready"
-        if refusal is not None:
-            return BatchPlan(batch.id, batch.tier, len(batch.documents), 0, [], refusal)
+            return _refused(batch_id, f"batch {batch_id} was cancelled")
+        if batch.status.is_final and not pending:
+            return _refused(
+                batch_id, f"batch {batch_id} is {batch.status.value} and every document is Ready"
+            )
+        if held_by_another_run(batch, flow_run_id):
+            return _refused(
+                batch_id, f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
+            )
+        if flow_run_id and batch.flow_run_id != flow_run_id:
+            batch.submissions += 1
+            batch.flow_run_id = flow_run_id
         batch.status = BatchStatus.PROCESSING
         batch.heartbeat_at = utcnow()
         batch.started_at = batch.started_at or utcnow()
         batch.completed_at = None
-        if flow_run_id:
-            batch.flow_run_id = flow_run_id
         return BatchPlan(
             batch_id=batch.id,
+            tenant_id=batch.tenant_id,
             tier=batch.tier,
+            source=batch.source,
             total=len(batch.documents),
             already_done=len(batch.documents) - len(pending),
-            pending_document_ids=pending,
+            pending=[(d.id, task_label(d.file_name)) for d in pending],
+            run_number=max(1, batch.submissions),
         )
+
+
+def held_by_another_run(batch: Batch, flow_run_id: str | None) -> bool:
+    """Whether another flow run is processing the batch now (it beat recently)."""
+    beat = batch.heartbeat_at or batch.started_at
+    return (
+        batch.status == BatchStatus.PROCESSING
+        and batch.flow_run_id not in (None, flow_run_id)
+        and beat is not None
+        and utcnow() - beat < timedelta(seconds=get_settings().stale_after_seconds)
+    )
+
+
+def task_label(file_name: str, limit: int = 60) -> str:
+    """A file name fit to name a task run: printable, and at most `limit` characters, the
+    end (with the extension) kept."""
+    printable = "".join(c if c.isprintable() and c not in "{}" else "_" for c in file_name)
+    if len(printable) <= limit:
+        return printable or "document"
+    keep = limit - 1
+    return f"{printable[: keep - keep // 3]}…{printable[-(keep // 3) :]}"
+
+
+def find_by_flow_run(flow_run_id: str) -> Batch | None:
+    """The batch whose current flow run this is (for operators' and Prefect's events)."""
+    with session_scope() as session:
+        return session.scalar(select(Batch).where(Batch.flow_run_id == flow_run_id))
+
+
+def get_any_batch(batch_id: str) -> Batch | None:
+    """A batch by id, whoever's it is (for flow runs and operators, never for the API)."""
+    with session_scope() as session:
+        return session.get(Batch, batch_id)
 
 
 @dataclass(frozen=True)
@@ -372,6 +432,18 @@ class BatchSummary:
     @property
     def message(self) -> str:
         return f"Batch {self.batch_id} complete: {self.succeeded} succeeded, {self.failed} failed"
+
+    @property
+    def headline(self) -> str:
+        """What the run list shows for the batch: "8 of 10 succeeded"."""
+        return f"{self.succeeded} of {self.total} succeeded"
+
+    @property
+    def outcome(self) -> str:
+        """all-succeeded, some-failed or all-failed (cancelled documents count as neither)."""
+        if not self.failed:
+            return "all-succeeded"
+        return "all-failed" if not self.succeeded else "some-failed"
 
     def rows(self) -> list[dict[str, Any]]:
         """The outcomes table as plain rows, missing values as None."""

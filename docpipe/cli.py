@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from docpipe.config import get_settings
 from docpipe.errors import DocpipeError
 from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
-from docpipe.models import Tier
+from docpipe.models import Outcomes, Tier
 
 if TYPE_CHECKING:
     from docpipe.runtime.stack import Stack
@@ -29,8 +30,23 @@ db_app = typer.Typer(help="The database's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"docpipe {version('docpipe')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _owner_only_files() -> None:
+def _owner_only_files(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
     # Whatever a command writes under the home (database, logs, secret) is this user's alone.
     os.umask(PRIVATE_UMASK)
 
@@ -60,7 +76,9 @@ def up() -> None:
         f"  API docs:   {settings.api_url}/docs\n"
         f"  Prefect UI: {ui}  (sign in with {secret})\n"
         f"  logs:       {settings.home / 'logs'}\n"
-        f"Make a tenant:  .venv/bin/docpipe tenant create acme --tier standard",
+        # The same home as this service's: a tenant made in another is not this one's.
+        f"Make a tenant:  DOCPIPE_HOME={shlex.quote(str(settings.home))} "
+        ".venv/bin/docpipe tenant create acme --tier standard",
     )
 
 
@@ -159,9 +177,24 @@ def ingest(
     settle: Annotated[
         float | None, typer.Option(help="Seconds a file must be unchanged; default from settings.")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the batches made, and print their outcomes.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: give up after this long (s).")] = 900,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the scan's report as JSON.")
+    ] = False,
 ) -> None:
-    """Scan one folder once: files unchanged since the last scan become batches; bad ones go
-    to rejected/, and originals whose documents are Ready are removed."""
+    """Scan one folder once: files unchanged since the last scan become batches.
+
+    A file is taken once it is unchanged across two scans, so a first scan of new files
+    takes none: they are "still settling"; run it again. Taken files are moved away once
+    their documents finish: removed when Ready, moved to rejected/ with the reason when
+    not (files that fail the upload checks go there at once). Exit status with --wait: 0
+    if every document succeeded, 1 if some failed.
+
+    Example: docpipe ingest ./scans --tenant acme --wait
+    """
     from docpipe.inbox import ingest_tenant_folder
     from docpipe.tenants import get_tenant
 
@@ -172,7 +205,54 @@ def ingest(
     if not path.is_dir():
         raise typer.Exit(_fail(f"{path} is not a folder"))
     report = ingest_tenant_folder(path, row, settle=settle)
-    typer.echo(json.dumps(asdict(report)))
+    finished = _wait_for_batches(tenant, report.batches, timeout) if wait else []
+    if as_json:
+        outcomes = {b.id: b.status.value for b in finished}
+        typer.echo(json.dumps(asdict(report) | ({"outcomes": outcomes} if wait else {})))
+    else:
+        made = ", ".join(report.batches) or "none"
+        typer.echo(f"{len(report.batches)} batches made: {made}")
+        if any(b.flow_run_id is None for b in map(_batch_of(tenant), report.batches)):
+            typer.echo(
+                "not all of them are with Prefect yet: they wait, Queued, for their turn, or "
+                "for Prefect (down, or not at this CLI's DOCPIPE_PREFECT_PORT)"
+            )
+        if report.waiting:
+            typer.echo(
+                f"{len(report.waiting)} files still settling (taken once unchanged across two "
+                "scans): run this again shortly"
+            )
+        for name, reason in report.rejected.items():
+            typer.echo(f"rejected {name}: {reason}")
+        for batch in finished:
+            typer.echo(f"batch {batch.id}: {batch.status.value}")
+            for document in batch.documents:
+                error = f": {document.error}" if document.error else ""
+                typer.echo(f"  {document.file_name}: {document.status.value}{error}")
+    if wait:
+        if len(finished) < len(report.batches):
+            raise typer.Exit(_fail(f"batches still unfinished after {timeout:g} s"))
+        failed = sum(Outcomes.of(d.status for d in b.documents).failed for b in finished)
+        raise typer.Exit(1 if failed else 0)
+
+
+def _batch_of(tenant_id: str) -> Callable[[str], Any]:
+    from docpipe import batches
+
+    return lambda batch_id: batches.get_batch(tenant_id, batch_id)
+
+
+def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> list[Any]:
+    """The batches once each has ended, polled each second; those that ended in time."""
+    from docpipe import batches
+
+    deadline = time.monotonic() + timeout
+    pending = list(batch_ids)
+    while pending and time.monotonic() < deadline:
+        pending = [b for b in pending if not batches.batch_status(tenant_id, b).is_final]
+        if pending:
+            time.sleep(1)
+    return [batches.get_batch(tenant_id, b) for b in batch_ids if b not in pending]
 
 
 @tenant_app.command("create")
@@ -191,6 +271,8 @@ def tenant_create(
         tenant, api_key = create_tenant(tenant_id, tier)
     except DocpipeError as e:
         raise typer.Exit(_fail(str(e))) from e
+    # Its inbox folder, ready for files (the scans read only folders of tenants).
+    (get_settings().inbox / tenant.id).mkdir(parents=True, exist_ok=True)
     if as_json:
         typer.echo(
             json.dumps({"tenantId": tenant.id, "tier": tenant.tier.value, "apiKey": api_key})

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     orphan_sweep_seconds: float = 3600.0
 
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
+    # Where a folder batch's results go when it completes: <outbox>/<tenant>/.
+    outbox: Path = Field(Path(), description="Results of folder batches; default home/outbox.")
     inbox_settle_seconds: float = 5.0
     ingest_interval_seconds: float = 60.0
 
@@ -116,6 +118,9 @@ class Settings(BaseSettings):
         if self.inbox == Path():
             self.inbox = self.home / "inbox"
         self.inbox = self.inbox.expanduser().resolve()
+        if self.outbox == Path():
+            self.outbox = self.home / "outbox"
+        self.outbox = self.outbox.expanduser().resolve()
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
         return self

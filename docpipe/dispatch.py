@@ -16,6 +16,7 @@ from filelock import FileLock
 
 from docpipe import batches, orchestrator
 from docpipe.config import get_settings
+from docpipe.errors import Conflict
 from docpipe.models import BatchStatus, Tenant
 from docpipe.uploads import StagedBatch
 
@@ -43,11 +44,65 @@ def cancel_batch(tenant_id: str, batch_id: str) -> None:
     dispatch()  # its slot is free for the next batch
 
 
-def retry_batch(tenant_id: str, batch_id: str) -> None:
+def retry_batch(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> None:
     """Put a finished batch's failed and cancelled documents through again, in turn."""
-    batches.prepare_retry(tenant_id, batch_id)
+    batches.prepare_retry(tenant_id, batch_id, include_invalid=include_invalid)
     if batch_id in dispatch():
         batches.set_status(batch_id, BatchStatus.PROCESSING)
+
+
+def adopt_flow_run(flow_run_id: str) -> str | None:
+    """Make a process-batch run someone started outside docpipe (the Prefect UI, Python)
+    one of the batch's own, before it starts; returns the run that will do the work.
+
+    It gets the batch's name and tags. A run waiting on the wrong queue for the batch's
+    tier (a VIP batch started on the deployment's default queue, behind standard work) is
+    withdrawn and submitted again on the right one. A run for a batch that may not run
+    is left to refuse itself when it starts.
+    """
+    run = orchestrator.read_flow_run(flow_run_id)
+    if run is None or run.batch_id is None or orchestrator.is_labelled(run.tags):
+        return None
+    batch = batches.get_any_batch(run.batch_id)
+    if (
+        batch is None
+        or batch.status == BatchStatus.CANCELLED
+        or batches.held_by_another_run(batch, flow_run_id)
+        or run.state != "SCHEDULED"
+    ):
+        return None
+    queue = orchestrator.queue_for(batch.tier)
+    if run.queue != queue:
+        moved = submit_batch(batch.id)
+        if moved is not None:
+            orchestrator.withdraw_flow_run(
+                flow_run_id, f"moved to queue {queue!r}, the {batch.tier.value} tier's, as {moved}"
+            )
+            log.info("flow run %s for batch %s moved to queue %s", flow_run_id, batch.id, queue)
+        return moved
+    submission = batches.next_submission(batch.id)
+    orchestrator.label_flow_run(
+        flow_run_id,
+        name=orchestrator.run_name(batch.id, submission.number),
+        tags=orchestrator.run_tags(batch.tenant_id, batch.tier),
+    )
+    batches.record_submission(submission, flow_run_id)
+    return flow_run_id
+
+
+def cancelled_in_prefect(flow_run_id: str) -> str | None:
+    """A batch's flow run was cancelled in Prefect (its UI, `prefect flow-run cancel`): end
+    the batch Cancelled, as the API's cancel does; returns its id."""
+    batch = batches.find_by_flow_run(flow_run_id)
+    if batch is None or batch.status.is_final:
+        return None
+    try:
+        batches.mark_cancelled(batch.tenant_id, batch.id)
+    except Conflict:  # it finished meanwhile
+        return None
+    log.warning("batch %s cancelled: its flow run was cancelled in Prefect", batch.id)
+    dispatch()
+    return batch.id
 
 
 def submit_batch(batch_id: str) -> str | None:

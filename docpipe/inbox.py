@@ -22,13 +22,17 @@ from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.dispatch import dispatch
 from docpipe.errors import Forbidden, OverLimit
-from docpipe.models import Batch, Document, DocumentStatus, Tenant
+from docpipe.models import Batch, Document, DocumentStatus, Outcomes, Tenant
+from docpipe.storage import get_storage
 from docpipe.tenants import TENANT_ID, get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import SNIFF_BYTES, check_upload
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"
+# Written into an inbox folder no tenant has, so that whoever drops files there sees why
+# nothing happens; removed again once the folder's tenant exists.
+NOTICE = "README-docpipe.txt"
 
 
 @dataclass
@@ -69,6 +73,7 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
         if tenant is None:
             log.warning("inbox folder %s has no tenant of that name; left alone", safe_name(folder))
             report.unknown_tenants.append(safe_name(folder.name))
+            _leave_notice(folder)
             continue
         try:
             report.merge(ingest_tenant_folder(folder, tenant))
@@ -185,6 +190,9 @@ def _ingest(
         entries = {}
         for entry in os.scandir(folder_fd):
             if entry.name.startswith(".") or entry.name == REJECTED:
+                continue
+            if entry.name == NOTICE and entry.is_file(follow_symlinks=False):
+                _remove(folder_fd, [NOTICE])  # docpipe's note from before the tenant existed
                 continue
             if entry.is_symlink():
                 # Left where it is: moving it is as much a write as following it.
@@ -429,15 +437,58 @@ def _earlier_copy(tenant_id: str, sha256: str) -> tuple[str, DocumentStatus] | N
     return (row[0], DocumentStatus(row[1])) if row else None
 
 
+def _leave_notice(folder: Path) -> None:
+    """Tell whoever drops files in a folder no tenant has why nothing happens (once)."""
+    text = (
+        f"docpipe reads nothing in this folder: no tenant is named {safe_name(folder.name)!r}."
+        "\n"
+        "Files here stay as they are. Put them in your own tenant's folder, or ask the\n"
+        "operator to create this tenant (docpipe tenant create <id>).\n"
+    )
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if _identity_of(folder_fd, NOTICE) is None:
+            _put_file(folder_fd, NOTICE, text.encode())
+    except OSError as e:
+        log.warning("no notice in inbox folder %s: %s", safe_name(folder.name), e.strerror)
+    finally:
+        os.close(folder_fd)
+
+
+def _subfolder(parent_fd: int, name: str) -> int:
+    """A folder inside this one, made if missing, opened through no link."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+
+
+def _put_file(folder_fd: int, name: str, data: bytes) -> None:
+    """Write a file whole under this name: to a new file first, then renamed over whatever
+    had the name (a link too, which is replaced, never written through)."""
+    partial = f".{name[:200]}.{os.getpid()}.partial"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial, dir_fd=folder_fd)
+    fd = os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder_fd
+    )
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.rename(partial, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=folder_fd)
+        raise
+
+
 def _reject(folder_fd: int, name: str, reason: str) -> bool:
     """Move the file to rejected/ with a note of why, through no link, over no link;
     whether it was moved."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(REJECTED, 0o755, dir_fd=folder_fd)
     try:
-        rejected_fd = os.open(
-            REJECTED, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder_fd
-        )
+        rejected_fd = _subfolder(folder_fd, REJECTED)
     except OSError:
         log.warning(
             "rejected/ in the inbox is not a plain folder; %s left in place", safe_name(name)
@@ -451,18 +502,75 @@ def _reject(folder_fd: int, name: str, reason: str) -> bool:
         os.close(rejected_fd)
         return False
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{name}.reason.txt", dir_fd=rejected_fd)  # a link there goes, unfollowed
-        note = os.open(
-            f"{name}.reason.txt",
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-            0o644,
-            dir_fd=rejected_fd,
-        )
-        with os.fdopen(note, "w") as out:
-            out.write(reason + "\n")
+        _put_file(rejected_fd, f"{name}.reason.txt", (reason + "\n").encode())
     except OSError as e:  # a name too long for a note beside it: the file is aside all the same
         log.warning("no reason note for %s: %s", safe_name(name), e.strerror)
     finally:
         os.close(rejected_fd)
     return True
+
+
+def write_results(batch_id: str) -> list[str]:
+    """A finished folder batch's results, for the folder's user: each Ready document's text
+    as `<outbox>/<tenant>/<original name>.txt`, and `batch-<id>.json` summing the batch up.
+
+    Returns the names written. The outbox, like the inbox, is the tenants' side: nothing
+    is written through a link there.
+    """
+    settings = get_settings()
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            return []
+        documents = list(batch.documents)
+        tenant_id = batch.tenant_id
+        summary: dict[str, Any] = {
+            "batchId": batch.id,
+            "tenantId": tenant_id,
+            "status": batch.status.value,
+            "createdAt": batch.created_at.isoformat(),
+            "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
+        }
+    storage = get_storage()
+    settings.outbox.mkdir(parents=True, exist_ok=True)
+    outbox_fd = os.open(settings.outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    written: list[str] = []
+    try:
+        folder_fd = _subfolder(outbox_fd, tenant_id)
+        try:
+            rows = []
+            for document in documents:
+                text_name = None
+                if document.status == DocumentStatus.READY and document.text_key:
+                    text_name = f"{document.file_name}.txt"
+                    try:
+                        _put_file(folder_fd, text_name, storage.read_bytes(document.text_key))
+                        written.append(text_name)
+                    except OSError as e:  # a name too long for ".txt": the summary says so
+                        log.warning("no result file for %s: %s", safe_name(text_name), e.strerror)
+                        text_name = None
+                rows.append(
+                    {
+                        "fileName": document.file_name,
+                        "status": document.status.value,
+                        "error": document.error,
+                        "pages": document.page_count,
+                        "text": text_name,
+                    }
+                )
+            outcomes = Outcomes.of(d.status for d in documents)
+            summary |= {
+                "total": outcomes.total,
+                "succeeded": outcomes.succeeded,
+                "failed": outcomes.failed,
+                "cancelled": outcomes.cancelled,
+                "documents": rows,
+            }
+            name = f"batch-{batch_id}.json"
+            _put_file(folder_fd, name, json.dumps(summary, indent=2).encode())
+            written.append(name)
+        finally:
+            os.close(folder_fd)
+    finally:
+        os.close(outbox_fd)
+    return written

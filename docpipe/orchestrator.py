@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 PROCESS_BATCH_DEPLOYMENT = "process-batch/process-batch"
 QUEUES = {Tier.VIP: "critical", Tier.STANDARD: "batch"}
 QUEUE_PRIORITIES = {"critical": 1, "batch": 2}
+QUEUE_DESCRIPTIONS = {
+    "critical": "VIP tenants' batches, and docpipe's light scheduled flows: served first.",
+    "batch": "Standard tenants' batches: served when no VIP work waits.",
+    # Prefect makes it with every pool and will not delete it.
+    "default": "Prefect's own queue of this pool, which cannot be removed. docpipe puts "
+    "nothing here and ranks it last.",
+}
 # Prefect's own client retries a busy server (503, 429) with backoff; this many times.
 CLIENT_RETRIES = 2
 
@@ -40,6 +48,27 @@ def queue_for(tier: Tier) -> str:
 def run_tags(tenant_id: str, tier: Tier) -> list[str]:
     """The tags a batch's flow run carries, so the UI filters runs by tenant and tier."""
     return [f"tenant:{tenant_id}", f"tier:{tier.value}"]
+
+
+def run_name(batch_id: str, number: int) -> str:
+    """batch-<id> for a batch's first flow run; batch-<id>-2, -3, ... for the ones after."""
+    return f"batch-{batch_id}" if number <= 1 else f"batch-{batch_id}-{number}"
+
+
+def is_labelled(tags: Iterable[str]) -> bool:
+    """Whether a flow run carries docpipe's tags (it was created or adopted by docpipe)."""
+    return any(tag.startswith("tenant:") for tag in tags)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What docpipe reads of a flow run it did not create."""
+
+    id: str
+    batch_id: str | None
+    queue: str | None
+    tags: list[str]
+    state: str
 
 
 @contextmanager
@@ -100,7 +129,7 @@ def create_flow_run(*, batch_id: str, tenant_id: str, tier: Tier, number: int) -
             flow_run = run_deployment(
                 PROCESS_BATCH_DEPLOYMENT,
                 parameters={"batch_id": batch_id},
-                flow_run_name=f"batch-{batch_id}",
+                flow_run_name=run_name(batch_id, number),
                 work_queue_name=queue_for(tier),
                 # The same submission asked twice (a lost answer) makes one flow run.
                 idempotency_key=f"batch-{batch_id}-{number}",
@@ -156,6 +185,55 @@ def mark_crashed(flow_run_id: str, reason: str) -> None:
             client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
     except Exception as e:
         log.warning("could not mark flow run %s crashed: %s", flow_run_id, e)
+
+
+def read_flow_run(flow_run_id: str) -> RunInfo | None:
+    """A process-batch flow run's batch, queue, tags and state; None for another flow's run,
+    or if Prefect does not answer."""
+    try:
+        with _client() as client:
+            run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            if run.deployment_id is None:
+                return None
+            deployment = client.read_deployment(run.deployment_id)
+    except Exception as e:
+        log.warning("could not read flow run %s: %s", flow_run_id, e)
+        return None
+    if deployment.name != PROCESS_BATCH_DEPLOYMENT.split("/")[1]:
+        return None
+    batch_id = run.parameters.get("batch_id")
+    return RunInfo(
+        id=str(run.id),
+        batch_id=str(batch_id) if batch_id is not None else None,
+        queue=run.work_queue_name,
+        tags=list(run.tags),
+        state=run.state.type.value if run.state else "PENDING",
+    )
+
+
+def label_flow_run(flow_run_id: str, *, name: str | None, tags: Iterable[str]) -> None:
+    """Give a flow run docpipe's name and these `kind:value` tags, each replacing a tag of
+    its kind; the run's other tags are kept."""
+    wanted = list(tags)
+    kinds = tuple(tag.split(":", 1)[0] + ":" for tag in wanted)
+    try:
+        with _client() as client:
+            run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            kept = [t for t in run.tags if not t.startswith(kinds)]
+            client.update_flow_run(flow_run_id, name=name, tags=kept + wanted)  # type: ignore[arg-type]
+    except Exception as e:  # a run without its label still runs
+        log.warning("could not label flow run %s: %s", flow_run_id, e)
+
+
+def withdraw_flow_run(flow_run_id: str, reason: str) -> None:
+    """End a flow run that has not started, with the reason as its state message."""
+    from prefect.states import Cancelled
+
+    try:
+        with _client() as client:
+            client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+    except Exception as e:
+        log.warning("could not withdraw flow run %s: %s", flow_run_id, e)
 
 
 def is_reachable() -> bool:
@@ -218,6 +296,19 @@ class ProgressArtifact:
         return f"{self.done} of {self.total} documents finished"
 
 
+def finished_state(result: dict[str, Any], *, outcome: str) -> State:
+    """The run's final state: Completed, named "Completed with failures" when a document
+    failed, with "8 of 10 succeeded" as its message and an outcome:<...> tag on the run,
+    so the run list tells them apart at a glance."""
+    from prefect import runtime
+    from prefect.states import Completed
+
+    flow_run_id = str(runtime.flow_run.id)
+    label_flow_run(flow_run_id, name=None, tags=[f"outcome:{outcome}"])
+    name = "Completed" if outcome == "all-succeeded" else "Completed with failures"
+    return Completed(name=name, message=result["headline"], data=result)
+
+
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     """A table artifact on the current run (the batch's summary in the UI)."""
     from prefect.artifacts import create_table_artifact
@@ -276,15 +367,17 @@ async def ensure_work_pool(pool: str, job_template: dict[str, Any]) -> None:
             await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=job_template))
         existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
         # The pool's own "default" queue goes last so it never outranks ours.
-        if "default" in existing:
-            await client.update_work_queue(
-                existing["default"].id, priority=len(QUEUE_PRIORITIES) + 1
-            )
-        for name, priority in QUEUE_PRIORITIES.items():
+        priorities = {**QUEUE_PRIORITIES, "default": len(QUEUE_PRIORITIES) + 1}
+        for name, priority in priorities.items():
+            description = QUEUE_DESCRIPTIONS[name]
             if name in existing:
-                await client.update_work_queue(existing[name].id, priority=priority)
-            else:
-                await client.create_work_queue(name=name, work_pool_name=pool, priority=priority)
+                await client.update_work_queue(
+                    existing[name].id, priority=priority, description=description
+                )
+            elif name != "default":
+                await client.create_work_queue(
+                    name=name, work_pool_name=pool, priority=priority, description=description
+                )
 
 
 async def drop_missed_runs(deployment_id: str) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from docpipe import batches, orchestrator
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.dispatch import dispatch, submit_batch
+from docpipe.dispatch import cancelled_in_prefect, dispatch, submit_batch
 from docpipe.models import Batch, BatchStatus, utcnow
 from docpipe.storage import get_storage
 
@@ -29,6 +29,7 @@ class RecoveryReport:
     orphans_removed: list[str] = field(default_factory=list)
     resubmitted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     prefect_reachable: bool = True
 
 
@@ -72,7 +73,13 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
         if state is None:
             continue
         state_type, started = state
-        if state_type in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        if state_type in ("CANCELLING", "CANCELLED"):
+            # Someone cancelled it in Prefect (docpipe's own cancel ends the batch first):
+            # the batch ends Cancelled, as if cancelled through the API.
+            if cancelled_in_prefect(batch.flow_run_id):
+                report.cancelled.append(batch.id)
+            continue
+        if state_type in ("COMPLETED", "FAILED", "CRASHED"):
             reason = f"its flow run ended {state_type.lower()} without finishing the batch"
         elif state_type == "RUNNING" and now - (batch.heartbeat_at or started or now) >= stale:
             reason = f"its flow run stopped reporting for over {stale.total_seconds():g} s"
@@ -139,6 +146,8 @@ async def recover_periodically(
         else:
             if sweep:
                 swept_at = time.monotonic()
-            if report.submitted or report.resubmitted or report.failed or report.orphans_removed:
+            if any((report.submitted, report.resubmitted, report.failed, report.cancelled)) or (
+                report.orphans_removed
+            ):
                 log.warning("recovery: %s", asdict(report))
         await anyio.sleep(interval)

@@ -90,7 +90,10 @@ def authenticate(api_key: str | None) -> Tenant:
     with session_scope() as session:
         tenant = session.scalar(select(Tenant).where(Tenant.api_key_hash == hash_api_key(api_key)))
     if tenant is None:
-        raise Unauthorized("invalid API key")
+        raise Unauthorized(
+            "invalid API key: no tenant of this docpipe has it (a key works only with the "
+            "installation, DOCPIPE_HOME or database, where its tenant was created)"
+        )
     return tenant
 
 

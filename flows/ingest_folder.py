@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import State, flow, get_run_logger
+from prefect import State, flow, get_run_logger, runtime
 from prefect.states import Cancelled
 
 from docpipe import inbox
@@ -13,7 +14,14 @@ from docpipe.errors import Forbidden
 from docpipe.tenants import get_tenant
 
 
-@flow(name="ingest-folder", log_prints=False)
+def _scan_name() -> str:
+    """ingest-<tenant or all>-<UTC time>: which scan it was, at a glance in the run list."""
+    tenant_id = runtime.flow_run.parameters.get("tenant_id")
+    whose = inbox.safe_name(tenant_id)[:63] if tenant_id else "all"
+    return f"ingest-{whose}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+@flow(name="ingest-folder", flow_run_name=_scan_name, log_prints=False)
 def ingest_folder(
     tenant_id: str | None = None, folder: str | None = None
 ) -> dict[str, Any] | State:

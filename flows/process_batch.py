@@ -13,7 +13,7 @@ from docpipe.config import get_settings
 from docpipe.dispatch import dispatch
 from docpipe.models import Tier
 from docpipe.ocr import lower_process_priority
-from tasks import process_document, summarize_batch
+from tasks import deliver_results, process_document, summarize_batch
 
 
 def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
@@ -32,35 +32,47 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     """Validate and OCR a batch's documents in parallel; one failure never stops the rest.
 
     Args:
-        batch_id: The id of the batch to process, as returned by the upload API.
+        batch_id: The batch to process: the `batchId` an upload answered with (also in
+            `GET /api/batches?tenantId=...`, in `docpipe ingest`'s output, and in the name
+            of the batch's earlier runs, batch-<batchId>). Documents already Ready are
+            skipped; a batch that was cancelled or has nothing left to do is not run.
     """
     logger = get_run_logger()
     orchestrator.quiet_task_completions()
-    plan = batches.begin_processing(batch_id, flow_run_id=str(runtime.flow_run.id))
+    flow_run_id = str(runtime.flow_run.id)
+    plan = batches.begin_processing(batch_id, flow_run_id=flow_run_id)
     if plan.refusal is not None:
         # Whoever started this run (the UI, Python, a re-run), it changes nothing.
         logger.warning("Not run: %s", plan.refusal)
         return Cancelled(message=f"Not run: {plan.refusal}")
+    if not orchestrator.is_labelled(runtime.flow_run.tags):  # started outside docpipe
+        orchestrator.label_flow_run(
+            flow_run_id,
+            name=orchestrator.run_name(batch_id, plan.run_number),
+            tags=orchestrator.run_tags(plan.tenant_id, plan.tier),
+        )
     logger.info(
         "Batch %s: %d documents, %d still to do, tier %s",
-        batch_id, plan.total, len(plan.pending_document_ids), plan.tier.value,
+        batch_id, plan.total, len(plan.pending), plan.tier.value,
     )  # fmt: skip
     if plan.tier != Tier.VIP:
         lower_process_priority(get_settings().standard_niceness)
-    pending = plan.pending_document_ids
+    ids, labels = [d for d, _ in plan.pending], [label for _, label in plan.pending]
     with (
         batches.Heartbeat(batch_id),
         orchestrator.ProgressArtifact(batch_id, plan.total, plan.already_done) as progress,
     ):
-        runs = process_document.map(pending, unmapped(plan.tier))
-        for document_id, state in orchestrator.as_finished(runs, pending):
+        runs = process_document.map(ids, labels, unmapped(plan.tier))
+        for document_id, state in orchestrator.as_finished(runs, ids):
             if not state.is_completed():
                 # Recorded on the document already, unless the task broke before it could.
                 pipeline.record_unexpected_failure(document_id, reason=state.message or "unknown")
             progress.advance()
         summary = summarize_batch(batch_id)
+    if plan.source == "inbox":
+        deliver_results(batch_id)
     dispatch()  # this batch's slot is free: the next one whose turn it is starts now
-    return summary
+    return orchestrator.finished_state(summary, outcome=summary["outcome"])
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ def _interrupted(task: object, task_run: object, state: State) -> bool:
 @task(
     name="process_document",
     cache_policy=NO_CACHE,
-    task_run_name="document-{document_id}",
+    # The document's file name (shortened, made printable): what a person looks for.
+    task_run_name="{label}",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=_interrupted,
 )
-def process_document(document_id: str, tier: Tier) -> int:
+def process_document(document_id: str, label: str, tier: Tier) -> int:
     """Deep-check one document, then OCR it; returns its page count.
 
     One task run per document, not per step: each task run costs the server its state

@@ -1,4 +1,5 @@
-"""The batch's closing step: count outcomes, publish them, close the batch."""
+"""The batch's closing steps: count outcomes and publish them; hand a folder batch's results
+back to its folder's side."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from docpipe import batches, orchestrator
+from docpipe import batches, inbox, orchestrator
 
 
 @task(name="summarize_batch", cache_policy=NO_CACHE, task_run_name="summarize-{batch_id}")
@@ -16,4 +17,18 @@ def summarize_batch(batch_id: str) -> dict[str, Any]:
     summary = batches.close_batch(batch_id)
     orchestrator.publish_table(f"batch-{batch_id}-summary", summary.rows(), summary.message)
     get_run_logger().info(summary.message)
-    return summary.counts()
+    return summary.counts() | {"headline": summary.headline, "outcome": summary.outcome}
+
+
+@task(
+    name="deliver_results",
+    cache_policy=NO_CACHE,
+    task_run_name="results-{batch_id}",
+    retries=2,
+    retry_delay_seconds=2,
+)
+def deliver_results(batch_id: str) -> list[str]:
+    """Write a folder batch's texts and its summary to the outbox."""
+    written = inbox.write_results(batch_id)
+    get_run_logger().info("wrote %d result files to the outbox", len(written))
+    return written

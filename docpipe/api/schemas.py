@@ -47,7 +47,11 @@ class DocumentInBatch(Schema):
 
 
 class _Counted(Schema):
-    """A batch's counts, from its documents' statuses as they are now."""
+    """A batch's counts, from its documents' statuses as they are now.
+
+    completedDocuments = successCount + failureCount + cancelledCount: a cancelled
+    document has an end state but neither succeeded nor failed.
+    """
 
     documents: list[DocumentInBatch]
 
@@ -74,6 +78,11 @@ class _Counted(Schema):
     @property
     def failure_count(self) -> int:
         return self._outcomes.failed
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cancelled_count(self) -> int:
+        return self._outcomes.cancelled
 
 
 class BatchView(_Counted):

@@ -27,6 +27,7 @@ import anyio
 
 log = logging.getLogger("docpipe.runtime.worker")
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+CANCELLING_EVENT = "prefect.flow-run.Cancelling"
 # The event is published while the server is still committing the run: when a woken poll
 # finds nothing, it looks once more after this long.
 RECHECK_SECONDS = 0.5
@@ -53,23 +54,48 @@ def is_for_pool(event: Any, pool: str) -> bool:
     )
 
 
+def flow_run_of(event: Any) -> str:
+    return str(event.resource.id).removeprefix("prefect.flow-run.")
+
+
 async def wake_on_scheduled_runs(pool: str, poll: Callable[[], Awaitable[list[Any]]]) -> None:
-    """Poll at once whenever a flow run is scheduled on work pool `pool`; forever."""
+    """Poll at once whenever a flow run is scheduled on work pool `pool`, and end a batch
+    whose run was cancelled in Prefect; forever.
+
+    A batch's run started outside docpipe (the UI, Python) is first made the batch's own
+    (`dispatch.adopt_flow_run`): named, tagged, and on its tier's queue before it is polled.
+    """
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    event_filter = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
+    from docpipe import dispatch
+
+    event_filter = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT, CANCELLING_EVENT]))
     while True:
         try:
             async with get_events_subscriber(filter=event_filter) as subscriber:
                 log.info("listening for runs scheduled on pool %r", pool)
                 async for event in subscriber:
-                    if is_for_pool(event, pool) and not await poll():
+                    if not is_for_pool(event, pool):
+                        continue
+                    if event.event == CANCELLING_EVENT:
+                        await _in_thread(dispatch.cancelled_in_prefect, flow_run_of(event))
+                        continue
+                    await _in_thread(dispatch.adopt_flow_run, flow_run_of(event))
+                    if not await poll():
                         await anyio.sleep(RECHECK_SECONDS)
                         await poll()
         except Exception as e:  # the regular poll carries on meanwhile
             log.warning("event stream lost (%s); listening again in %g s", e, RECONNECT_SECONDS)
         await anyio.sleep(RECONNECT_SECONDS)
+
+
+async def _in_thread(step: Callable[[str], object], flow_run_id: str) -> None:
+    """A domain step for one run, off the event loop; its failure never stops the worker."""
+    try:
+        await anyio.to_thread.run_sync(step, flow_run_id)
+    except Exception as e:
+        log.warning("%s(%s) failed: %s", getattr(step, "__name__", step), flow_run_id, e)
 
 
 async def run(pool: str, name: str, limit: int | None) -> None:

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import Log, TaskRun
+from prefect.client.schemas.objects import FlowRun, Log, TaskRun
 
 from tests import documents
 from tests.helpers import files_part, wait_for_batch
@@ -52,6 +52,17 @@ def task_runs_of(flow_run_id: str, *, count: int) -> list[TaskRun]:
             finished = [r for r in runs if r.state is not None and r.state.is_final()]
             if len(finished) >= count or time.monotonic() > deadline:
                 return runs
+            time.sleep(0.5)
+
+
+def finished_flow_run(flow_run_id: str) -> FlowRun:
+    """The flow run once Prefect has recorded its final state (just after the batch's)."""
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if (run.state and run.state.is_final()) or time.monotonic() > deadline:
+                return run
             time.sleep(0.5)
 
 
@@ -109,8 +120,9 @@ def test_ten_documents_two_corrupted(
     summaries = [r for r in runs if r.name.startswith("summarize-")]
     assert len(summaries) == 1
     document_runs = [r for r in runs if not r.name.startswith("summarize-")]
-    # One task run per document, corrupted or not; the corrupted ones failed, with why.
-    assert len([r for r in document_runs if r.name.startswith("document-")]) == 10
+    # One task run per document, named by its file, corrupted or not; the corrupted ones
+    # failed, with why.
+    assert sorted(r.name for r in document_runs) == sorted(name for name, _ in files)
     failed = [r for r in document_runs if r.state is not None and r.state.is_failed()]
     assert len(failed) == 2
     assert all(r.state and r.state.message and "does not" in r.state.message for r in failed)
@@ -126,6 +138,12 @@ def test_ten_documents_two_corrupted(
     assert [m for m in task_lines if m.startswith("Finished in state Failed")], task_lines
     assert not [m for m in task_lines if m.startswith("Finished in state Completed")]
     assert any("8 succeeded, 2 failed" in m for m in task_lines), task_lines
+
+    # The run list tells it from a batch that went right at a glance.
+    run = finished_flow_run(batch["flowRunId"])
+    assert run.state is not None and run.state.type.value == "COMPLETED"
+    assert (run.state.name, run.state.message) == ("Completed with failures", "8 of 10 succeeded")
+    assert "outcome:some-failed" in run.tags and f"tenant:{tenant_id}" in run.tags
 
 
 def test_progress_and_summary_artifacts_show_in_prefect(

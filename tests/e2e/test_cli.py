@@ -85,7 +85,9 @@ def test_up_serves_a_batch_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         api_url = f"http://127.0.0.1:{ports['DOCPIPE_API_PORT']}"
         assert f"{api_url}/docs" in text_out, text_out
         assert f"http://127.0.0.1:{ports['DOCPIPE_PREFECT_PORT']}" in text_out
-        assert "tenant create" in text_out
+        # The command to make a tenant names this service's home: run elsewhere, it would
+        # make the tenant in another database, whose key this API does not know.
+        assert f"DOCPIPE_HOME={tmp_path} .venv/bin/docpipe tenant create" in text_out
         started = psutil.Process(up.pid).children(recursive=True)
         assert len(started) >= 3  # server, worker, API
 

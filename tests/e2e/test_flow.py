@@ -50,7 +50,15 @@ def test_rerun_skips_documents_already_ready(
 
     tenant_id, batch_id = mixed_batch
     first = process_batch(batch_id)
-    assert first == {"batchId": batch_id, "total": 4, "succeeded": 3, "failed": 1, "cancelled": 0}
+    assert first == {
+        "batchId": batch_id,
+        "total": 4,
+        "succeeded": 3,
+        "failed": 1,
+        "cancelled": 0,
+        "headline": "3 of 4 succeeded",
+        "outcome": "some-failed",
+    }
     before = statuses(tenant_id, batch_id)
 
     second = process_batch(batch_id)

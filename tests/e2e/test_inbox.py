@@ -165,6 +165,7 @@ def test_a_folder_without_a_tenant_is_left_alone(stack: object) -> None:
 
     assert "nobody-by-this-name" in report.unknown_tenants
     assert dropped.exists()
+    assert (folder / inbox.NOTICE).exists()  # a note that a person sees, beside the files
 
 
 def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
@@ -177,6 +178,7 @@ def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
         str(tmp_path / "scans"),
         "--tenant",
         tenant_id,
+        "--json",
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert json.loads(first.stdout)["waiting"] == [good(0)[0], good(1)[0]]
@@ -187,6 +189,7 @@ def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
             str(tmp_path / "scans"),
             "--tenant",
             tenant_id,
+            "--json",
         ],
         capture_output=True,
         text=True,
@@ -510,3 +513,111 @@ def test_an_outcome_that_cannot_be_set_aside_is_not_read_again(
         assert report.rejected["cut.jpeg"].startswith("ValidationFailed: ")
     assert batch_count(tenant_id) == 1
     assert (folder / "cut.jpeg").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_batch_hands_back_its_texts_and_every_files_outcome(
+    api: httpx.Client, stack: object
+) -> None:
+    """The folder's user never needs the API: texts in the outbox, and a file that failed
+    the deep checks set aside in rejected/ with its reason, like one refused at once."""
+    tenant_id, key, tenant, folder = tenant_with_folder()
+    cut = documents.truncated(documents.document("X", "pdf"))  # passes the cheap checks
+    drop(folder, *good(0))
+    drop(folder, "cut.pdf", cut)
+    (batch_id,) = settle_and_scan(folder, tenant).batches
+
+    batch = wait_for_batch(api, key, batch_id)
+    assert (batch["successCount"], batch["failureCount"]) == (1, 1)
+    outbox = get_settings().outbox / tenant_id
+    deadline = time.monotonic() + 30  # written just after the batch's summary
+    while not (outbox / f"batch-{batch_id}.json").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    name, _ = good(0)
+    text = (outbox / f"{name}.txt").read_text()
+    assert documents.words(documents.phrase(0)) <= documents.words(text)
+    summary = json.loads((outbox / f"batch-{batch_id}.json").read_text())
+    assert (summary["status"], summary["succeeded"], summary["failed"]) == ("Completed", 1, 1)
+    outcomes = {d["fileName"]: (d["status"], d["text"]) for d in summary["documents"]}
+    assert outcomes == {name: ("Ready", f"{name}.txt"), "cut.pdf": ("ValidationFailed", None)}
+    assert not (outbox / "cut.pdf.txt").exists()
+
+    after = inbox.ingest_tenant_folder(folder, tenant, settle=5)  # the next scan settles both
+    assert after.done == [name] and set(after.rejected) == {"cut.pdf"}
+    assert visible(folder) == ["rejected"]
+    assert (folder / "rejected" / "cut.pdf").read_bytes() == cut
+    reason = (folder / "rejected" / "cut.pdf.reason.txt").read_text()
+    assert reason.startswith("ValidationFailed: PDF does not open")
+
+
+def test_a_folder_no_tenant_has_says_so_inside_it_until_the_tenant_exists(stack: object) -> None:
+    from docpipe.models import Tier
+    from docpipe.tenants import create_tenant
+
+    name = f"later-{os.getpid()}-{time.monotonic_ns()}"
+    folder = get_settings().inbox / name
+    drop(folder, *good(1))
+
+    inbox.scan_inbox()
+
+    notice = (folder / inbox.NOTICE).read_text()
+    assert f"no tenant is named '{name}'" in notice
+    assert visible(folder) == sorted([good(1)[0], inbox.NOTICE])
+    tenant, _ = create_tenant(name, Tier.STANDARD)
+    report = inbox.ingest_tenant_folder(folder, tenant, settle=5)
+    assert not (folder / inbox.NOTICE).exists() and inbox.NOTICE not in report.rejected
+
+
+def test_scan_runs_are_named_by_tenant_and_time(stack: object, prefect_api: None) -> None:
+    from prefect.client.orchestration import get_client
+
+    tenant_id, _ = make_tenant()
+    settings = stack.settings  # type: ignore[attr-defined]
+    with prefect_http(settings) as prefect:  # Deployments -> ingest-folder -> Run
+        deployment = prefect.get("/deployments/name/ingest-folder/ingest-folder").json()
+        made = prefect.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"tenant_id": tenant_id}, "state": {"type": "SCHEDULED"}},
+        ).json()
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while not (run := client.read_flow_run(made["id"])).state.is_final():  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert run.state is not None and run.state.is_completed()
+    assert re_fullmatch(rf"ingest-{tenant_id}-\d{{8}}-\d{{6}}", run.name)
+
+
+def re_fullmatch(pattern: str, text: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, text) is not None
+
+
+def test_ingest_says_what_still_settles_and_waits_for_the_outcomes(
+    tmp_path: Path, stack: object
+) -> None:
+    tenant_id, _ = make_tenant()
+    drop(tmp_path / "scans", *good(2))
+    drop(tmp_path / "scans", "cut.pdf", documents.truncated(documents.document("X", "pdf")))
+    command = [str(Path(sys.executable).parent / "docpipe"), "ingest", str(tmp_path / "scans")]
+    command += ["--tenant", tenant_id]
+
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    assert "0 batches made" in first.stdout
+    assert "2 files still settling" in first.stdout
+
+    waited = subprocess.run(
+        [*command, "--wait"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert waited.returncode == 1, waited.stderr  # one document failed
+    assert re_fullmatch(r"1 batches made: \S+", waited.stdout.splitlines()[0])
+    assert re_fullmatch(r"batch \S+: Completed", waited.stdout.splitlines()[1])
+    assert f"  {good(2)[0]}: Ready" in waited.stdout.splitlines()
+    assert "  cut.pdf: ValidationFailed: PDF does not open" in waited.stdout
+    helped = subprocess.run(
+        [*command[:2], "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "moved away once" in " ".join(helped.stdout.split())

@@ -25,6 +25,9 @@ def prefect(monkeypatch: pytest.MonkeyPatch) -> PrefectStandIn:
         "flow_run_states",
         "mark_crashed",
         "is_reachable",
+        "read_flow_run",
+        "label_flow_run",
+        "withdraw_flow_run",
     ):
         monkeypatch.setattr(orchestrator, name, getattr(stand_in, name))
     return stand_in

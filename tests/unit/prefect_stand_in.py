@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from docpipe import orchestrator
 from docpipe.models import Tier
 
 
@@ -13,10 +14,14 @@ from docpipe.models import Tier
 class FlowRun:
     batch_id: str
     tenant_id: str
-    tier: Tier
+    tier: Tier | None
     number: int
     state: str = "SCHEDULED"
     started: datetime | None = None
+    queue: str = ""
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    message: str = ""
 
 
 @dataclass
@@ -34,8 +39,38 @@ class PrefectStandIn:
         if not self.reachable:
             return None
         flow_run_id = str(uuid.uuid4())
-        self.flow_runs[flow_run_id] = FlowRun(batch_id, tenant_id, tier, number)
+        self.flow_runs[flow_run_id] = FlowRun(
+            batch_id,
+            tenant_id,
+            tier,
+            number,
+            queue=orchestrator.queue_for(tier),
+            name=orchestrator.run_name(batch_id, number),
+            tags=orchestrator.run_tags(tenant_id, tier),
+        )
         return flow_run_id
+
+    def started_outside(self, batch_id: str, queue: str = "batch") -> str:
+        """A run as the Prefect UI makes one: a random name, the default queue, no tags."""
+        flow_run_id = str(uuid.uuid4())
+        self.flow_runs[flow_run_id] = FlowRun(batch_id, "", None, 0, queue=queue, name="hairy-dog")
+        return flow_run_id
+
+    def read_flow_run(self, flow_run_id: str) -> orchestrator.RunInfo | None:
+        run = self.flow_runs.get(flow_run_id)
+        if run is None or not self.reachable:
+            return None
+        return orchestrator.RunInfo(flow_run_id, run.batch_id, run.queue, run.tags, run.state)
+
+    def label_flow_run(self, flow_run_id: str, *, name: str | None, tags: list[str]) -> None:
+        run = self.flow_runs[flow_run_id]
+        kinds = tuple(t.split(":", 1)[0] + ":" for t in tags)
+        run.tags = [t for t in run.tags if not t.startswith(kinds)] + list(tags)
+        run.name = name or run.name
+
+    def withdraw_flow_run(self, flow_run_id: str, reason: str) -> None:
+        self.flow_runs[flow_run_id].state = "CANCELLED"
+        self.flow_runs[flow_run_id].message = reason
 
     def cancel_flow_run(self, flow_run_id: str) -> bool:
         self.cancelled.append(flow_run_id)

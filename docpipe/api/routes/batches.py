@@ -74,7 +74,19 @@ def cancel(batch_id: str, tenant: TenantDep) -> BatchView:
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def retry(batch_id: str, tenant: TenantDep) -> BatchView:
-    """Reprocess the documents that failed or were cancelled. 409 while the batch runs."""
-    dispatch.retry_batch(tenant.id, batch_id)
+def retry(
+    batch_id: str,
+    tenant: TenantDep,
+    include_invalid: Annotated[
+        bool,
+        Query(
+            alias="includeInvalid",
+            description="Also check again the documents that failed validation (their "
+            "bytes have not changed, so only a changed limit can help them).",
+        ),
+    ] = False,
+) -> BatchView:
+    """Reprocess the documents whose OCR failed or that were cancelled. 409 while the batch
+    runs, or when there is nothing to redo."""
+    dispatch.retry_batch(tenant.id, batch_id, include_invalid=include_invalid)
     return BatchView.model_validate(batches.get_batch(tenant.id, batch_id))

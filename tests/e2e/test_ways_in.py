@@ -1,0 +1,229 @@
+"""Every way in behaves the same: runs started from the Prefect UI (through the same Prefect
+API calls the UI makes) or from Python, cancels from the UI, and the CLI's small things."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect.client.orchestration import get_client
+
+from docpipe import batches
+from docpipe.config import get_settings
+from docpipe.models import BatchStatus
+from docpipe.recovery import run_recovery_pass
+from docpipe.tenants import get_tenant
+from docpipe.uploads import stage_files
+from tests import documents
+from tests.helpers import make_tenant, post_batch, prefect_http, wait_for_batch
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stored_batch(tenant_id: str, pages: int = 1) -> str:
+    """A batch accepted but never handed to Prefect, as one waiting for a run from the UI."""
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    files = [
+        (f"scan-{i}.png", io.BytesIO(documents.document(documents.phrase(i), "png", seed=i)))
+        for i in range(pages)
+    ]
+    with stage_files(files, get_settings()) as staged:
+        return batches.create_batch(tenant, staged).batch_id
+
+
+def run_from_the_ui(stack: Any, batch_id: str) -> str:
+    """Deployments -> process-batch -> Run -> Custom run: the UI's own two API calls."""
+    with prefect_http(stack.settings) as prefect:
+        deployment = prefect.get("/deployments/name/process-batch/process-batch").json()
+        created = prefect.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"batch_id": batch_id}, "state": {"type": "SCHEDULED"}},
+        )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def flow_run(flow_run_id: str, *, until_final: bool = True) -> Any:
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(flow_run_id))
+            if not until_final or (run.state and run.state.is_final()):
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {flow_run_id} still {run.state}")
+            time.sleep(0.5)
+
+
+def test_a_vip_batch_run_from_the_ui_is_named_tagged_and_run_on_the_vip_queue(
+    stack: Any, api: httpx.Client, prefect_api: None
+) -> None:
+    tenant_id, key = make_tenant("vip")
+    batch_id = stored_batch(tenant_id)
+
+    made = run_from_the_ui(stack, batch_id)  # on the deployment's default queue, "batch"
+    batch = wait_for_batch(api, key, batch_id)
+
+    assert (batch["status"], batch["successCount"]) == ("Completed", 1)
+    assert batch["flowRunId"] != made
+    withdrawn = flow_run(made)
+    assert withdrawn.state.type.value == "CANCELLED"
+    assert f"moved to queue 'critical', the vip tier's, as {batch['flowRunId']}" == (
+        withdrawn.state.message
+    )
+    ran = flow_run(batch["flowRunId"])
+    assert (ran.name, ran.work_queue_name) == (f"batch-{batch_id}", "critical")
+    assert {f"tenant:{tenant_id}", "tier:vip", "outcome:all-succeeded"} <= set(ran.tags)
+
+
+def test_the_readmes_from_python_block_runs_a_batch(
+    stack: Any, api: httpx.Client, prefect_api: None
+) -> None:
+    """The README's block, as it is, but for this stack's port and home."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- from-python[^>]*-->\n```sh\n(.*?)```", readme, re.S)
+    assert block is not None
+    script = block.group(1).replace(
+        "127.0.0.1:4200", f"{stack.settings.prefect_host}:{stack.settings.prefect_port}"
+    )
+    script = script.replace("var/", f"{stack.settings.home}/")
+    tenant_id, key = make_tenant()
+    batch_id = stored_batch(tenant_id)
+
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "BATCH": batch_id, "HOME": str(stack.settings.home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    run_id, state = result.stdout.split()
+    assert state == "Scheduled"
+    batch = wait_for_batch(api, key, batch_id)
+    assert (batch["status"], batch["flowRunId"]) == ("Completed", run_id)
+    ran = flow_run(run_id)
+    assert (ran.name, ran.work_queue_name) == (f"batch-{batch_id}", "batch")
+    assert {f"tenant:{tenant_id}", "tier:standard"} <= set(ran.tags)
+
+
+def test_a_rerun_from_the_ui_is_the_batchs_second_run(
+    stack: Any, api: httpx.Client, tenant: tuple[str, str], prefect_api: None
+) -> None:
+    tenant_id, key = tenant
+    cut = documents.truncated(documents.document("X", "pdf"))
+    files = [("cut.pdf", cut), ("a.png", documents.document(documents.phrase(3), "png"))]
+    batch_id = post_batch(api, tenant_id, key, files)
+    first = wait_for_batch(api, key, batch_id)
+    assert (first["successCount"], first["failureCount"]) == (1, 1)
+
+    made = run_from_the_ui(stack, batch_id)
+    ran = flow_run(made)
+
+    assert ran.name == f"batch-{batch_id}-2"
+    assert ran.state.name == "Completed with failures"
+    assert ran.state.message == "1 of 2 succeeded"
+    assert {f"tenant:{tenant_id}", "tier:standard", "outcome:some-failed"} <= set(ran.tags)
+
+
+@pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])
+def test_a_ui_run_for_a_batch_that_may_not_run_ends_at_once_with_its_reason(
+    stack: Any, api: httpx.Client, tenant: tuple[str, str], prefect_api: None, case: str
+) -> None:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    tenant_id, key = tenant
+    batch_id = stored_batch(tenant_id)
+    reason = {
+        "unknown": "no batch 'no-such-batch'",
+        "cancelled": f"batch {batch_id} was cancelled",
+        "all-ready": f"batch {batch_id} is Completed and every document is Ready",
+    }[case]
+    if case == "unknown":
+        batch_id = "no-such-batch"
+    elif case == "cancelled":
+        batches.mark_cancelled(tenant_id, batch_id)
+    else:
+        run_from_the_ui(stack, batch_id)
+        wait_for_batch(api, key, batch_id)
+    before = None if case == "unknown" else batches.get_batch(tenant_id, batch_id)
+
+    ran = flow_run(run_from_the_ui(stack, batch_id))
+
+    assert ran.state.type.value == "CANCELLED"
+    assert ran.state.message == f"Not run: {reason}"
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[ran.id])))
+    assert not [log.message for log in logs if "Traceback" in log.message]
+    if before is not None:
+        after = batches.get_batch(tenant_id, batch_id)
+        assert (after.status, after.completed_at) == (before.status, before.completed_at)
+        assert [d.status for d in after.documents] == [d.status for d in before.documents]
+
+
+def test_a_cancel_from_the_ui_cancels_the_batch_and_it_stays_cancelled(
+    stack: Any, api: httpx.Client, tenant: tuple[str, str], prefect_api: None
+) -> None:
+    tenant_id, key = tenant
+    pages = [
+        (f"{i}.pdf", documents.multipage_pdf([documents.phrase(i * 10 + p) for p in range(4)]))
+        for i in range(6)
+    ]
+    batch_id = post_batch(api, tenant_id, key, pages)
+    running = wait_for_batch(api, key, batch_id, until=("Processing",))
+    deadline = time.monotonic() + 120
+    while not any(d["status"] in ("Processing", "Ready") for d in running["documents"]):
+        assert time.monotonic() < deadline
+        running = wait_for_batch(api, key, batch_id, until=("Processing",))
+
+    with prefect_http(stack.settings) as prefect:  # the UI's Cancel button
+        answer = prefect.post(
+            f"/flow_runs/{running['flowRunId']}/set_state",
+            json={"state": {"type": "CANCELLING", "name": "Cancelling"}},
+        )
+    assert answer.status_code in (200, 201), answer.text
+    batch = wait_for_batch(api, key, batch_id, timeout=60)
+
+    assert batch["status"] == "Cancelled"
+    assert "Cancelled" in {d["status"] for d in batch["documents"]}
+    assert batch["completedDocuments"] == batch["totalDocuments"] == 6
+    assert batch["completedDocuments"] == (
+        batch["successCount"] + batch["failureCount"] + batch["cancelledCount"]
+    )
+    assert flow_run(running["flowRunId"]).state.type.value == "CANCELLED"
+    assert batch_id not in run_recovery_pass(sweep=False).resubmitted
+    assert batches.get_batch(tenant_id, batch_id).status == BatchStatus.CANCELLED
+
+
+def test_queues_say_what_they_are_for(stack: Any, prefect_api: None) -> None:
+    with get_client(sync_client=True) as client:
+        queues = {q.name: q for q in client.read_work_queues(work_pool_name="docpipe")}
+    assert set(queues) == {"critical", "batch", "default"}
+    assert "VIP" in (queues["critical"].description or "")
+    assert "Standard" in (queues["batch"].description or "")
+    assert "docpipe puts nothing here" in (queues["default"].description or "")
+    assert queues["default"].priority > queues["batch"].priority > queues["critical"].priority
+
+
+def test_the_cli_tells_its_version_and_a_wrong_key_where_to_look(stack: Any) -> None:
+    from tests.helpers import cli
+
+    assert cli(stack, "--version").strip() == "docpipe 0.1.0"
+    wrong = httpx.get(
+        f"{stack.settings.api_url}/api/batches?tenantId=x", headers={"X-API-Key": "dp_nope"}
+    )
+    assert wrong.status_code == 401
+    assert "DOCPIPE_HOME" in wrong.json()["error"]
+    assert str(stack.settings.home) not in wrong.text  # the hint names no path

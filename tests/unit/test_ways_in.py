@@ -1,0 +1,174 @@
+"""Runs started outside the API (the Prefect UI, Python) and cancels from Prefect, decided
+against a stand-in for Prefect: the same batch behaviour whichever way in was used."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from docpipe import batches, dispatch
+from docpipe.config import get_settings
+from docpipe.db import session_scope
+from docpipe.models import Batch, BatchStatus, Document, DocumentStatus
+from docpipe.recovery import run_recovery_pass
+from docpipe.tenants import get_tenant
+from docpipe.uploads import stage_files
+from tests import documents
+from tests.helpers import make_tenant
+from tests.unit.prefect_stand_in import PrefectStandIn
+
+
+def waiting_batch(tier: str = "standard", pages: int = 1) -> tuple[str, str, str]:
+    """A batch stored but never handed to Prefect: (tenant id, key, batch id)."""
+    tenant_id, key = make_tenant(tier)
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    files = [
+        (f"page-{i}.png", io.BytesIO(documents.document(documents.phrase(i), "png")))
+        for i in range(pages)
+    ]
+    with stage_files(files, get_settings()) as staged:
+        return tenant_id, key, batches.create_batch(tenant, staged).batch_id
+
+
+def stored(batch_id: str) -> Batch:
+    batch = batches.get_any_batch(batch_id)
+    assert batch is not None
+    return batch
+
+
+def test_a_vip_run_started_on_the_default_queue_moves_to_the_vip_queue(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    tenant_id, _, batch_id = waiting_batch("vip")
+    outside = prefect.started_outside(batch_id, queue="batch")
+
+    moved = dispatch.adopt_flow_run(outside)
+
+    assert prefect.flow_runs[outside].state == "CANCELLED"
+    assert "moved to queue 'critical'" in prefect.flow_runs[outside].message
+    assert moved is not None and stored(batch_id).flow_run_id == moved
+    run = prefect.flow_runs[moved]
+    assert (run.queue, run.name) == ("critical", f"batch-{batch_id}")
+    assert run.tags == [f"tenant:{tenant_id}", "tier:vip"]
+
+
+def test_a_run_started_on_the_right_queue_is_named_tagged_and_counted(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    tenant_id, _, batch_id = waiting_batch("standard")
+    assert dispatch.dispatch() == [batch_id]  # its first run, made by docpipe
+    with session_scope() as session:  # ... which has finished: a re-run from the UI follows
+        session.get(Batch, batch_id).status = BatchStatus.COMPLETED  # type: ignore[union-attr]
+    outside = prefect.started_outside(batch_id, queue="batch")
+
+    assert dispatch.adopt_flow_run(outside) == outside
+
+    run = prefect.flow_runs[outside]
+    assert (run.state, run.name) == ("SCHEDULED", f"batch-{batch_id}-2")
+    assert run.tags == [f"tenant:{tenant_id}", "tier:standard"]
+    assert (stored(batch_id).flow_run_id, stored(batch_id).submissions) == (outside, 2)
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["docpipes-own", "unknown-batch"])
+def test_runs_docpipe_made_or_for_no_batch_are_left_as_they_are(
+    home: Path, prefect: PrefectStandIn, labelled: bool
+) -> None:
+    _, _, batch_id = waiting_batch("vip")
+    if labelled:
+        dispatch.dispatch()
+        run_id = stored(batch_id).flow_run_id
+        assert run_id is not None
+    else:
+        run_id = prefect.started_outside("no-such-batch")
+    before = (prefect.flow_runs[run_id].state, prefect.flow_runs[run_id].name)
+
+    assert dispatch.adopt_flow_run(run_id) is None
+    assert (prefect.flow_runs[run_id].state, prefect.flow_runs[run_id].name) == before
+
+
+def test_a_second_run_for_a_batch_being_processed_is_refused(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    _, _, batch_id = waiting_batch()
+    dispatch.dispatch()
+    first = stored(batch_id).flow_run_id
+    assert batches.begin_processing(batch_id, first).refusal is None
+    outside = prefect.started_outside(batch_id)
+
+    assert dispatch.adopt_flow_run(outside) is None  # left to refuse itself
+    plan = batches.begin_processing(batch_id, outside)
+
+    assert plan.refusal == f"batch {batch_id} is being processed by flow run {first}"
+    assert stored(batch_id).flow_run_id == first
+
+
+def test_a_run_docpipe_never_saw_counts_as_the_next_submission_when_it_starts(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    _, _, batch_id = waiting_batch()
+    plan = batches.begin_processing(batch_id, "a-run-started-from-the-ui")
+    assert plan.refusal is None and plan.run_number == 1
+    assert stored(batch_id).flow_run_id == "a-run-started-from-the-ui"
+
+
+def test_a_cancel_in_prefect_ends_the_batch_as_an_api_cancel_does(
+    home: Path, prefect: PrefectStandIn, client: TestClient
+) -> None:
+    tenant_id, key, batch_id = waiting_batch(pages=3)
+    dispatch.dispatch()
+    run_id = stored(batch_id).flow_run_id
+    assert run_id is not None
+    batches.begin_processing(batch_id, run_id)
+    with session_scope() as session:  # one document was read before the cancel
+        first = session.query(Document).filter_by(batch_id=batch_id, position=0).one()
+        first.status = DocumentStatus.READY
+    prefect.flow_runs[run_id].state = "CANCELLING"  # the UI's cancel
+
+    report = run_recovery_pass()
+
+    assert report.cancelled == [batch_id] and report.resubmitted == []
+    view = client.get(f"/api/batches/{batch_id}", headers={"X-API-Key": key}).json()
+    assert view["status"] == "Cancelled"
+    assert [d["status"] for d in view["documents"]] == ["Ready", "Cancelled", "Cancelled"]
+    counts = ("completedDocuments", "successCount", "failureCount", "cancelledCount")
+    assert [view[c] for c in counts] == [3, 1, 0, 2]
+    assert run_recovery_pass().resubmitted == []  # and it stays cancelled
+    assert dispatch.cancelled_in_prefect(run_id) is None  # the worker's event: nothing more
+
+
+def test_retry_redoes_ocr_failures_and_validation_failures_only_on_request(
+    home: Path, prefect: PrefectStandIn, client: TestClient
+) -> None:
+    tenant_id, key, batch_id = waiting_batch(pages=2)
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.status = BatchStatus.COMPLETED
+        batch.documents[0].status = DocumentStatus.READY
+        batch.documents[1].status = DocumentStatus.VALIDATION_FAILED
+    headers = {"X-API-Key": key}
+
+    refused = client.post(f"/api/batches/{batch_id}/retry", headers=headers)
+    assert refused.status_code == 409
+    assert "includeInvalid=true" in refused.json()["error"]
+
+    again = client.post(f"/api/batches/{batch_id}/retry?includeInvalid=true", headers=headers)
+    assert again.status_code == 202
+    assert [d["status"] for d in again.json()["documents"]] == ["Ready", "Uploaded"]
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        pytest.param("invoice.pdf", "invoice.pdf", id="short"),
+        pytest.param("a\nb{c}.png", "a_b_c_.png", id="unsafe"),
+        pytest.param("x" * 100 + ".tiff", "x" * 40 + "…" + "x" * 14 + ".tiff", id="long"),
+    ],
+)
+def test_task_runs_are_labelled_by_a_short_safe_file_name(name: str, label: str) -> None:
+    assert batches.task_label(name) == label
+    assert len(batches.task_label(name)) <= 60
