@@ -48,8 +48,9 @@ class Deployment:
 DEPLOYMENTS = (
     Deployment(
         "flows/process_batch.py:process_batch",
-        # The default; each run is submitted to its tenant tier's queue.
-        queue="batch",
+        # docpipe submits each run to its tenant tier's queue; one started from the UI or
+        # Python arrives on this one, which no worker takes from, and is moved from there.
+        queue=orchestrator.INCOMING_QUEUE,
         description="Validate and OCR one batch's documents, then summarise it. "
         "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
     ),

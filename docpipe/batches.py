@@ -354,19 +354,10 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
     """
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        if batch is None:
-            return _refused(batch_id, f"no batch {batch_id!r}")
+        if (reason := _refusal(batch_id, batch, flow_run_id)) is not None:
+            return _refused(batch_id, reason)
+        assert batch is not None
         pending = [d for d in batch.documents if d.status != DocumentStatus.READY]
-        if batch.status == BatchStatus.CANCELLED:
-            return _refused(batch_id, f"batch {batch_id} was cancelled")
-        if batch.status.is_final and not pending:
-            return _refused(
-                batch_id, f"batch {batch_id} is {batch.status.value} and every document is Ready"
-            )
-        if held_by_another_run(batch, flow_run_id):
-            return _refused(
-                batch_id, f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
-            )
         if flow_run_id and batch.flow_run_id != flow_run_id:
             batch.submissions += 1
             batch.flow_run_id = flow_run_id
@@ -384,6 +375,25 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
             pending=[(d.id, task_label(d.file_name)) for d in pending],
             run_number=max(1, batch.submissions),
         )
+
+
+def refusal(batch_id: str, flow_run_id: str | None) -> str | None:
+    """Why a flow run for this batch may not run (None if it may)."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        return _refusal(batch_id, batch, flow_run_id)
+
+
+def _refusal(batch_id: str, batch: Batch | None, flow_run_id: str | None) -> str | None:
+    if batch is None:
+        return f"no batch {batch_id!r}"
+    if batch.status == BatchStatus.CANCELLED:
+        return f"batch {batch_id} was cancelled"
+    if batch.status.is_final and all(d.status == DocumentStatus.READY for d in batch.documents):
+        return f"batch {batch_id} is {batch.status.value} and every document is Ready"
+    if held_by_another_run(batch, flow_run_id):
+        return f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
+    return None
 
 
 def held_by_another_run(batch: Batch, flow_run_id: str | None) -> bool:
@@ -514,7 +524,7 @@ def mark_failed(batch_id: str, reason: str) -> None:
             batch.completed_at = utcnow()
 
 
-def get_batch(tenant_id: str, batch_id: str) -> Batch:
+def find_batch(tenant_id: str, batch_id: str) -> Batch:
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
@@ -542,7 +552,7 @@ def get_batch_tenant(batch_id: str) -> str:
         return batch.tenant_id
 
 
-def list_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[Batch], int]:
+def find_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[Batch], int]:
     with session_scope() as session:
         total = session.scalar(
             select(func.count()).select_from(Batch).where(Batch.tenant_id == tenant_id)
@@ -558,7 +568,7 @@ def list_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[Batch
         return list(batches), int(total or 0)
 
 
-def get_document(tenant_id: str, document_id: str) -> Document:
+def find_document(tenant_id: str, document_id: str) -> Document:
     with session_scope() as session:
         document = session.get(Document, document_id)
         if document is None or document.tenant_id != tenant_id:

@@ -18,7 +18,7 @@ import typer
 from docpipe.config import get_settings
 from docpipe.errors import DocpipeError
 from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
-from docpipe.models import Outcomes, Tier
+from docpipe.models import Outcomes, Tier, camel_keys
 
 if TYPE_CHECKING:
     from docpipe.runtime.stack import Stack
@@ -94,7 +94,7 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
     signal.signal(signal.SIGTERM, _stop)
     try:
         (start or stack.start)()
-    except RuntimeError as e:
+    except (RuntimeError, DocpipeError) as e:
         stack.stop()
         raise typer.Exit(_fail(str(e))) from e
     typer.echo(f"\n{banner}\nCtrl-C stops everything.\n")
@@ -165,7 +165,7 @@ def recover() -> None:
 
     _current_schema()
     report = run_recovery_pass()
-    typer.echo(json.dumps(asdict(report)))
+    typer.echo(json.dumps(camel_keys(asdict(report))))
     if not report.prefect_reachable:
         raise typer.Exit(_fail("Prefect did not answer"))
 
@@ -208,7 +208,9 @@ def ingest(
     finished = _wait_for_batches(tenant, report.batches, timeout) if wait else []
     if as_json:
         outcomes = {b.id: b.status.value for b in finished}
-        typer.echo(json.dumps(asdict(report) | ({"outcomes": outcomes} if wait else {})))
+        typer.echo(
+            json.dumps(camel_keys(asdict(report)) | ({"outcomes": outcomes} if wait else {}))
+        )
     else:
         made = ", ".join(report.batches) or "none"
         typer.echo(f"{len(report.batches)} batches made: {made}")
@@ -239,7 +241,7 @@ def ingest(
 def _batch_of(tenant_id: str) -> Callable[[str], Any]:
     from docpipe import batches
 
-    return lambda batch_id: batches.get_batch(tenant_id, batch_id)
+    return lambda batch_id: batches.find_batch(tenant_id, batch_id)
 
 
 def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> list[Any]:
@@ -252,7 +254,7 @@ def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> l
         pending = [b for b in pending if not batches.batch_status(tenant_id, b).is_final]
         if pending:
             time.sleep(1)
-    return [batches.get_batch(tenant_id, b) for b in batch_ids if b not in pending]
+    return [batches.find_batch(tenant_id, b) for b in batch_ids if b not in pending]
 
 
 @tenant_app.command("create")
@@ -351,14 +353,37 @@ def db_upgrade() -> None:
     from docpipe.db import upgrade_database
 
     settings = get_settings()
-    revision = upgrade_database(settings.database_url)
+    try:
+        revision = upgrade_database(settings.database_url)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
     typer.echo(f"database {_shown_url(settings.database_url)} is at revision {revision}")
 
 
-def _current_schema() -> None:
-    from docpipe.db import upgrade_database
+@db_app.command("revision")
+def db_revision(
+    message: Annotated[str, typer.Argument(help="What the migration changes.")],
+) -> None:
+    """Write the next migration, from how docpipe/models.py differs from the newest one (for
+    docpipe's developers; read the file before committing it).
 
-    upgrade_database()
+    Example: docpipe db revision "documents: add language"
+    """
+    from docpipe.db import write_revision
+
+    typer.echo(f"wrote {write_revision(message)}")
+
+
+def _current_schema() -> None:
+    """Commands other than up, worker and db upgrade make the schema of a new, empty
+    database, but never change one that holds data: processes of another release may be
+    using it."""
+    from docpipe.db import ensure_schema
+
+    try:
+        ensure_schema()
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
 
 
 def _shown_url(url: str) -> str:

@@ -10,13 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from docpipe.config import get_settings
+from docpipe.errors import SchemaError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The revision whose schema the releases before migrations created by themselves.
 BASELINE_REVISION = "0001"
+BASELINE_TABLES = ("tenants", "batches", "documents")
+# docpipe's own name for Alembic's version table: another application's Alembic in the
+# same schema keeps its own.
+VERSION_TABLE = "docpipe_alembic_version"
+MIGRATION_WAIT_SECONDS = 120
 
 
 @lru_cache
@@ -42,10 +50,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def get_engine() -> Engine:
-    return engine_for(get_settings().database_url)
-
-
 @lru_cache
 def _session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
@@ -59,25 +63,124 @@ def session_scope() -> AbstractContextManager[Session]:
 def upgrade_database(url: str | None = None) -> str:
     """Bring the database's schema to the newest revision; returns that revision.
 
-    A database made before docpipe had migrations (its tables, no alembic_version) is
-    taken to be at the baseline and upgraded from there. Processes that start at once
-    take turns.
+    A database made before docpipe had migrations (its three tables, no version table) is
+    taken to be at the baseline and upgraded from there. Processes that start at once take
+    turns. Raises SchemaError, with the reason in one line, when it cannot.
     """
     from alembic import command
+    from alembic.util import CommandError
+    from filelock import Timeout
+
+    url = url or get_settings().database_url
+    engine = _migration_engine(url)
+    try:
+        with _one_migrator(engine), engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_SECONDS}s'"))
+                connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('docpipe-schema'))"))
+            config = _alembic_config(connection)
+            tables = set(inspect(connection).get_table_names()) & {*BASELINE_TABLES, VERSION_TABLE}
+            if tables == set(BASELINE_TABLES):
+                command.stamp(config, BASELINE_REVISION)
+            elif tables and VERSION_TABLE not in tables:
+                raise SchemaError(
+                    f"the database has some of docpipe's tables ({', '.join(sorted(tables))}) "
+                    "but no schema version: it is not one docpipe made; use an empty database"
+                )
+            command.upgrade(config, "head")
+            return str(current_revision(connection))
+    except CommandError as e:  # e.g. a revision this release does not know: a newer one's
+        raise SchemaError(f"the database's schema is not one this docpipe knows: {e}") from e
+    except Timeout as e:
+        raise SchemaError("another process is upgrading the database; try again") from e
+    except SQLAlchemyError as e:
+        raise SchemaError(f"the database's schema could not be upgraded: {_short(e)}") from e
+    finally:
+        engine.dispose()
+
+
+def write_revision(message: str) -> Path:
+    """Generate the next migration from how the models differ from the newest revision."""
+    import tempfile
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    number = f"{len(list(script.walk_revisions())) + 1:04d}"
+    with tempfile.TemporaryDirectory() as scratch:
+        url = f"sqlite:///{scratch}/scratch.db"
+        upgrade_database(url)
+        engine = _migration_engine(url)
+        with engine.begin() as connection:
+            command.revision(
+                _alembic_config(connection), message=message, autogenerate=True, rev_id=number
+            )
+        engine.dispose()
+    (path,) = MIGRATIONS.glob(f"versions/{number}_*.py")
+    return path
+
+
+def check_schema(url: str | None = None) -> None:
+    """Raise SchemaError unless the database is at this release's schema (without changing it)."""
+    from alembic.script import ScriptDirectory
+
+    url = url or get_settings().database_url
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    try:
+        with engine_for(url).connect() as connection:
+            found = current_revision(connection)
+    except SQLAlchemyError as e:
+        raise SchemaError(f"the database does not answer: {_short(e)}") from e
+    if found != head:
+        where = "has no docpipe schema version" if found is None else f"is at revision {found}"
+        raise SchemaError(
+            f"the database {where}, this docpipe needs {head}: run `docpipe db upgrade` "
+            "(make up, docpipe worker and the API do it at start)"
+        )
+
+
+def ensure_schema(url: str | None = None) -> None:
+    """For a command: an empty database (a new home) gets the schema; one that holds data
+    must be at this release's schema already (SchemaError otherwise), and is not changed."""
+    url = url or get_settings().database_url
+    try:
+        check_schema(url)
+    except SchemaError:
+        with engine_for(url).connect() as connection:
+            known = set(inspect(connection).get_table_names()) & {*BASELINE_TABLES, VERSION_TABLE}
+        if known:
+            raise
+        upgrade_database(url)
+
+
+def _alembic_config(connection: Connection) -> Any:
     from alembic.config import Config
 
-    engine = engine_for(url or get_settings().database_url)
-    with _one_migrator(engine), engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('docpipe-schema'))"))
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        tables = set(inspect(connection).get_table_names())
-        if "batches" in tables and "alembic_version" not in tables:
-            command.stamp(config, BASELINE_REVISION)
-        command.upgrade(config, "head")
-        return str(current_revision(connection))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _migration_engine(url: str) -> Engine:
+    """An engine for one migration. On SQLite its DDL runs inside the transaction, which
+    pysqlite would otherwise commit statement by statement: a migration that breaks
+    halfway leaves nothing half-made."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, poolclass=NullPool)
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 @contextmanager
@@ -88,11 +191,17 @@ def _one_migrator(engine: Engine) -> Iterator[None]:
         return
     from filelock import FileLock
 
-    with FileLock(f"{engine.url.database}.migrate.lock"):
+    with FileLock(f"{engine.url.database}.migrate.lock", timeout=MIGRATION_WAIT_SECONDS):
         yield
 
 
 def current_revision(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    return MigrationContext.configure(connection).get_current_revision()
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _short(error: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    return str(getattr(error, "orig", None) or error).splitlines()[0][:300]

@@ -11,28 +11,34 @@ cancel or a retry, and in every recovery pass.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import BinaryIO
 
 from filelock import FileLock
 
 from docpipe import batches, orchestrator
-from docpipe.config import get_settings
+from docpipe.config import Settings, get_settings
 from docpipe.errors import Conflict
 from docpipe.models import BatchStatus, Tenant
-from docpipe.uploads import StagedBatch
+from docpipe.uploads import stage_files
 
 log = logging.getLogger(__name__)
 
 
 def accept_batch(
-    tenant: Tenant, staged: StagedBatch, *, source: str = "api"
+    tenant: Tenant, files: Iterable[tuple[str | None, BinaryIO]], settings: Settings
 ) -> batches.CreatedBatch:
-    """Store a checked upload as a batch, and start it now if it is its turn."""
-    created = batches.create_batch(tenant, staged, source=source)
+    """Check and store an upload as one batch, then start it if it is its turn.
+
+    The staging copies are gone before Prefect is asked: a slow Prefect holds no disk.
+    """
+    with stage_files(files, settings) as staged:
+        created = batches.create_batch(tenant, staged)
     dispatch()
     return created
 
 
-def cancel_batch(tenant_id: str, batch_id: str) -> None:
+def cancel(tenant_id: str, batch_id: str) -> None:
     """Cancel an unfinished batch here first, then its flow run in Prefect.
 
     The batch is Cancelled in docpipe's database whatever Prefect says; a run that still
@@ -44,7 +50,7 @@ def cancel_batch(tenant_id: str, batch_id: str) -> None:
     dispatch()  # its slot is free for the next batch
 
 
-def retry_batch(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> None:
+def retry(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> None:
     """Put a finished batch's failed and cancelled documents through again, in turn."""
     batches.prepare_retry(tenant_id, batch_id, include_invalid=include_invalid)
     if batch_id in dispatch():
@@ -61,24 +67,26 @@ def adopt_flow_run(flow_run_id: str) -> str | None:
     is left to refuse itself when it starts.
     """
     run = orchestrator.read_flow_run(flow_run_id)
-    if run is None or run.batch_id is None or orchestrator.is_labelled(run.tags):
+    if run is None or orchestrator.is_labelled(run.tags) or run.state != "SCHEDULED":
         return None
-    batch = batches.get_any_batch(run.batch_id)
-    if (
-        batch is None
-        or batch.status == BatchStatus.CANCELLED
-        or batches.held_by_another_run(batch, flow_run_id)
-        or run.state != "SCHEDULED"
-    ):
+    if (reason := batches.refusal(run.batch_id or "", flow_run_id)) is not None:
+        # It would refuse itself as it started; where no worker takes it, it ends now.
+        orchestrator.withdraw_flow_run(flow_run_id, f"Not run: {reason}")
         return None
+    batch = batches.get_any_batch(run.batch_id or "")
+    assert batch is not None
     queue = orchestrator.queue_for(batch.tier)
     if run.queue != queue:
+        # Withdrawn first: of two callers (a repeated event, the recovery pass) only the
+        # one that withdrew it submits the batch again.
+        successor = orchestrator.run_name(batch.id, batches.next_submission(batch.id).number)
+        reason = f"moved to queue {queue!r}, the {batch.tier.value} tier's, as {successor}"
+        if not orchestrator.withdraw_flow_run(flow_run_id, reason):
+            return None
         moved = submit_batch(batch.id)
-        if moved is not None:
-            orchestrator.withdraw_flow_run(
-                flow_run_id, f"moved to queue {queue!r}, the {batch.tier.value} tier's, as {moved}"
-            )
-            log.info("flow run %s for batch %s moved to queue %s", flow_run_id, batch.id, queue)
+        log.info(
+            "flow run %s for batch %s moved to queue %s as %s", flow_run_id, batch.id, queue, moved
+        )
         return moved
     submission = batches.next_submission(batch.id)
     orchestrator.label_flow_run(

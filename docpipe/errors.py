@@ -17,6 +17,10 @@ class OcrInterrupted(OcrFailed):
     """Tesseract died (a crash or a signal): the same page may well read the next time."""
 
 
+class SchemaError(DocpipeError):
+    """The database's schema is not this release's, and docpipe cannot make it so."""
+
+
 class NotFound(DocpipeError):
     """The thing asked for does not exist, or belongs to another tenant."""
 

@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -78,6 +80,11 @@ class BatchStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
+
+
+def camel_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A report's fields as docpipe's JSON spells them everywhere: camelCase."""
+    return {to_camel(key): value for key, value in values.items()}
 
 
 def utcnow() -> datetime:

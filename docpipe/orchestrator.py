@@ -29,16 +29,24 @@ log = logging.getLogger(__name__)
 
 PROCESS_BATCH_DEPLOYMENT = "process-batch/process-batch"
 QUEUES = {Tier.VIP: "critical", Tier.STANDARD: "batch"}
+# The queues docpipe's workers take runs from, in the order they are served.
 QUEUE_PRIORITIES = {"critical": 1, "batch": 2}
+# process-batch's own queue, which no docpipe worker takes from: a run started from the UI
+# or Python waits here until docpipe hands its batch to the tier's queue, so it never
+# starts, or waits, in the wrong place (docpipe.dispatch.adopt_flow_run).
+INCOMING_QUEUE = "incoming"
 QUEUE_DESCRIPTIONS = {
     "critical": "VIP tenants' batches, and docpipe's light scheduled flows: served first.",
     "batch": "Standard tenants' batches: served when no VIP work waits.",
+    INCOMING_QUEUE: "Runs of process-batch started from the UI or Python arrive here; "
+    "docpipe moves each batch to its tier's queue at once. No worker takes runs from here.",
     # Prefect makes it with every pool and will not delete it.
     "default": "Prefect's own queue of this pool, which cannot be removed. docpipe puts "
-    "nothing here and ranks it last.",
+    "nothing here, and no docpipe worker takes runs from it.",
 }
-# Prefect's own client retries a busy server (503, 429) with backoff; this many times.
-CLIENT_RETRIES = 2
+# Prefect's own client asks a busy server (503, 429) or a timed-out one again, after a
+# pause; once, so that a hung Prefect holds an upload for about two request timeouts.
+CLIENT_RETRIES = 1
 
 
 def queue_for(tier: Tier) -> str:
@@ -225,15 +233,65 @@ def label_flow_run(flow_run_id: str, *, name: str | None, tags: Iterable[str]) -
         log.warning("could not label flow run %s: %s", flow_run_id, e)
 
 
-def withdraw_flow_run(flow_run_id: str, reason: str) -> None:
-    """End a flow run that has not started, with the reason as its state message."""
+def withdraw_flow_run(flow_run_id: str, reason: str) -> bool:
+    """End a flow run that has not started, with the reason as its state message; whether
+    it was withdrawn (not if it started meanwhile, or another caller withdrew it first)."""
+    from prefect.client.schemas.actions import LogCreate
+    from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 
     try:
         with _client() as client:
-            client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+            run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
+            if run.state is None or run.state.type != StateType.SCHEDULED:
+                return False
+            result: Any = client.set_flow_run_state(flow_run_id, Cancelled(message=reason))
+            if result.status.value != "ACCEPT":
+                return False
+            # The run never starts, so nothing else writes in its Logs tab: say why there.
+            client.create_logs(
+                [
+                    LogCreate(
+                        name="docpipe",
+                        level=logging.WARNING,
+                        message=reason,
+                        timestamp=datetime.now(UTC),
+                        flow_run_id=run.id,
+                    )
+                ]
+            )
     except Exception as e:
         log.warning("could not withdraw flow run %s: %s", flow_run_id, e)
+        return False
+    return True
+
+
+def waiting_runs(queue: str) -> list[str]:
+    """The ids of the Scheduled runs on one of the pool's queues (oldest first, at most 200)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkQueueFilter,
+        WorkQueueFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        with _client() as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])
+                    )
+                ),
+                work_queue_filter=WorkQueueFilter(name=WorkQueueFilterName(any_=[queue])),
+                limit=200,
+            )
+    except Exception as e:
+        log.warning("could not read the runs waiting on queue %s: %s", queue, e)
+        return []
+    return [str(r.id) for r in runs]
 
 
 def is_reachable() -> bool:
@@ -367,7 +425,7 @@ async def ensure_work_pool(pool: str, job_template: dict[str, Any]) -> None:
             await client.update_work_pool(pool, WorkPoolUpdate(base_job_template=job_template))
         existing = {q.name: q for q in await client.read_work_queues(work_pool_name=pool)}
         # The pool's own "default" queue goes last so it never outranks ours.
-        priorities = {**QUEUE_PRIORITIES, "default": len(QUEUE_PRIORITIES) + 1}
+        priorities = {**QUEUE_PRIORITIES, INCOMING_QUEUE: 3, "default": 4}
         for name, priority in priorities.items():
             description = QUEUE_DESCRIPTIONS[name]
             if name in existing:

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from docpipe import batches, orchestrator
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.dispatch import cancelled_in_prefect, dispatch, submit_batch
-from docpipe.models import Batch, BatchStatus, utcnow
+from docpipe.dispatch import adopt_flow_run, cancelled_in_prefect, dispatch, submit_batch
+from docpipe.models import Batch, BatchStatus, camel_keys, utcnow
 from docpipe.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class RecoveryReport:
     resubmitted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
     prefect_reachable: bool = True
 
 
@@ -65,6 +66,10 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
     # Waiting batches (accepted while Prefect was down, or waiting for their turn) go
     # when it is their turn; this pass is also what hands them over after an outage.
     report.submitted = dispatch()
+    # Runs started from the UI or Python whose arrival no worker heard.
+    for flow_run_id in orchestrator.waiting_runs(orchestrator.INCOMING_QUEUE):
+        if adopt_flow_run(flow_run_id):
+            report.adopted.append(flow_run_id)
     stale = timedelta(seconds=settings.stale_after_seconds)
     for batch in candidates:
         if batch.flow_run_id is None:
@@ -149,5 +154,5 @@ async def recover_periodically(
             if any((report.submitted, report.resubmitted, report.failed, report.cancelled)) or (
                 report.orphans_removed
             ):
-                log.warning("recovery: %s", asdict(report))
+                log.warning("recovery: %s", camel_keys(asdict(report)))
         await anyio.sleep(interval)

@@ -11,6 +11,7 @@ from prefect.states import Cancelled
 
 from docpipe import inbox
 from docpipe.errors import Forbidden
+from docpipe.models import camel_keys
 from docpipe.tenants import get_tenant
 
 
@@ -39,7 +40,7 @@ def ingest_folder(
         tenant = get_tenant(tenant_id)
         if tenant is None:
             logger.warning("no tenant %r; nothing ingested", tenant_id)
-            return asdict(inbox.IngestReport(unknown_tenants=[tenant_id]))
+            return camel_keys(asdict(inbox.IngestReport(unknown_tenants=[tenant_id])))
         try:
             path = inbox.tenant_folder(tenant_id, folder)
         except Forbidden as e:
@@ -63,4 +64,4 @@ def ingest_folder(
         len(report.in_progress),
         len(report.done),
     )
-    return asdict(report)
+    return camel_keys(asdict(report))

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from docpipe import recovery
+from docpipe.models import camel_keys
 
 
 @flow(name="recover-batches", log_prints=False)
@@ -20,4 +21,4 @@ def recover_batches() -> dict[str, Any]:
         len(report.resubmitted),
         len(report.failed),
     )
-    return asdict(report)
+    return camel_keys(asdict(report))

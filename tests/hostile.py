@@ -1,6 +1,6 @@
 """Hostile documents, made by the tests: each with the answer docpipe must give it.
 
-The corpus grows with every class of attack found; `tests/test_hostile.py` runs each
+The corpus grows with every class of attack found; `tests/e2e/test_hostile.py` runs each
 case through the cheap upload checks, the deep checks and, where it must pass them,
 Tesseract.
 """

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from docpipe.db import VERSION_TABLE
 from docpipe.models import Base
 
 context.configure(
@@ -9,6 +10,7 @@ context.configure(
     target_metadata=Base.metadata,
     # SQLite alters a table by copying it: Alembic's batch mode does that for us.
     render_as_batch=True,
+    version_table=VERSION_TABLE,
 )
 with context.begin_transaction():
     context.run_migrations()

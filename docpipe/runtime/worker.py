@@ -102,9 +102,13 @@ async def run(pool: str, name: str, limit: int | None) -> None:
     from prefect.settings import PREFECT_WORKER_HEARTBEAT_SECONDS
     from prefect.workers.process import ProcessWorker
 
+    from docpipe.orchestrator import QUEUE_PRIORITIES
+
     worker = ProcessWorker(
         name=name,
         work_pool_name=pool,
+        # Not the queue where runs started from the UI arrive: docpipe moves those first.
+        work_queues=list(QUEUE_PRIORITIES),
         limit=limit,
         heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value()),
     )

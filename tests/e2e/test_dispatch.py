@@ -1,4 +1,5 @@
-"""Whose batch goes next: round-robin across a tier's tenants, and a slot kept for VIP."""
+"""Turns against the real stack: one tenant's queue never holds back another's batch, and VIP
+work never waits for standard work holding the slots."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ def completed_at(api: httpx.Client, tenant: tuple[str, str], batch_id: str) -> d
     return datetime.fromisoformat(batch["completedAt"])
 
 
-@pytest.mark.e2e
 def test_one_tenants_queue_does_not_hold_back_anothers_batch(two_slot_stack: Any) -> None:
     """Tenant A queues four batches, then tenant B one: B's ends before A's third."""
     page = [("a.png", documents.document(documents.phrase(1), "png"))]
@@ -53,7 +53,6 @@ def test_one_tenants_queue_does_not_hold_back_anothers_batch(two_slot_stack: Any
         assert completed_at(api, b, b_batch) < completed_at(api, a, a_batches[2])
 
 
-@pytest.mark.e2e
 def test_a_vip_batch_does_not_wait_for_standard_work_holding_the_slots(
     two_slot_stack: Any,
 ) -> None:

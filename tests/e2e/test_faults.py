@@ -149,4 +149,4 @@ def test_api_killed_mid_upload_leaves_all_or_nothing(own_stack: Any, moment: str
         assert docs == [] and stored == []
     assert not staging.exists() or list(staging.iterdir()) == []
     if moment == "storing" and not batches:  # files were stored and then swept away
-        assert any(k.startswith("acme/") for k in report["orphans_removed"])
+        assert any(k.startswith("acme/") for k in report["orphansRemoved"])

@@ -27,7 +27,7 @@ def new_batch(tenant_id: str, files: list[tuple[str, bytes]]) -> str:
 
 
 def statuses(tenant_id: str, batch_id: str) -> dict[str, Any]:
-    batch = batches.get_batch(tenant_id, batch_id)
+    batch = batches.find_batch(tenant_id, batch_id)
     return {d.file_name: d for d in batch.documents}
 
 
@@ -70,7 +70,7 @@ def test_rerun_skips_documents_already_ready(
         assert after[name].processed_at == before[name].processed_at  # not OCR'd again
     assert after["cut.jpeg"].status == DocumentStatus.VALIDATION_FAILED
     assert after["cut.jpeg"].processed_at > before["cut.jpeg"].processed_at  # retried
-    assert batches.get_batch(tenant_id, batch_id).status == BatchStatus.COMPLETED
+    assert batches.find_batch(tenant_id, batch_id).status == BatchStatus.COMPLETED
 
 
 def test_a_crashing_ocr_fails_only_its_document(
@@ -112,7 +112,7 @@ def test_a_broken_flow_marks_the_batch_failed(
     tenant_id, batch_id = mixed_batch
     state = process_batch(batch_id, return_state=True)
     assert state.is_failed()
-    batch = batches.get_batch(tenant_id, batch_id)
+    batch = batches.find_batch(tenant_id, batch_id)
     assert batch.status == BatchStatus.FAILED
     assert batch.error is not None and "database went away" in batch.error
 
@@ -180,7 +180,7 @@ def test_a_run_for_a_batch_it_may_not_process_changes_nothing(
     assert state.message is not None and state.message.startswith("Not run: ")
     assert "Traceback" not in state.message
     if before is not None:
-        after = batches.get_batch(tenant_id, batch_id)
+        after = batches.find_batch(tenant_id, batch_id)
         assert after.status == (
             BatchStatus.CANCELLED if case == "cancelled" else BatchStatus.COMPLETED
         )

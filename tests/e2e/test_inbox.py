@@ -213,7 +213,7 @@ def test_the_flow_takes_a_tenant_and_a_folder_inside_its_own(
     result: Any = ingest_folder(tenant_id=tenant_id, folder="scans")  # takes it
     assert len(result["batches"]) == 1
     unknown: Any = ingest_folder(tenant_id="nobody-at-all")
-    assert unknown["unknown_tenants"] == ["nobody-at-all"]
+    assert unknown["unknownTenants"] == ["nobody-at-all"]
 
 
 @pytest.mark.parametrize(

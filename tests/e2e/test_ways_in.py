@@ -70,15 +70,15 @@ def test_a_vip_batch_run_from_the_ui_is_named_tagged_and_run_on_the_vip_queue(
     tenant_id, key = make_tenant("vip")
     batch_id = stored_batch(tenant_id)
 
-    made = run_from_the_ui(stack, batch_id)  # on the deployment's default queue, "batch"
+    made = run_from_the_ui(stack, batch_id)  # on the deployment's queue, "incoming"
     batch = wait_for_batch(api, key, batch_id)
 
     assert (batch["status"], batch["successCount"]) == ("Completed", 1)
     assert batch["flowRunId"] != made
     withdrawn = flow_run(made)
     assert withdrawn.state.type.value == "CANCELLED"
-    assert f"moved to queue 'critical', the vip tier's, as {batch['flowRunId']}" == (
-        withdrawn.state.message
+    assert (
+        withdrawn.state.message == f"moved to queue 'critical', the vip tier's, as batch-{batch_id}"
     )
     ran = flow_run(batch["flowRunId"])
     assert (ran.name, ran.work_queue_name) == (f"batch-{batch_id}", "critical")
@@ -113,8 +113,10 @@ def test_the_readmes_from_python_block_runs_a_batch(
     run_id, state = result.stdout.split()
     assert state == "Scheduled"
     batch = wait_for_batch(api, key, batch_id)
-    assert (batch["status"], batch["flowRunId"]) == ("Completed", run_id)
-    ran = flow_run(run_id)
+    assert batch["status"] == "Completed"
+    made = flow_run(run_id)
+    assert made.state.message == f"moved to queue 'batch', the standard tier's, as batch-{batch_id}"
+    ran = flow_run(batch["flowRunId"])
     assert (ran.name, ran.work_queue_name) == (f"batch-{batch_id}", "batch")
     assert {f"tenant:{tenant_id}", "tier:standard"} <= set(ran.tags)
 
@@ -130,9 +132,10 @@ def test_a_rerun_from_the_ui_is_the_batchs_second_run(
     assert (first["successCount"], first["failureCount"]) == (1, 1)
 
     made = run_from_the_ui(stack, batch_id)
-    ran = flow_run(made)
+    assert flow_run(made).state.type.value == "CANCELLED"  # moved to the tier's queue
+    ran = flow_run(batches.find_batch(tenant_id, batch_id).flow_run_id or "")
 
-    assert ran.name == f"batch-{batch_id}-2"
+    assert (ran.name, ran.work_queue_name) == (f"batch-{batch_id}-2", "batch")
     assert ran.state.name == "Completed with failures"
     assert ran.state.message == "1 of 2 succeeded"
     assert {f"tenant:{tenant_id}", "tier:standard", "outcome:some-failed"} <= set(ran.tags)
@@ -158,7 +161,7 @@ def test_a_ui_run_for_a_batch_that_may_not_run_ends_at_once_with_its_reason(
     else:
         run_from_the_ui(stack, batch_id)
         wait_for_batch(api, key, batch_id)
-    before = None if case == "unknown" else batches.get_batch(tenant_id, batch_id)
+    before = None if case == "unknown" else batches.find_batch(tenant_id, batch_id)
 
     ran = flow_run(run_from_the_ui(stack, batch_id))
 
@@ -166,9 +169,9 @@ def test_a_ui_run_for_a_batch_that_may_not_run_ends_at_once_with_its_reason(
     assert ran.state.message == f"Not run: {reason}"
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[ran.id])))
-    assert not [log.message for log in logs if "Traceback" in log.message]
+    assert [log.message for log in logs] == [f"Not run: {reason}"]  # one line, no traceback
     if before is not None:
-        after = batches.get_batch(tenant_id, batch_id)
+        after = batches.find_batch(tenant_id, batch_id)
         assert (after.status, after.completed_at) == (before.status, before.completed_at)
         assert [d.status for d in after.documents] == [d.status for d in before.documents]
 
@@ -204,15 +207,16 @@ def test_a_cancel_from_the_ui_cancels_the_batch_and_it_stays_cancelled(
     )
     assert flow_run(running["flowRunId"]).state.type.value == "CANCELLED"
     assert batch_id not in run_recovery_pass(sweep=False).resubmitted
-    assert batches.get_batch(tenant_id, batch_id).status == BatchStatus.CANCELLED
+    assert batches.find_batch(tenant_id, batch_id).status == BatchStatus.CANCELLED
 
 
 def test_queues_say_what_they_are_for(stack: Any, prefect_api: None) -> None:
     with get_client(sync_client=True) as client:
         queues = {q.name: q for q in client.read_work_queues(work_pool_name="docpipe")}
-    assert set(queues) == {"critical", "batch", "default"}
+    assert set(queues) == {"critical", "batch", "incoming", "default"}
     assert "VIP" in (queues["critical"].description or "")
     assert "Standard" in (queues["batch"].description or "")
+    assert "No worker takes runs from here" in (queues["incoming"].description or "")
     assert "docpipe puts nothing here" in (queues["default"].description or "")
     assert queues["default"].priority > queues["batch"].priority > queues["critical"].priority
 
@@ -227,3 +231,12 @@ def test_the_cli_tells_its_version_and_a_wrong_key_where_to_look(stack: Any) -> 
     assert wrong.status_code == 401
     assert "DOCPIPE_HOME" in wrong.json()["error"]
     assert str(stack.settings.home) not in wrong.text  # the hint names no path
+
+
+def test_the_ui_run_form_says_what_batch_id_is_and_where_to_find_it(stack: Any) -> None:
+    with prefect_http(stack.settings) as prefect:
+        deployment = prefect.get("/deployments/name/process-batch/process-batch").json()
+    field = deployment["parameter_openapi_schema"]["properties"]["batch_id"]
+    description = " ".join(field["description"].split())
+    assert "the `batchId` an upload answered with" in description
+    assert "GET /api/batches?tenantId=" in description

@@ -28,6 +28,7 @@ def prefect(monkeypatch: pytest.MonkeyPatch) -> PrefectStandIn:
         "read_flow_run",
         "label_flow_run",
         "withdraw_flow_run",
+        "waiting_runs",
     ):
         monkeypatch.setattr(orchestrator, name, getattr(stand_in, name))
     return stand_in

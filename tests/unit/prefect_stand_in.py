@@ -50,7 +50,7 @@ class PrefectStandIn:
         )
         return flow_run_id
 
-    def started_outside(self, batch_id: str, queue: str = "batch") -> str:
+    def started_outside(self, batch_id: str, queue: str = orchestrator.INCOMING_QUEUE) -> str:
         """A run as the Prefect UI makes one: a random name, the default queue, no tags."""
         flow_run_id = str(uuid.uuid4())
         self.flow_runs[flow_run_id] = FlowRun(batch_id, "", None, 0, queue=queue, name="hairy-dog")
@@ -68,9 +68,15 @@ class PrefectStandIn:
         run.tags = [t for t in run.tags if not t.startswith(kinds)] + list(tags)
         run.name = name or run.name
 
-    def withdraw_flow_run(self, flow_run_id: str, reason: str) -> None:
-        self.flow_runs[flow_run_id].state = "CANCELLED"
-        self.flow_runs[flow_run_id].message = reason
+    def withdraw_flow_run(self, flow_run_id: str, reason: str) -> bool:
+        run = self.flow_runs[flow_run_id]
+        if run.state != "SCHEDULED":  # Prefect refuses to cancel what started or ended
+            return False
+        run.state, run.message = "CANCELLED", reason
+        return True
+
+    def waiting_runs(self, queue: str) -> list[str]:
+        return [i for i, r in self.flow_runs.items() if r.queue == queue and r.state == "SCHEDULED"]
 
     def cancel_flow_run(self, flow_run_id: str) -> bool:
         self.cancelled.append(flow_run_id)

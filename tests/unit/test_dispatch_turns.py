@@ -68,4 +68,5 @@ def test_standard_work_leaves_a_slot_for_vip(home: Path) -> None:
     assert batches.next_to_dispatch(slots=2, vip_reserved=1) == vip
     submitted(vip)
     assert batches.next_to_dispatch(slots=2, vip_reserved=1) is None
-    assert second  # still waiting its turn
+    finished(first, utcnow())  # the standard slot is free again: the second's turn
+    assert batches.next_to_dispatch(slots=2, vip_reserved=1) == second

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -25,7 +26,8 @@ from sqlalchemy import (
 )
 
 from docpipe import batches
-from docpipe.db import engine_for, upgrade_database
+from docpipe.db import VERSION_TABLE, check_schema, engine_for, ensure_schema, upgrade_database
+from docpipe.errors import SchemaError
 from docpipe.models import Base, BatchStatus, DocumentStatus
 from tests.helpers import postgres_schema, settings_with
 
@@ -134,7 +136,7 @@ def test_a_database_of_the_release_before_migrations_upgrades_in_place(
 
     assert upgrade_database(empty_database) == "0001"
 
-    batch = batches.get_batch("acme", "b" * 36)
+    batch = batches.find_batch("acme", "b" * 36)
     assert batch.status == BatchStatus.COMPLETED and batch.created_at == WHEN
     assert [d.status for d in batch.documents] == [DocumentStatus.READY, DocumentStatus.OCR_FAILED]
     assert upgrade_database(empty_database) == "0001"  # again: nothing to do
@@ -144,11 +146,56 @@ def test_a_fresh_database_gets_exactly_the_models_schema(empty_database: str) ->
     upgrade_database(empty_database)
     engine = engine_for(empty_database)
     with engine.connect() as connection:
-        assert {"tenants", "batches", "documents", "alembic_version"} <= set(
+        assert {"tenants", "batches", "documents", "docpipe_alembic_version"} <= set(
             inspect(connection).get_table_names()
         )
         # What Alembic's autogenerate would still write: nothing, or a migration is missing.
-        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_migration_that_breaks_halfway_leaves_nothing_half_made(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite too, whose driver would otherwise commit each CREATE TABLE by itself."""
+    from alembic.operations import Operations
+
+    real = Operations.create_table
+
+    def breaks_at_documents(self: Operations, name: str, *args: Any, **kw: Any) -> object:
+        if name == "documents":  # the fault: the process dies here
+            raise RuntimeError("killed halfway")
+        return real(self, name, *args, **kw)
+
+    monkeypatch.setattr(Operations, "create_table", breaks_at_documents)
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        upgrade_database(empty_database)
+    with engine_for(empty_database).connect() as connection:
+        assert set(inspect(connection).get_table_names()) == set()
+
+    monkeypatch.setattr(Operations, "create_table", real)
+    assert upgrade_database(empty_database) == "0001"  # the next start simply does it
+
+
+def test_a_schema_docpipe_did_not_make_is_refused_in_one_line(empty_database: str) -> None:
+    with engine_for(empty_database).begin() as connection:
+        OLD.tables["tenants"].create(connection)  # one of docpipe's tables, and no version
+    with pytest.raises(SchemaError, match="some of docpipe's tables .tenants. but no schema"):
+        upgrade_database(empty_database)
+
+
+def test_commands_other_than_upgrade_refuse_an_old_schema_and_change_nothing(
+    empty_database: str,
+) -> None:
+    release_0_1_database(empty_database)
+    with pytest.raises(SchemaError, match=r"has no docpipe schema version.*docpipe db upgrade"):
+        check_schema(empty_database)
+    with pytest.raises(SchemaError, match=r"has no docpipe schema version"):
+        ensure_schema(empty_database)  # what a command does: it holds data, so no change
+    with engine_for(empty_database).connect() as connection:
+        assert "docpipe_alembic_version" not in inspect(connection).get_table_names()
+    upgrade_database(empty_database)
+    check_schema(empty_database)
 
 
 def test_docpipe_db_upgrade_creates_the_schema_and_says_its_revision(tmp_path: Path) -> None:

@@ -76,5 +76,5 @@ def test_finished_work_no_longer_counts(home: Path, monkeypatch: pytest.MonkeyPa
         first = upload(client, tenant_id, key).json()
         assert upload(client, tenant_id, key).status_code == 429
         batches.mark_cancelled(tenant_id, first["batchId"])
-        assert batches.get_batch(tenant_id, first["batchId"]).status == BatchStatus.CANCELLED
+        assert batches.find_batch(tenant_id, first["batchId"]).status == BatchStatus.CANCELLED
         assert upload(client, tenant_id, key).status_code == 202

@@ -40,20 +40,47 @@ def stored(batch_id: str) -> Batch:
     return batch
 
 
-def test_a_vip_run_started_on_the_default_queue_moves_to_the_vip_queue(
-    home: Path, prefect: PrefectStandIn
+@pytest.mark.parametrize(
+    ("tier", "queue"),
+    [
+        pytest.param("vip", "incoming", id="vip-from-the-ui"),
+        pytest.param("standard", "incoming", id="standard-from-the-ui"),
+        pytest.param("vip", "batch", id="vip-sent-to-the-standard-queue"),
+    ],
+)
+def test_a_run_started_outside_moves_to_its_tiers_queue_once(
+    home: Path, prefect: PrefectStandIn, tier: str, queue: str
 ) -> None:
-    tenant_id, _, batch_id = waiting_batch("vip")
-    outside = prefect.started_outside(batch_id, queue="batch")
+    tenant_id, _, batch_id = waiting_batch(tier)
+    outside = prefect.started_outside(batch_id, queue=queue)
 
     moved = dispatch.adopt_flow_run(outside)
+    again = dispatch.adopt_flow_run(outside)  # the same event heard twice
 
+    right = "critical" if tier == "vip" else "batch"
     assert prefect.flow_runs[outside].state == "CANCELLED"
-    assert "moved to queue 'critical'" in prefect.flow_runs[outside].message
+    assert prefect.flow_runs[outside].message == (
+        f"moved to queue {right!r}, the {tier} tier's, as batch-{batch_id}"
+    )
+    assert again is None and len(prefect.runs_of(batch_id)) == 2  # the original and one more
     assert moved is not None and stored(batch_id).flow_run_id == moved
     run = prefect.flow_runs[moved]
-    assert (run.queue, run.name) == ("critical", f"batch-{batch_id}")
-    assert run.tags == [f"tenant:{tenant_id}", "tier:vip"]
+    assert (run.queue, run.name) == (right, f"batch-{batch_id}")
+    assert run.tags == [f"tenant:{tenant_id}", f"tier:{tier}"]
+
+
+def test_a_recovery_pass_moves_runs_whose_arrival_no_worker_heard(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    _, _, batch_id = waiting_batch("vip")
+    outside = prefect.started_outside(batch_id)
+
+    report = run_recovery_pass()
+
+    assert report.adopted == [outside] and prefect.flow_runs[outside].state == "CANCELLED"
+    successor = stored(batch_id).flow_run_id
+    assert successor is not None and prefect.flow_runs[successor].queue == "critical"
+    assert run_recovery_pass().adopted == []
 
 
 def test_a_run_started_on_the_right_queue_is_named_tagged_and_counted(
@@ -73,21 +100,48 @@ def test_a_run_started_on_the_right_queue_is_named_tagged_and_counted(
     assert (stored(batch_id).flow_run_id, stored(batch_id).submissions) == (outside, 2)
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["docpipes-own", "unknown-batch"])
-def test_runs_docpipe_made_or_for_no_batch_are_left_as_they_are(
-    home: Path, prefect: PrefectStandIn, labelled: bool
-) -> None:
+def test_runs_docpipe_made_are_left_as_they_are(home: Path, prefect: PrefectStandIn) -> None:
     _, _, batch_id = waiting_batch("vip")
-    if labelled:
-        dispatch.dispatch()
-        run_id = stored(batch_id).flow_run_id
-        assert run_id is not None
-    else:
-        run_id = prefect.started_outside("no-such-batch")
+    dispatch.dispatch()
+    run_id = stored(batch_id).flow_run_id
+    assert run_id is not None
     before = (prefect.flow_runs[run_id].state, prefect.flow_runs[run_id].name)
 
     assert dispatch.adopt_flow_run(run_id) is None
     assert (prefect.flow_runs[run_id].state, prefect.flow_runs[run_id].name) == before
+
+
+@pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])
+def test_a_run_for_a_batch_that_may_not_run_ends_at_once_with_the_reason(
+    home: Path, prefect: PrefectStandIn, case: str
+) -> None:
+    """It would refuse itself when it started; waiting where no worker takes runs, it ends."""
+    tenant_id, _, batch_id = waiting_batch()
+    if case == "cancelled":
+        batches.mark_cancelled(tenant_id, batch_id)
+    elif case == "all-ready":
+        with session_scope() as session:
+            batch = session.get(Batch, batch_id)
+            assert batch is not None
+            batch.status = BatchStatus.COMPLETED
+            batch.documents[0].status = DocumentStatus.READY
+    shown = "no-such-batch" if case == "unknown" else batch_id
+    outside = prefect.started_outside(shown)
+
+    assert dispatch.adopt_flow_run(outside) is None
+
+    run = prefect.flow_runs[outside]
+    assert run.state == "CANCELLED"
+    assert (
+        run.message
+        == "Not run: "
+        + {
+            "unknown": "no batch 'no-such-batch'",
+            "cancelled": f"batch {batch_id} was cancelled",
+            "all-ready": f"batch {batch_id} is Completed and every document is Ready",
+        }[case]
+    )
+    assert len(prefect.flow_runs) == 1  # nothing submitted in its place
 
 
 def test_a_second_run_for_a_batch_being_processed_is_refused(
@@ -97,10 +151,11 @@ def test_a_second_run_for_a_batch_being_processed_is_refused(
     dispatch.dispatch()
     first = stored(batch_id).flow_run_id
     assert batches.begin_processing(batch_id, first).refusal is None
-    outside = prefect.started_outside(batch_id)
+    outside = prefect.started_outside(batch_id, queue="batch")  # where a worker takes it
 
-    assert dispatch.adopt_flow_run(outside) is None  # left to refuse itself
-    plan = batches.begin_processing(batch_id, outside)
+    assert dispatch.adopt_flow_run(outside) is None
+    assert prefect.flow_runs[outside].message.endswith(f"being processed by flow run {first}")
+    plan = batches.begin_processing(batch_id, outside)  # had it started all the same
 
     assert plan.refusal == f"batch {batch_id} is being processed by flow run {first}"
     assert stored(batch_id).flow_run_id == first

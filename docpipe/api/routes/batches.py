@@ -19,13 +19,13 @@ MAX_OFFSET = 10**9
 
 
 @router.get("", responses={403: {"model": ErrorBody}})
-def read_batches(
+def list_batches(
     tenant: NamedTenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> BatchPage:
     """The tenant's batches, newest first."""
-    items, total = batches.list_batches(tenant.id, limit=limit, offset=offset)
+    items, total = batches.find_batches(tenant.id, limit=limit, offset=offset)
     return BatchPage.model_validate(
         {"items": items, "total": total, "limit": limit, "offset": offset}
     )
@@ -36,7 +36,7 @@ WAIT_CHECK_SECONDS = 0.2
 
 
 @router.get("/{batch_id}", responses={404: {"model": ErrorBody}})
-async def read_batch(
+async def get_batch(
     batch_id: str,
     tenant: TenantDep,
     wait_seconds: Annotated[
@@ -58,15 +58,15 @@ async def read_batch(
         and not (await run_in_threadpool(batches.batch_status, tenant.id, batch_id)).is_final
     ):
         await asyncio.sleep(min(WAIT_CHECK_SECONDS, max(0.0, deadline - time.monotonic())))
-    batch = await run_in_threadpool(batches.get_batch, tenant.id, batch_id)
+    batch = await run_in_threadpool(batches.find_batch, tenant.id, batch_id)
     return BatchView.model_validate(batch)
 
 
 @router.post("/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
-def cancel(batch_id: str, tenant: TenantDep) -> BatchView:
+def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
     """Stop the batch's flow run; documents not yet finished become Cancelled. 409 if finished."""
-    dispatch.cancel_batch(tenant.id, batch_id)
-    return BatchView.model_validate(batches.get_batch(tenant.id, batch_id))
+    dispatch.cancel(tenant.id, batch_id)
+    return BatchView.model_validate(batches.find_batch(tenant.id, batch_id))
 
 
 @router.post(
@@ -74,7 +74,7 @@ def cancel(batch_id: str, tenant: TenantDep) -> BatchView:
     status_code=status.HTTP_202_ACCEPTED,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def retry(
+def retry_batch(
     batch_id: str,
     tenant: TenantDep,
     include_invalid: Annotated[
@@ -88,5 +88,5 @@ def retry(
 ) -> BatchView:
     """Reprocess the documents whose OCR failed or that were cancelled. 409 while the batch
     runs, or when there is nothing to redo."""
-    dispatch.retry_batch(tenant.id, batch_id, include_invalid=include_invalid)
-    return BatchView.model_validate(batches.get_batch(tenant.id, batch_id))
+    dispatch.retry(tenant.id, batch_id, include_invalid=include_invalid)
+    return BatchView.model_validate(batches.find_batch(tenant.id, batch_id))

@@ -12,7 +12,6 @@ from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
 from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody
 from docpipe.errors import Conflict
 from docpipe.models import DocumentStatus, Tenant
-from docpipe.uploads import stage_files
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -21,8 +20,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def _accept(tenant: Tenant, files: list[UploadFile], settings: SettingsDep) -> batches.CreatedBatch:
-    with stage_files([(f.filename, f.file) for f in files], settings) as staged:
-        return dispatch.accept_batch(tenant, staged)
+    return dispatch.accept_batch(tenant, [(f.filename, f.file) for f in files], settings)
 
 
 @router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
@@ -58,9 +56,9 @@ def upload(
 
 
 @router.get("/{document_id}", responses={404: {"model": ErrorBody}})
-def read_document(document_id: str, tenant: TenantDep) -> DocumentView:
+def get_document(document_id: str, tenant: TenantDep) -> DocumentView:
     """A document's metadata and status."""
-    return DocumentView.model_validate(batches.get_document(tenant.id, document_id))
+    return DocumentView.model_validate(batches.find_document(tenant.id, document_id))
 
 
 @router.get(
@@ -68,9 +66,9 @@ def read_document(document_id: str, tenant: TenantDep) -> DocumentView:
     response_class=PlainTextResponse,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def read_document_text(document_id: str, tenant: TenantDep) -> str:
+def get_document_text(document_id: str, tenant: TenantDep) -> str:
     """The document's OCR text; 409 until it is Ready."""
-    document = batches.get_document(tenant.id, document_id)
+    document = batches.find_document(tenant.id, document_id)
     if document.status != DocumentStatus.READY:
         raise Conflict(f"document is {document.status.value}, not Ready")
     return pipeline.read_text(document)
