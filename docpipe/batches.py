@@ -273,16 +273,13 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
 def prepare_retry(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> list[str]:
     """Put a finished batch's OCR-failed and cancelled documents back in line (and, if asked,
     the ones that failed validation, whose bytes cannot have changed); returns their ids."""
-    retryable = {DocumentStatus.OCR_FAILED, DocumentStatus.CANCELLED}
-    if include_invalid:
-        retryable.add(DocumentStatus.VALIDATION_FAILED)
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         if not batch.status.is_final:
             raise Conflict(f"batch is still {batch.status.value}; retry it once it has finished")
-        again = [d for d in batch.documents if d.status in retryable]
+        again = _requeue(batch, include_invalid=include_invalid)
         if not again:
             if any(d.status == DocumentStatus.VALIDATION_FAILED for d in batch.documents):
                 raise Conflict(
@@ -290,16 +287,32 @@ def prepare_retry(tenant_id: str, batch_id: str, *, include_invalid: bool = Fals
                     "retry with includeInvalid=true to check them again"
                 )
             raise Conflict("nothing to retry: every document is Ready")
-        for document in again:
-            document.status = DocumentStatus.UPLOADED
-            document.error = None
-            document.processed_at = None
-            document.started_at = None
-        batch.status = BatchStatus.QUEUED
-        batch.completed_at = None
-        batch.error = None
-        batch.flow_run_id = None  # waiting for its turn again (docpipe.dispatch)
-        return [d.id for d in again]
+        return again
+
+
+def requeue(batch_id: str) -> list[str]:
+    """Put a finished batch back in line, for a run started from the UI or Python: its
+    OCR-failed and cancelled documents, as a retry does; returns their ids."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        return _requeue(batch, include_invalid=False) if batch is not None else []
+
+
+def _requeue(batch: Batch, *, include_invalid: bool) -> list[str]:
+    redone = {*REDONE, *([DocumentStatus.VALIDATION_FAILED] if include_invalid else [])}
+    again = [d for d in batch.documents if d.status in redone]
+    if not again:
+        return []
+    for document in again:
+        document.status = DocumentStatus.UPLOADED
+        document.error = None
+        document.processed_at = None
+        document.started_at = None
+    batch.status = BatchStatus.QUEUED
+    batch.completed_at = None
+    batch.error = None
+    batch.flow_run_id = None  # waiting for its turn again (docpipe.dispatch)
+    return [d.id for d in again]
 
 
 def set_status(batch_id: str, status: BatchStatus) -> None:
@@ -357,7 +370,7 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
         if (reason := _refusal(batch_id, batch, flow_run_id)) is not None:
             return _refused(batch_id, reason)
         assert batch is not None
-        pending = [d for d in batch.documents if d.status != DocumentStatus.READY]
+        pending = _to_do(batch)
         if flow_run_id and batch.flow_run_id != flow_run_id:
             batch.submissions += 1
             batch.flow_run_id = flow_run_id
@@ -377,11 +390,32 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
         )
 
 
-def refusal(batch_id: str, flow_run_id: str | None) -> str | None:
-    """Why a flow run for this batch may not run (None if it may)."""
+def refusal(batch_id: str, flow_run_id: str | None, *, from_outside: bool = False) -> str | None:
+    """Why a flow run for this batch may not run (None if it may). `from_outside`: a run
+    docpipe has not taken in yet, which may not start while another run is on its way."""
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        return _refusal(batch_id, batch, flow_run_id)
+        reason = _refusal(batch_id, batch, flow_run_id)
+        on_its_way = (
+            batch is not None
+            and not batch.status.is_final
+            and batch.flow_run_id not in (None, flow_run_id)
+        )
+        if reason is None and from_outside and on_its_way:
+            assert batch is not None
+            reason = f"batch {batch_id} already has flow run {batch.flow_run_id} on its way"
+        return reason
+
+
+# What a run redoes of a finished batch: a document that failed validation would fail it
+# again (a retry with includeInvalid=true puts it back in line).
+REDONE = (DocumentStatus.OCR_FAILED, DocumentStatus.CANCELLED)
+
+
+def _to_do(batch: Batch) -> list[Document]:
+    if batch.status.is_final:
+        return [d for d in batch.documents if d.status in REDONE]
+    return [d for d in batch.documents if d.status != DocumentStatus.READY]
 
 
 def _refusal(batch_id: str, batch: Batch | None, flow_run_id: str | None) -> str | None:
@@ -389,8 +423,13 @@ def _refusal(batch_id: str, batch: Batch | None, flow_run_id: str | None) -> str
         return f"no batch {batch_id!r}"
     if batch.status == BatchStatus.CANCELLED:
         return f"batch {batch_id} was cancelled"
-    if batch.status.is_final and all(d.status == DocumentStatus.READY for d in batch.documents):
-        return f"batch {batch_id} is {batch.status.value} and every document is Ready"
+    if batch.status.is_final and not _to_do(batch):
+        if all(d.status == DocumentStatus.READY for d in batch.documents):
+            return f"batch {batch_id} is {batch.status.value} and every document is Ready"
+        return (
+            f"batch {batch_id} is {batch.status.value} with nothing left to redo: its failed "
+            "documents failed validation (retry with includeInvalid=true to check them again)"
+        )
     if held_by_another_run(batch, flow_run_id):
         return f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
     return None

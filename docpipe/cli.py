@@ -170,7 +170,21 @@ def recover() -> None:
         raise typer.Exit(_fail("Prefect did not answer"))
 
 
-@app.command()
+# Written as one line a paragraph: the help renders a docstring's line breaks as they are.
+INGEST_HELP = (
+    "Scan one folder once: files unchanged since the last scan become batches.\n\n"
+    "A file is taken once it is unchanged across two scans, so a first scan of new files "
+    'takes none: they are "still settling"; run it again. The folder is consumed: taken '
+    "files are moved away once their documents finish (removed when Ready, moved to "
+    "rejected/ with the reason when not), files that fail the upload checks go to "
+    "rejected/ at once, and copies of files already read into a Ready document are "
+    "deleted. Names starting with a dot are never read. With --wait, the exit status is 0 "
+    "if every document succeeded, 1 if some failed.\n\n"
+    "Example: docpipe ingest ./scans --tenant acme --wait"
+)
+
+
+@app.command(help=INGEST_HELP)
 def ingest(
     path: Annotated[Path, typer.Argument(help="The folder to scan.")],
     tenant: Annotated[str, typer.Option(help="Whose documents they are.")],
@@ -185,26 +199,19 @@ def ingest(
         bool, typer.Option("--json", help="Print the scan's report as JSON.")
     ] = False,
 ) -> None:
-    """Scan one folder once: files unchanged since the last scan become batches.
-
-    A file is taken once it is unchanged across two scans, so a first scan of new files
-    takes none: they are "still settling"; run it again. Taken files are moved away once
-    their documents finish: removed when Ready, moved to rejected/ with the reason when
-    not (files that fail the upload checks go there at once). Exit status with --wait: 0
-    if every document succeeded, 1 if some failed.
-
-    Example: docpipe ingest ./scans --tenant acme --wait
-    """
-    from docpipe.inbox import ingest_tenant_folder
+    from docpipe.inbox import ingest_tenant_folder, safe_name
     from docpipe.tenants import get_tenant
 
     _current_schema()
     row = get_tenant(tenant)
     if row is None:
         raise typer.Exit(_fail(f"no tenant {tenant!r}"))
-    if not path.is_dir():
-        raise typer.Exit(_fail(f"{path} is not a folder"))
-    report = ingest_tenant_folder(path, row, settle=settle)
+    if path.is_symlink() or not path.is_dir():
+        raise typer.Exit(_fail(f"{path} is not a folder (docpipe follows no links)"))
+    try:
+        report = ingest_tenant_folder(path, row, settle=settle)
+    except OSError as e:
+        raise typer.Exit(_fail(f"{path} could not be scanned: {e.strerror}")) from e
     finished = _wait_for_batches(tenant, report.batches, timeout) if wait else []
     if as_json:
         outcomes = {b.id: b.status.value for b in finished}
@@ -224,13 +231,17 @@ def ingest(
                 f"{len(report.waiting)} files still settling (taken once unchanged across two "
                 "scans): run this again shortly"
             )
+        # File names are escaped: a name is the folder user's, and may hold a newline.
         for name, reason in report.rejected.items():
-            typer.echo(f"rejected {name}: {reason}")
+            typer.echo(f"rejected {safe_name(name)}: {reason}")
+        if report.duplicates:
+            names = ", ".join(safe_name(n) for n in report.duplicates)
+            typer.echo(f"deleted as already read into a Ready document: {names}")
         for batch in finished:
             typer.echo(f"batch {batch.id}: {batch.status.value}")
             for document in batch.documents:
                 error = f": {document.error}" if document.error else ""
-                typer.echo(f"  {document.file_name}: {document.status.value}{error}")
+                typer.echo(f"  {safe_name(document.file_name)}: {document.status.value}{error}")
     if wait:
         if len(finished) < len(report.batches):
             raise typer.Exit(_fail(f"batches still unfinished after {timeout:g} s"))

@@ -58,44 +58,35 @@ def retry(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> No
 
 
 def adopt_flow_run(flow_run_id: str) -> str | None:
-    """Make a process-batch run someone started outside docpipe (the Prefect UI, Python)
-    one of the batch's own, before it starts; returns the run that will do the work.
+    """Take a process-batch run someone started outside docpipe (the Prefect UI, Python)
+    into docpipe's turns, before it starts; returns the batch's id if it was taken.
 
-    It gets the batch's name and tags. A run waiting on the wrong queue for the batch's
-    tier (a VIP batch started on the deployment's default queue, behind standard work) is
-    withdrawn and submitted again on the right one. A run for a batch that may not run
-    is left to refuse itself when it starts.
+    The run itself is withdrawn, its message saying where the batch went. The batch goes in
+    line as a retry does: it runs on its tier's queue, named and tagged as docpipe's own
+    runs, never ahead of its turn or in the room kept for VIP work, and never while another
+    run of it is on its way. A run for a batch that may not run ends with the reason.
     """
     run = orchestrator.read_flow_run(flow_run_id)
     if run is None or orchestrator.is_labelled(run.tags) or run.state != "SCHEDULED":
         return None
-    if (reason := batches.refusal(run.batch_id or "", flow_run_id)) is not None:
-        # It would refuse itself as it started; where no worker takes it, it ends now.
+    batch_id = run.batch_id or ""
+    if (reason := batches.refusal(batch_id, flow_run_id, from_outside=True)) is not None:
         orchestrator.withdraw_flow_run(flow_run_id, f"Not run: {reason}")
         return None
-    batch = batches.get_any_batch(run.batch_id or "")
+    batch = batches.get_any_batch(batch_id)
     assert batch is not None
+    successor = orchestrator.run_name(batch.id, batches.next_submission(batch.id).number)
     queue = orchestrator.queue_for(batch.tier)
-    if run.queue != queue:
-        # Withdrawn first: of two callers (a repeated event, the recovery pass) only the
-        # one that withdrew it submits the batch again.
-        successor = orchestrator.run_name(batch.id, batches.next_submission(batch.id).number)
-        reason = f"moved to queue {queue!r}, the {batch.tier.value} tier's, as {successor}"
-        if not orchestrator.withdraw_flow_run(flow_run_id, reason):
-            return None
-        moved = submit_batch(batch.id)
-        log.info(
-            "flow run %s for batch %s moved to queue %s as %s", flow_run_id, batch.id, queue, moved
-        )
-        return moved
-    submission = batches.next_submission(batch.id)
-    orchestrator.label_flow_run(
-        flow_run_id,
-        name=orchestrator.run_name(batch.id, submission.number),
-        tags=orchestrator.run_tags(batch.tenant_id, batch.tier),
-    )
-    batches.record_submission(submission, flow_run_id)
-    return flow_run_id
+    moved = f"moved to queue {queue!r}, the {batch.tier.value} tier's, as {successor}"
+    # Withdrawn first: of two callers (a repeated event, the recovery pass) only the one
+    # that withdrew it puts the batch in line.
+    if not orchestrator.withdraw_flow_run(flow_run_id, f"{moved}, in its turn"):
+        return None
+    if batch.status.is_final:
+        batches.requeue(batch.id)
+    dispatch()
+    log.info("flow run %s for batch %s: %s", flow_run_id, batch.id, moved)
+    return batch.id
 
 
 def cancelled_in_prefect(flow_run_id: str) -> str | None:

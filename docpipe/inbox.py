@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import stat as stat_module
 import time
 from collections.abc import Iterator
@@ -468,7 +469,7 @@ def _subfolder(parent_fd: int, name: str) -> int:
 def _put_file(folder_fd: int, name: str, data: bytes) -> None:
     """Write a file whole under this name: to a new file first, then renamed over whatever
     had the name (a link too, which is replaced, never written through)."""
-    partial = f".{name[:200]}.{os.getpid()}.partial"
+    partial = f".docpipe-{os.getpid()}-{secrets.token_hex(4)}.partial"  # fits any name's room
     with contextlib.suppress(FileNotFoundError):
         os.unlink(partial, dir_fd=folder_fd)
     fd = os.open(
@@ -536,7 +537,11 @@ def write_results(batch_id: str) -> list[str]:
     outbox_fd = os.open(settings.outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     written: list[str] = []
     try:
-        folder_fd = _subfolder(outbox_fd, tenant_id)
+        try:
+            folder_fd = _subfolder(outbox_fd, tenant_id)
+        except OSError as e:  # a link or a file in its place: written nowhere, said so
+            log.warning("the outbox folder of %s is not a plain folder: %s", tenant_id, e.strerror)
+            return []
         try:
             rows = []
             for document in documents:

@@ -367,6 +367,17 @@ def finished_state(result: dict[str, Any], *, outcome: str) -> State:
     return Completed(name=name, message=result["headline"], data=result)
 
 
+def not_run(message: str) -> State:
+    """The final state of a run that refused to do anything: "Not run", with the reason.
+
+    Completed in type: a flow run that ends Cancelled by its own hand makes Prefect's engine
+    log an error and a traceback, for what is a plain, expected answer.
+    """
+    from prefect.states import Completed
+
+    return Completed(name="Not run", message=message)
+
+
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     """A table artifact on the current run (the batch's summary in the UI)."""
     from prefect.artifacts import create_table_artifact

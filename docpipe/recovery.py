@@ -63,13 +63,14 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
     if states is None:
         report.prefect_reachable = False
         return report
-    # Waiting batches (accepted while Prefect was down, or waiting for their turn) go
-    # when it is their turn; this pass is also what hands them over after an outage.
-    report.submitted = dispatch()
-    # Runs started from the UI or Python whose arrival no worker heard.
+    # Runs started from the UI or Python whose arrival no worker heard: their batches go in
+    # line with the others.
     for flow_run_id in orchestrator.waiting_runs(orchestrator.INCOMING_QUEUE):
         if adopt_flow_run(flow_run_id):
             report.adopted.append(flow_run_id)
+    # Waiting batches (accepted while Prefect was down, or waiting for their turn) go
+    # when it is their turn; this pass is also what hands them over after an outage.
+    report.submitted = dispatch()
     stale = timedelta(seconds=settings.stale_after_seconds)
     for batch in candidates:
         if batch.flow_run_id is None:

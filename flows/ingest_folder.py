@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import State, flow, get_run_logger, runtime
-from prefect.states import Cancelled
 
-from docpipe import inbox
+from docpipe import inbox, orchestrator
 from docpipe.errors import Forbidden
 from docpipe.models import camel_keys
 from docpipe.tenants import get_tenant
@@ -35,7 +34,7 @@ def ingest_folder(
     """
     logger = get_run_logger()
     if folder and not tenant_id:
-        return Cancelled(message="folder needs tenant_id: whose documents are they?")
+        return orchestrator.not_run("refused: folder needs tenant_id: whose documents are they?")
     if tenant_id:
         tenant = get_tenant(tenant_id)
         if tenant is None:
@@ -45,7 +44,7 @@ def ingest_folder(
             path = inbox.tenant_folder(tenant_id, folder)
         except Forbidden as e:
             logger.warning("refused: %s", e)
-            return Cancelled(message=f"refused: {e}")
+            return orchestrator.not_run(f"refused: {e}")
         # tenant_folder has refused a link anywhere on the way.
         report = inbox.ingest_tenant_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import State, flow, get_run_logger, runtime, unmapped
-from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from docpipe import batches, orchestrator, pipeline
@@ -44,7 +43,7 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     if plan.refusal is not None:
         # Whoever started this run (the UI, Python, a re-run), it changes nothing.
         logger.warning("Not run: %s", plan.refusal)
-        return Cancelled(message=f"Not run: {plan.refusal}")
+        return orchestrator.not_run(f"Not run: {plan.refusal}")
     if not orchestrator.is_labelled(runtime.flow_run.tags):  # started outside docpipe
         orchestrator.label_flow_run(
             flow_run_id,
@@ -70,7 +69,7 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
             progress.advance()
         summary = summarize_batch(batch_id)
     if plan.source == "inbox":
-        deliver_results(batch_id)
+        deliver_results(batch_id, return_state=True)  # the batch is done whatever this does
     dispatch()  # this batch's slot is free: the next one whose turn it is starts now
     return orchestrator.finished_state(summary, outcome=summary["outcome"])
 

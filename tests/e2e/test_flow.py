@@ -60,7 +60,15 @@ def test_rerun_skips_documents_already_ready(
         "outcome": "some-failed",
     }
     before = statuses(tenant_id, batch_id)
+    # Run again as it is, its one failure a validation failure: nothing would change.
+    again = process_batch(batch_id, return_state=True)
+    assert (again.name, again.message) == (
+        "Not run",
+        f"Not run: batch {batch_id} is Completed with nothing left to redo: its failed "
+        "documents failed validation (retry with includeInvalid=true to check them again)",
+    )
 
+    batches.prepare_retry(tenant_id, batch_id, include_invalid=True)
     second = process_batch(batch_id)
 
     assert second == first
@@ -176,7 +184,7 @@ def test_a_run_for_a_batch_it_may_not_process_changes_nothing(
 
     state = process_batch(batch_id, return_state=True)
 
-    assert state.is_cancelled()
+    assert (state.type.value, state.name) == ("COMPLETED", "Not run")
     assert state.message is not None and state.message.startswith("Not run: ")
     assert "Traceback" not in state.message
     if before is not None:

@@ -48,28 +48,66 @@ def stored(batch_id: str) -> Batch:
         pytest.param("vip", "batch", id="vip-sent-to-the-standard-queue"),
     ],
 )
-def test_a_run_started_outside_moves_to_its_tiers_queue_once(
+def test_a_run_started_outside_hands_its_batch_to_its_tiers_queue_once(
     home: Path, prefect: PrefectStandIn, tier: str, queue: str
 ) -> None:
     tenant_id, _, batch_id = waiting_batch(tier)
     outside = prefect.started_outside(batch_id, queue=queue)
 
-    moved = dispatch.adopt_flow_run(outside)
+    taken = dispatch.adopt_flow_run(outside)
     again = dispatch.adopt_flow_run(outside)  # the same event heard twice
 
     right = "critical" if tier == "vip" else "batch"
     assert prefect.flow_runs[outside].state == "CANCELLED"
     assert prefect.flow_runs[outside].message == (
-        f"moved to queue {right!r}, the {tier} tier's, as batch-{batch_id}"
+        f"moved to queue {right!r}, the {tier} tier's, as batch-{batch_id}, in its turn"
     )
-    assert again is None and len(prefect.runs_of(batch_id)) == 2  # the original and one more
-    assert moved is not None and stored(batch_id).flow_run_id == moved
-    run = prefect.flow_runs[moved]
+    assert (taken, again) == (batch_id, None)
+    assert len(prefect.runs_of(batch_id)) == 2  # the original and docpipe's one
+    successor = stored(batch_id).flow_run_id
+    assert successor is not None
+    run = prefect.flow_runs[successor]
     assert (run.queue, run.name) == (right, f"batch-{batch_id}")
     assert run.tags == [f"tenant:{tenant_id}", f"tier:{tier}"]
 
 
-def test_a_recovery_pass_moves_runs_whose_arrival_no_worker_heard(
+def test_a_burst_of_runs_from_the_ui_starts_one_run_of_the_batch(
+    home: Path, prefect: PrefectStandIn
+) -> None:
+    _, _, batch_id = waiting_batch()
+    outside = [prefect.started_outside(batch_id) for _ in range(5)]
+
+    taken = [dispatch.adopt_flow_run(run_id) for run_id in outside]
+
+    assert taken == [batch_id, None, None, None, None]
+    successor = stored(batch_id).flow_run_id
+    assert len(prefect.runs_of(batch_id)) == 6 and prefect.flow_runs[successor or ""].number == 1
+    for run_id in outside[1:]:
+        assert prefect.flow_runs[run_id].message == (
+            f"Not run: batch {batch_id} already has flow run {successor} on its way"
+        )
+
+
+def test_a_run_from_the_ui_waits_its_turn_behind_the_room_kept_for_vip(
+    home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import settings_with
+
+    settings_with(monkeypatch, dispatch_slots=2, vip_reserved_slots=1)
+    _, _, holding = waiting_batch()
+    assert dispatch.dispatch() == [holding]  # standard work has its one slot
+    _, _, batch_id = waiting_batch()
+    outside = prefect.started_outside(batch_id)
+
+    assert dispatch.adopt_flow_run(outside) == batch_id
+
+    assert prefect.flow_runs[outside].state == "CANCELLED"
+    assert stored(batch_id).flow_run_id is None  # waiting in line, not ahead of it
+    _, _, vip = waiting_batch("vip")
+    assert dispatch.dispatch() == [vip]  # the VIP room is still free
+
+
+def test_a_recovery_pass_takes_runs_whose_arrival_no_worker_heard(
     home: Path, prefect: PrefectStandIn
 ) -> None:
     _, _, batch_id = waiting_batch("vip")
@@ -83,21 +121,28 @@ def test_a_recovery_pass_moves_runs_whose_arrival_no_worker_heard(
     assert run_recovery_pass().adopted == []
 
 
-def test_a_run_started_on_the_right_queue_is_named_tagged_and_counted(
+def test_a_rerun_from_the_ui_redoes_what_failed_as_the_batchs_next_run(
     home: Path, prefect: PrefectStandIn
 ) -> None:
-    tenant_id, _, batch_id = waiting_batch("standard")
+    tenant_id, _, batch_id = waiting_batch(pages=2)
     assert dispatch.dispatch() == [batch_id]  # its first run, made by docpipe
-    with session_scope() as session:  # ... which has finished: a re-run from the UI follows
-        session.get(Batch, batch_id).status = BatchStatus.COMPLETED  # type: ignore[union-attr]
-    outside = prefect.started_outside(batch_id, queue="batch")
+    with session_scope() as session:  # ... which has finished, one document failing OCR
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.status = BatchStatus.COMPLETED
+        batch.documents[0].status = DocumentStatus.READY
+        batch.documents[1].status = DocumentStatus.OCR_FAILED
+    outside = prefect.started_outside(batch_id)
 
-    assert dispatch.adopt_flow_run(outside) == outside
+    assert dispatch.adopt_flow_run(outside) == batch_id
 
-    run = prefect.flow_runs[outside]
-    assert (run.state, run.name) == ("SCHEDULED", f"batch-{batch_id}-2")
-    assert run.tags == [f"tenant:{tenant_id}", "tier:standard"]
-    assert (stored(batch_id).flow_run_id, stored(batch_id).submissions) == (outside, 2)
+    batch = stored(batch_id)
+    run = prefect.flow_runs[batch.flow_run_id or ""]
+    assert (run.name, run.tags) == (f"batch-{batch_id}-2", [f"tenant:{tenant_id}", "tier:standard"])
+    assert [d.status for d in batches.find_batch(tenant_id, batch_id).documents] == [
+        DocumentStatus.READY,
+        DocumentStatus.UPLOADED,
+    ]
 
 
 def test_runs_docpipe_made_are_left_as_they_are(home: Path, prefect: PrefectStandIn) -> None:
@@ -227,3 +272,48 @@ def test_retry_redoes_ocr_failures_and_validation_failures_only_on_request(
 def test_task_runs_are_labelled_by_a_short_safe_file_name(name: str, label: str) -> None:
     assert batches.task_label(name) == label
     assert len(batches.task_label(name)) <= 60
+
+
+def folder_batch_with_text(name: str) -> tuple[str, str]:
+    """A finished folder batch of one Ready document named `name`: (tenant id, batch id)."""
+    from docpipe.storage import get_storage, text_key
+
+    tenant_id, _, batch_id = waiting_batch()
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.status, batch.source = BatchStatus.COMPLETED, "inbox"
+        document = batch.documents[0]
+        document.file_name, document.status = name, DocumentStatus.READY
+        document.text_key = text_key(document.storage_key)
+        get_storage().put_bytes(b"THE WORDS", document.text_key)
+    return tenant_id, batch_id
+
+
+def test_results_are_written_whole_for_any_name_that_fits(home: Path) -> None:
+    from docpipe import inbox
+
+    name = "あ" * 80 + ".png"  # 244 bytes: its .txt fits, a longer temporary name would not
+    tenant_id, batch_id = folder_batch_with_text(name)
+
+    written = inbox.write_results(batch_id)
+
+    outbox = get_settings().outbox / tenant_id
+    assert written == [f"{name}.txt", f"batch-{batch_id}.json"]
+    assert (outbox / f"{name}.txt").read_bytes() == b"THE WORDS"
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(written)  # no leftovers
+
+
+def test_an_outbox_folder_that_is_a_link_gets_nothing_and_breaks_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    from docpipe import inbox
+
+    tenant_id, batch_id = folder_batch_with_text("a.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    get_settings().outbox.mkdir(parents=True)
+    (get_settings().outbox / tenant_id).symlink_to(elsewhere)
+
+    assert inbox.write_results(batch_id) == []
+    assert list(elsewhere.iterdir()) == []
