@@ -395,16 +395,7 @@ def refusal(batch_id: str, flow_run_id: str | None, *, from_outside: bool = Fals
     docpipe has not taken in yet, which may not start while another run is on its way."""
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        reason = _refusal(batch_id, batch, flow_run_id)
-        on_its_way = (
-            batch is not None
-            and not batch.status.is_final
-            and batch.flow_run_id not in (None, flow_run_id)
-        )
-        if reason is None and from_outside and on_its_way:
-            assert batch is not None
-            reason = f"batch {batch_id} already has flow run {batch.flow_run_id} on its way"
-        return reason
+        return _refusal(batch_id, batch, flow_run_id, from_outside=from_outside)
 
 
 # What a run redoes of a finished batch: a document that failed validation would fail it
@@ -418,7 +409,9 @@ def _to_do(batch: Batch) -> list[Document]:
     return [d for d in batch.documents if d.status != DocumentStatus.READY]
 
 
-def _refusal(batch_id: str, batch: Batch | None, flow_run_id: str | None) -> str | None:
+def _refusal(
+    batch_id: str, batch: Batch | None, flow_run_id: str | None, *, from_outside: bool = False
+) -> str | None:
     if batch is None:
         return f"no batch {batch_id!r}"
     if batch.status == BatchStatus.CANCELLED:
@@ -430,12 +423,14 @@ def _refusal(batch_id: str, batch: Batch | None, flow_run_id: str | None) -> str
             f"batch {batch_id} is {batch.status.value} with nothing left to redo: its failed "
             "documents failed validation (retry with includeInvalid=true to check them again)"
         )
-    if held_by_another_run(batch, flow_run_id):
+    if _held_by_another_run(batch, flow_run_id):
         return f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
+    if from_outside and not batch.status.is_final and batch.flow_run_id not in (None, flow_run_id):
+        return f"batch {batch_id} already has flow run {batch.flow_run_id} on its way"
     return None
 
 
-def held_by_another_run(batch: Batch, flow_run_id: str | None) -> bool:
+def _held_by_another_run(batch: Batch, flow_run_id: str | None) -> bool:
     """Whether another flow run is processing the batch now (it beat recently)."""
     beat = batch.heartbeat_at or batch.started_at
     return (

@@ -199,6 +199,7 @@ def ingest(
         bool, typer.Option("--json", help="Print the scan's report as JSON.")
     ] = False,
 ) -> None:
+    from docpipe import batches
     from docpipe.inbox import ingest_tenant_folder, safe_name
     from docpipe.tenants import get_tenant
 
@@ -221,7 +222,7 @@ def ingest(
     else:
         made = ", ".join(report.batches) or "none"
         typer.echo(f"{len(report.batches)} batches made: {made}")
-        if any(b.flow_run_id is None for b in map(_batch_of(tenant), report.batches)):
+        if any(batches.find_batch(tenant, b).flow_run_id is None for b in report.batches):
             typer.echo(
                 "not all of them are with Prefect yet: they wait, Queued, for their turn, or "
                 "for Prefect (down, or not at this CLI's DOCPIPE_PREFECT_PORT)"
@@ -247,12 +248,6 @@ def ingest(
             raise typer.Exit(_fail(f"batches still unfinished after {timeout:g} s"))
         failed = sum(Outcomes.of(d.status for d in b.documents).failed for b in finished)
         raise typer.Exit(1 if failed else 0)
-
-
-def _batch_of(tenant_id: str) -> Callable[[str], Any]:
-    from docpipe import batches
-
-    return lambda batch_id: batches.find_batch(tenant_id, batch_id)
 
 
 def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> list[Any]:

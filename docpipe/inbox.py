@@ -470,8 +470,6 @@ def _put_file(folder_fd: int, name: str, data: bytes) -> None:
     """Write a file whole under this name: to a new file first, then renamed over whatever
     had the name (a link too, which is replaced, never written through)."""
     partial = f".docpipe-{os.getpid()}-{secrets.token_hex(4)}.partial"  # fits any name's room
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(partial, dir_fd=folder_fd)
     fd = os.open(
         partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder_fd
     )

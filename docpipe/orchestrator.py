@@ -72,15 +72,13 @@ def is_labelled(tags: Iterable[str]) -> bool:
 class RunInfo:
     """What docpipe reads of a flow run it did not create."""
 
-    id: str
     batch_id: str | None
-    queue: str | None
     tags: list[str]
     state: str
 
 
 @contextmanager
-def client_settings() -> Iterator[None]:
+def _client_settings_context() -> Iterator[None]:
     """Talk to this installation's Prefect server, and give up quickly if it is down."""
     import prefect.context
 
@@ -123,7 +121,7 @@ def _client_settings(base: Any) -> Any:
 def _client() -> Iterator[SyncPrefectClient]:
     from prefect.client.orchestration import get_client
 
-    with client_settings(), get_client(sync_client=True) as client:
+    with _client_settings_context(), get_client(sync_client=True) as client:
         yield client
 
 
@@ -133,7 +131,7 @@ def create_flow_run(*, batch_id: str, tenant_id: str, tier: Tier, number: int) -
     from prefect.deployments import run_deployment
 
     try:
-        with client_settings():
+        with _client_settings_context():
             flow_run = run_deployment(
                 PROCESS_BATCH_DEPLOYMENT,
                 parameters={"batch_id": batch_id},
@@ -196,8 +194,8 @@ def mark_crashed(flow_run_id: str, reason: str) -> None:
 
 
 def read_flow_run(flow_run_id: str) -> RunInfo | None:
-    """A process-batch flow run's batch, queue, tags and state; None for another flow's run,
-    or if Prefect does not answer."""
+    """A process-batch flow run's batch, tags and state; None for another flow's run, or if
+    Prefect does not answer."""
     try:
         with _client() as client:
             run = client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
@@ -211,9 +209,7 @@ def read_flow_run(flow_run_id: str) -> RunInfo | None:
         return None
     batch_id = run.parameters.get("batch_id")
     return RunInfo(
-        id=str(run.id),
         batch_id=str(batch_id) if batch_id is not None else None,
-        queue=run.work_queue_name,
         tags=list(run.tags),
         state=run.state.type.value if run.state else "PENDING",
     )

@@ -54,6 +54,23 @@ def is_for_pool(event: Any, pool: str) -> bool:
     )
 
 
+def started_outside_docpipe(event: Any) -> bool:
+    """Whether an event is about a process-batch run without docpipe's tags: only such runs
+    need taking in. Read from the event itself, so docpipe's own runs cost no request."""
+    from docpipe import orchestrator
+
+    related = [(r.get("prefect.resource.role"), r) for r in event.related]
+    deployment = orchestrator.PROCESS_BATCH_DEPLOYMENT.split("/")[1]
+    tags = [
+        r.get("prefect.resource.id", "").removeprefix("prefect.tag.")
+        for k, r in related
+        if k == "tag"
+    ]
+    return any(
+        k == "deployment" and r.get("prefect.resource.name") == deployment for k, r in related
+    ) and not orchestrator.is_labelled(tags)
+
+
 def flow_run_of(event: Any) -> str:
     return str(event.resource.id).removeprefix("prefect.flow-run.")
 
@@ -81,7 +98,8 @@ async def wake_on_scheduled_runs(pool: str, poll: Callable[[], Awaitable[list[An
                     if event.event == CANCELLING_EVENT:
                         await _in_thread(dispatch.cancelled_in_prefect, flow_run_of(event))
                         continue
-                    await _in_thread(dispatch.adopt_flow_run, flow_run_of(event))
+                    if started_outside_docpipe(event):
+                        await _in_thread(dispatch.adopt_flow_run, flow_run_of(event))
                     if not await poll():
                         await anyio.sleep(RECHECK_SECONDS)
                         await poll()

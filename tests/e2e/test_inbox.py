@@ -183,14 +183,7 @@ def test_ingest_command_scans_one_folder(tmp_path: Path, stack: object) -> None:
     first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert json.loads(first.stdout)["waiting"] == [good(0)[0], good(1)[0]]
     result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "docpipe"),
-            "ingest",
-            str(tmp_path / "scans"),
-            "--tenant",
-            tenant_id,
-            "--json",
-        ],
+        command,
         capture_output=True,
         text=True,
         timeout=120,

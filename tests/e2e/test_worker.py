@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from docpipe.runtime.worker import is_for_pool, serialised
+from docpipe.runtime.worker import is_for_pool, serialised, started_outside_docpipe
 from tests.e2e.test_warm import one_page_batch
 from tests.helpers import cli, started_stack
 
@@ -52,6 +52,24 @@ def test_events_are_matched_to_their_work_pool() -> None:
     assert not is_for_pool(event(other), "docpipe")
     assert not is_for_pool(event(queue), "docpipe")
     assert not is_for_pool(event(), "docpipe")
+
+
+def test_only_runs_started_outside_docpipe_are_taken_in() -> None:
+    def event(*related: dict[str, str]) -> Any:
+        return SimpleNamespace(related=list(related))
+
+    process_batch = {
+        "prefect.resource.role": "deployment",
+        "prefect.resource.name": "process-batch",
+    }
+    ingest = {"prefect.resource.role": "deployment", "prefect.resource.name": "ingest-folder"}
+    ours = {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.tenant:acme"}
+    theirs = {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.nightly"}
+
+    assert started_outside_docpipe(event(process_batch, theirs))
+    assert started_outside_docpipe(event(process_batch))
+    assert not started_outside_docpipe(event(process_batch, ours, theirs))
+    assert not started_outside_docpipe(event(ingest))
 
 
 def test_polls_never_overlap() -> None:

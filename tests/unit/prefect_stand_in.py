@@ -60,7 +60,7 @@ class PrefectStandIn:
         run = self.flow_runs.get(flow_run_id)
         if run is None or not self.reachable:
             return None
-        return orchestrator.RunInfo(flow_run_id, run.batch_id, run.queue, run.tags, run.state)
+        return orchestrator.RunInfo(run.batch_id, run.tags, run.state)
 
     def label_flow_run(self, flow_run_id: str, *, name: str | None, tags: list[str]) -> None:
         run = self.flow_runs[flow_run_id]
