@@ -41,9 +41,15 @@ class CreatedBatch:
     status: BatchStatus
 
 
-def create_batch(tenant: Tenant, staged: StagedBatch, *, source: str = "api") -> CreatedBatch:
-    """Store the staged files and their rows together: all of them, or none."""
+def create_batch(
+    tenant: Tenant, staged: StagedBatch, *, source: str = "api", language: str | None = None
+) -> CreatedBatch:
+    """Store the staged files and their rows together: all of them, or none.
+
+    Its documents are read in `language`, else the tenant's languages, else the settings'.
+    """
     storage = get_storage()
+    language = language or tenant.languages or get_settings().ocr_language
     batch_id = new_id()
     stored: list[str] = []
     try:
@@ -65,6 +71,7 @@ def create_batch(tenant: Tenant, staged: StagedBatch, *, source: str = "api") ->
                         size_bytes=staged_file.size,
                         sha256=staged_file.sha256,
                         storage_key=key,
+                        language=language,
                     )
                 )
                 storage.put_file(staged_file.path, key)
@@ -540,11 +547,13 @@ def outcomes_table(documents: list[Document]) -> pd.DataFrame:
                 "status": d.status.value,
                 "pages": d.page_count,
                 "ocrSeconds": round(d.ocr_seconds, 3) if d.ocr_seconds is not None else None,
+                # What GET /api/documents/{id}/<output> serves.
+                "outputs": ", ".join(o.value for o in d.made_outputs()),
                 "error": d.error,
             }
             for d in documents
         ],
-        columns=["documentId", "fileName", "status", "pages", "ocrSeconds", "error"],
+        columns=["documentId", "fileName", "status", "pages", "ocrSeconds", "outputs", "error"],
     )
 
 

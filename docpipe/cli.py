@@ -263,20 +263,34 @@ def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> l
     return [batches.find_batch(tenant_id, b) for b in batch_ids if b not in pending]
 
 
+LANGUAGES_OPTION = typer.Option(
+    help="Tesseract's languages joined by '+', e.g. deu+eng (default: DOCPIPE_OCR_LANGUAGE)."
+)
+OUTPUTS_OPTION = typer.Option(
+    help="What to make of each document: text and any of pdf, hocr, words "
+    "(default: DOCPIPE_OCR_OUTPUTS, text,pdf)."
+)
+
+
 @tenant_app.command("create")
 def tenant_create(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
     tier: Annotated[
         Tier, typer.Option(help="vip batches run on the critical queue.")
     ] = Tier.STANDARD,
+    languages: Annotated[str | None, LANGUAGES_OPTION] = None,
+    outputs: Annotated[str | None, OUTPUTS_OPTION] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create a tenant and print its API key (shown only this once)."""
+    """Create a tenant and print its API key (shown only this once).
+
+    Example: docpipe tenant create acme --tier vip --languages deu+eng --outputs text,pdf,words
+    """
     from docpipe.tenants import create_tenant
 
     _current_schema()
     try:
-        tenant, api_key = create_tenant(tenant_id, tier)
+        tenant, api_key = create_tenant(tenant_id, tier, languages=languages, outputs=outputs)
     except DocpipeError as e:
         raise typer.Exit(_fail(str(e))) from e
     # Its inbox folder, ready for files (the scans read only folders of tenants).
@@ -290,6 +304,32 @@ def tenant_create(
             f"tenant {tenant.id} ({tenant.tier.value})\nAPI key: {api_key}\n"
             "Keep it: only its hash is stored."
         )
+
+
+@tenant_app.command("set")
+def tenant_set(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+    tier: Annotated[Tier | None, typer.Option(help="vip or standard.")] = None,
+    languages: Annotated[str | None, LANGUAGES_OPTION] = None,
+    outputs: Annotated[str | None, OUTPUTS_OPTION] = None,
+) -> None:
+    """Change a tenant's tier, OCR languages or outputs, for batches uploaded from now on.
+
+    Example: docpipe tenant set acme --languages fra --outputs text,pdf,hocr,words
+    """
+    from docpipe.tenants import configure_tenant
+
+    _current_schema()
+    try:
+        tenant = configure_tenant(tenant_id, tier=tier, languages=languages, outputs=outputs)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    settings = get_settings()
+    typer.echo(
+        f"tenant {tenant.id} ({tenant.tier.value}): languages "
+        f"{tenant.languages or settings.ocr_language}, outputs "
+        f"{tenant.outputs or settings.ocr_outputs}"
+    )
 
 
 @tenant_app.command("rotate-key")
@@ -342,6 +382,8 @@ def tenant_list(
                 "tier": t.tier.value,
                 "createdAt": t.created_at.isoformat(),
                 "keyActive": t.key_active,
+                "languages": t.languages,
+                "outputs": t.outputs.split(","),
             }
             for t in tenants
         ]
@@ -349,7 +391,9 @@ def tenant_list(
         return
     for t in tenants:
         key = "key active" if t.key_active else "key revoked"
-        typer.echo(f"{t.id}\t{t.tier.value}\t{t.created_at:%Y-%m-%d}\t{key}")
+        typer.echo(
+            f"{t.id}\t{t.tier.value}\t{t.created_at:%Y-%m-%d}\t{key}\t{t.languages}\t{t.outputs}"
+        )
 
 
 @db_app.command("upgrade")

@@ -60,7 +60,19 @@ class Settings(BaseSettings):
     request_head_timeout_seconds: float = 10.0
     request_idle_timeout_seconds: float = 30.0
 
+    # Tesseract's languages for tenants that have none of their own (`deu+eng`), and at
+    # most how many one upload may ask for: each one adds to every page's cost.
     ocr_language: str = "eng"
+    ocr_max_languages: int = 3
+    # The outputs made for tenants that have none of their own: text and any of pdf,
+    # hocr, words (all from the same Tesseract pass).
+    ocr_outputs: str = "text,pdf"
+    # Turn pages upright, and straighten tilted ones; each costs a second pass, and
+    # only on the pages that need it.
+    ocr_orient: bool = True
+    ocr_deskew: bool = True
+    # Make the searchable PDF a PDF/A-2b (through Ghostscript), for archives that ask for it.
+    pdfa: bool = False
     ocr_dpi: int = 300
     ocr_page_timeout_seconds: float = 120.0
     ocr_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)

@@ -20,20 +20,30 @@ from docpipe import batches, orchestrator
 from docpipe.config import Settings, get_settings
 from docpipe.errors import Conflict
 from docpipe.models import BatchStatus, Tenant
+from docpipe.ocr import check_languages
 from docpipe.uploads import stage_files
 
 log = logging.getLogger(__name__)
 
 
 def accept_batch(
-    tenant: Tenant, files: Iterable[tuple[str | None, BinaryIO]], settings: Settings
+    tenant: Tenant,
+    files: Iterable[tuple[str | None, BinaryIO]],
+    settings: Settings,
+    *,
+    language: str | None = None,
 ) -> batches.CreatedBatch:
     """Check and store an upload as one batch, then start it if it is its turn.
 
+    `language` (Tesseract's codes joined by '+') overrides the tenant's for this batch.
     The staging copies are gone before Prefect is asked: a slow Prefect holds no disk.
     """
+    language = check_languages(
+        language or tenant.languages or settings.ocr_language,
+        max_languages=settings.ocr_max_languages,
+    )
     with stage_files(files, settings) as staged:
-        created = batches.create_batch(tenant, staged)
+        created = batches.create_batch(tenant, staged, language=language)
     dispatch()
     return created
 

@@ -17,6 +17,10 @@ class OcrInterrupted(OcrFailed):
     """Tesseract died (a crash or a signal): the same page may well read the next time."""
 
 
+class UnknownLanguage(DocpipeError):
+    """An OCR language Tesseract has no data for here, or not a language name at all."""
+
+
 class SchemaError(DocpipeError):
     """The database's schema is not this release's, and docpipe cannot make it so."""
 

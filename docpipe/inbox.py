@@ -23,8 +23,8 @@ from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.dispatch import dispatch
 from docpipe.errors import Forbidden, OverLimit
-from docpipe.models import Batch, Document, DocumentStatus, Outcomes, Tenant
-from docpipe.storage import get_storage
+from docpipe.models import Batch, Document, DocumentStatus, Outcomes, Output, Tenant
+from docpipe.storage import get_storage, output_key
 from docpipe.tenants import TENANT_ID, get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import SNIFF_BYTES, check_upload
@@ -509,9 +509,14 @@ def _reject(folder_fd: int, name: str, reason: str) -> bool:
     return True
 
 
+# A folder batch's results beside each other: `scan.png.txt` and `scan.png.ocr.pdf`.
+OUTBOX_SUFFIXES = {Output.TEXT: ".txt", Output.PDF: ".ocr.pdf"}
+
+
 def write_results(batch_id: str) -> list[str]:
     """A finished folder batch's results, for the folder's user: each Ready document's text
-    as `<outbox>/<tenant>/<original name>.txt`, and `batch-<id>.json` summing the batch up.
+    as `<outbox>/<tenant>/<original name>.txt` and its searchable PDF as `<name>.ocr.pdf`
+    (when the tenant's outputs have it), and `batch-<id>.json` summing the batch up.
 
     Returns the names written. The outbox, like the inbox, is the tenants' side: nothing
     is written through a link there.
@@ -543,22 +548,24 @@ def write_results(batch_id: str) -> list[str]:
         try:
             rows = []
             for document in documents:
-                text_name = None
-                if document.status == DocumentStatus.READY and document.text_key:
-                    text_name = f"{document.file_name}.txt"
-                    try:
-                        _put_file(folder_fd, text_name, storage.read_bytes(document.text_key))
-                        written.append(text_name)
-                    except OSError as e:  # a name too long for ".txt": the summary says so
-                        log.warning("no result file for %s: %s", safe_name(text_name), e.strerror)
-                        text_name = None
+                names: dict[str, str | None] = {"text": None, "pdf": None}
+                if document.status == DocumentStatus.READY:
+                    for output in set(document.made_outputs()) & set(OUTBOX_SUFFIXES):
+                        name = f"{document.file_name}{OUTBOX_SUFFIXES[output]}"
+                        key = output_key(document.storage_key, output)
+                        try:
+                            _put_file(folder_fd, name, storage.read_bytes(key))
+                            written.append(name)
+                            names[output.value] = name
+                        except OSError as e:  # a name too long for its suffix: said in the summary
+                            log.warning("no result file for %s: %s", safe_name(name), e.strerror)
                 rows.append(
                     {
                         "fileName": document.file_name,
                         "status": document.status.value,
                         "error": document.error,
                         "pages": document.page_count,
-                        "text": text_name,
+                        **names,
                     }
                 )
             outcomes = Outcomes.of(d.status for d in documents)

@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from docpipe.errors import DocpipeError
+
 
 class Tier(StrEnum):
     STANDARD = "standard"
@@ -68,6 +70,27 @@ class Outcomes:
             failed=sum(n for s, n in counts.items() if s.is_failure),
             cancelled=counts[DocumentStatus.CANCELLED],
         )
+
+
+class Output(StrEnum):
+    """A document's results; the values are the API's (`outputs`, and each endpoint's name)."""
+
+    TEXT = "text"
+    PDF = "pdf"
+    HOCR = "hocr"
+    WORDS = "words"
+
+
+def parse_outputs(value: str) -> tuple[Output, ...]:
+    """`text,pdf,words` as outputs, in their canonical order; text is always made."""
+    names = {part.strip().lower() for part in value.split(",") if part.strip()}
+    unknown = names - {o.value for o in Output}
+    if unknown:
+        raise DocpipeError(
+            f"unknown outputs {', '.join(sorted(unknown))}; choose from "
+            + ", ".join(o.value for o in Output)
+        )
+    return tuple(o for o in Output if o.value in names or o == Output.TEXT)
 
 
 class BatchStatus(StrEnum):
@@ -131,6 +154,10 @@ class Tenant(Base):
     tier: Mapped[Tier] = mapped_column(_enum(Tier))
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Tesseract's languages (`deu+eng`) and the outputs made (`text,pdf`); unset, the
+    # settings' defaults.
+    languages: Mapped[str | None] = mapped_column(String(64))
+    outputs: Mapped[str | None] = mapped_column(String(64))
 
 
 class Batch(Base):
@@ -171,6 +198,9 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     storage_key: Mapped[str] = mapped_column(String(255))
     text_key: Mapped[str | None] = mapped_column(String(255))
+    # The languages it is read in, fixed at upload; and the outputs made, once Ready.
+    language: Mapped[str | None] = mapped_column(String(64))
+    outputs: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[DocumentStatus] = mapped_column(
         _enum(DocumentStatus), default=DocumentStatus.UPLOADED
     )
@@ -182,3 +212,9 @@ class Document(Base):
     ocr_seconds: Mapped[float | None] = mapped_column(Float)
 
     batch: Mapped[Batch] = relationship(back_populates="documents")
+
+    def made_outputs(self) -> list[Output]:
+        """What it has to serve (one Ready from before outputs existed has its text)."""
+        if self.outputs:
+            return list(parse_outputs(self.outputs))
+        return [Output.TEXT] if self.text_key else []

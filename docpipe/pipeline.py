@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
@@ -10,11 +11,19 @@ from sqlalchemy.orm import Session
 
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.errors import InvalidDocument, NotFound, OcrFailed
-from docpipe.models import FINAL_DOCUMENT_STATUSES, Document, DocumentStatus, Tier, utcnow
-from docpipe.ocr import ocr_document
-from docpipe.storage import get_storage, text_key
-from docpipe.validation import inspect_document
+from docpipe.errors import Conflict, InvalidDocument, NotFound, OcrFailed
+from docpipe.ghostscript import to_pdfa
+from docpipe.models import FINAL_DOCUMENT_STATUSES, Document, DocumentStatus, Tenant, Tier, utcnow
+from docpipe.ocr import OcrResult, Straightening, ocr_document
+from docpipe.outputs import (
+    Output,
+    hocr_document,
+    parse_outputs,
+    searchable_pdf,
+    words_document,
+)
+from docpipe.storage import get_storage, output_key, text_key
+from docpipe.validation import inspect_document, pdf_header_offset
 
 # A cancel may land while a step runs: every write below is a compare-and-set that
 # leaves a Cancelled (or Ready) document as it is, never a read-modify-write.
@@ -90,13 +99,16 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
         document_id, page_count=inspection.page_count, status=DocumentStatus.PROCESSING
     ):
         return 0
+    outputs = tenant_outputs(document.tenant_id)
     try:
         result = ocr_document(
             data,
             kind=document.kind,
-            language=settings.ocr_language,
+            language=document.language or settings.ocr_language,
             dpi=settings.ocr_dpi,
             page_timeout=settings.ocr_page_timeout_seconds,
+            pdf=Output.PDF in outputs,
+            straighten=Straightening(orient=settings.ocr_orient, deskew=settings.ocr_deskew),
             niceness=0 if tier == Tier.VIP else settings.standard_niceness,
             max_page_pixels=settings.max_image_pixels,
             max_pages=settings.max_pdf_pages,
@@ -106,20 +118,50 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
     except InvalidDocument as e:  # a page that does not decode, found as it is read
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
         raise
+    try:
+        made = _store_outputs(document, data, result, outputs)
     except OcrFailed as e:
         _finish(document_id, DocumentStatus.OCR_FAILED, error=str(e))
         raise
-    key = text_key(document.storage_key)
-    storage.put_bytes(result.text.encode(), key)
     _finish(
         document_id,
         DocumentStatus.READY,
-        text_key=key,
-        page_count=result.pages,
+        text_key=text_key(document.storage_key),
+        outputs=",".join(made),
+        page_count=result.page_count,
         ocr_seconds=result.seconds,
         error=None,
     )
-    return result.pages
+    return result.page_count
+
+
+def tenant_outputs(tenant_id: str) -> tuple[Output, ...]:
+    """The outputs made for a tenant's documents: its own choice, or the settings'."""
+    with session_scope() as session:
+        tenant = session.get(Tenant, tenant_id)
+        chosen = tenant.outputs if tenant is not None else None
+    return parse_outputs(chosen or get_settings().ocr_outputs)
+
+
+def _store_outputs(
+    document: Document, data: bytes, result: OcrResult, outputs: tuple[Output, ...]
+) -> list[Output]:
+    """Write each output beside the original; the document lists them once all are there."""
+    made: dict[Output, bytes] = {Output.TEXT: result.text.encode()}
+    if Output.PDF in outputs:
+        original = data[pdf_header_offset(data) or 0 :] if document.kind == "pdf" else data
+        made[Output.PDF] = searchable_pdf(original, kind=document.kind, pages=result.pages)
+        settings = get_settings()
+        if settings.pdfa:
+            made[Output.PDF] = to_pdfa(made[Output.PDF], timeout=settings.ocr_page_timeout_seconds)
+    if Output.HOCR in outputs:
+        made[Output.HOCR] = hocr_document(result.pages).encode()
+    if Output.WORDS in outputs:
+        made[Output.WORDS] = json.dumps(words_document(result.pages)).encode()
+    storage = get_storage()
+    for output, content in made.items():
+        storage.put_bytes(content, output_key(document.storage_key, output))
+    return list(made)
 
 
 def record_unexpected_failure(document_id: str, *, reason: str) -> None:
@@ -143,6 +185,22 @@ def record_unexpected_failure(document_id: str, *, reason: str) -> None:
 
 
 def read_text(document: Document) -> str:
-    if document.text_key is None:
-        raise NotFound("document has no text")
-    return get_storage().read_bytes(document.text_key).decode()
+    return read_output(document, Output.TEXT).decode()
+
+
+def read_output(document: Document, output: Output) -> bytes:
+    """One of a Ready document's outputs; Conflict until it is Ready."""
+    if document.status != DocumentStatus.READY:
+        raise Conflict(f"document is {document.status.value}, not Ready")
+    if output not in document.made_outputs():
+        raise NotFound(
+            f"no {output.value} was made for this document; it has "
+            + ", ".join(o.value for o in document.made_outputs())
+            + " (its tenant's outputs setting chooses them)"
+        )
+    return get_storage().read_bytes(output_key(document.storage_key, output))
+
+
+def read_original(document: Document) -> bytes:
+    """The bytes as they were uploaded."""
+    return get_storage().read_bytes(document.storage_key)

@@ -83,3 +83,11 @@ def document_key(tenant_id: str, batch_id: str, document_id: str, kind: str) -> 
 def text_key(storage_key: str) -> str:
     """The OCR text lives beside the original."""
     return f"{storage_key}.txt"
+
+
+# The other outputs live beside it too: `<original>.ocr.pdf` and so on.
+OUTPUT_SUFFIXES = {"text": ".txt", "pdf": ".ocr.pdf", "hocr": ".hocr", "words": ".words.json"}
+
+
+def output_key(storage_key: str, output: str) -> str:
+    return f"{storage_key}{OUTPUT_SUFFIXES[output]}"

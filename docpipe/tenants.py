@@ -10,9 +10,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Conflict, DocpipeError, NotFound, Unauthorized
-from docpipe.models import Tenant, Tier
+from docpipe.models import Tenant, Tier, parse_outputs
+from docpipe.ocr import check_languages
 
 TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -22,8 +24,14 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def create_tenant(tenant_id: str, tier: Tier) -> tuple[Tenant, str]:
-    """Store a new tenant; returns it with its API key, which is shown only this once."""
+def create_tenant(
+    tenant_id: str, tier: Tier, *, languages: str | None = None, outputs: str | None = None
+) -> tuple[Tenant, str]:
+    """Store a new tenant; returns it with its API key, which is shown only this once.
+
+    `languages` (`deu+eng`) and `outputs` (`text,pdf,words`) default to the settings'.
+    """
+    languages, outputs = _checked_choices(languages, outputs)
     if not TENANT_ID.fullmatch(tenant_id):
         raise DocpipeError(
             "tenant id must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter "
@@ -33,12 +41,49 @@ def create_tenant(tenant_id: str, tier: Tier) -> tuple[Tenant, str]:
     with session_scope() as session:
         if session.get(Tenant, tenant_id) is not None:
             raise Conflict(f"tenant {tenant_id!r} already exists")
-        tenant = Tenant(id=tenant_id, tier=tier, api_key_hash=hash_api_key(api_key))
+        tenant = Tenant(
+            id=tenant_id,
+            tier=tier,
+            api_key_hash=hash_api_key(api_key),
+            languages=languages,
+            outputs=outputs,
+        )
         session.add(tenant)
     return tenant, api_key
 
 
 REVOKED = "revoked-"
+
+
+def _checked_choices(languages: str | None, outputs: str | None) -> tuple[str | None, str | None]:
+    """Languages Tesseract has here, and known outputs, spelled one way."""
+    if languages is not None:
+        languages = check_languages(languages, max_languages=get_settings().ocr_max_languages)
+    if outputs is not None:
+        outputs = ",".join(o.value for o in parse_outputs(outputs))
+    return languages, outputs
+
+
+def configure_tenant(
+    tenant_id: str,
+    *,
+    tier: Tier | None = None,
+    languages: str | None = None,
+    outputs: str | None = None,
+) -> Tenant:
+    """Change a tenant's tier, OCR languages or outputs; what is not given stays."""
+    languages, outputs = _checked_choices(languages, outputs)
+    with session_scope() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        if tier is not None:
+            tenant.tier = tier
+        if languages is not None:
+            tenant.languages = languages
+        if outputs is not None:
+            tenant.outputs = outputs
+        return tenant
 
 
 def _new_key() -> str:
@@ -72,13 +117,23 @@ class TenantListing:
     tier: Tier
     created_at: datetime
     key_active: bool
+    languages: str
+    outputs: str
 
 
 def list_tenants() -> list[TenantListing]:
     """Every tenant, without its key."""
+    settings = get_settings()
     with session_scope() as session:
         return [
-            TenantListing(t.id, t.tier, t.created_at, not t.api_key_hash.startswith(REVOKED))
+            TenantListing(
+                t.id,
+                t.tier,
+                t.created_at,
+                not t.api_key_hash.startswith(REVOKED),
+                t.languages or settings.ocr_language,
+                t.outputs or settings.ocr_outputs,
+            )
             for t in session.scalars(select(Tenant).order_by(Tenant.id))
         ]
 

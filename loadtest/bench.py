@@ -1,6 +1,9 @@
 """`make bench`: bare Tesseract on N pages as fast as this machine allows, then the same pages
 through docpipe end to end; prints the floor, the pipeline time, their ratio, the CPU spent
-outside Tesseract per document, and OCR quality (character error rate) for both."""
+outside Tesseract per document, and OCR quality (character error rate) for both.
+
+`--outputs text,pdf` makes both sides write the searchable PDF too (bare Tesseract: `tesseract
+page out txt pdf`), and measures what finding a page's orientation and skew costs per page."""
 
 from __future__ import annotations
 
@@ -28,16 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESUME_SETTLE_SECONDS = 10.0
 
 
-def floor(pages: list[Path], workdir: Path, cores: int) -> dict[str, float]:
+def floor(pages: list[Path], workdir: Path, cores: int, renderers: str = "txt") -> dict[str, float]:
     """Bare Tesseract, single-threaded, one process per core (xargs -P)."""
     out = workdir / "floor"
     out.mkdir(parents=True, exist_ok=True)
     listing = "\n".join(str(p) for p in pages)
-    command = (
-        f"xargs -P {cores} -I{{}} sh -c "
-        + shlex.quote(f'tesseract "$1" "{out}/$(basename "$1" .png)" -l eng 2>/dev/null')
-        + " _ {}"
-    )
+    tesseract = f'tesseract "$1" "{out}/$(basename "$1" .png)" -l eng {renderers} 2>/dev/null'
+    command = f"xargs -P {cores} -I{{}} sh -c " + shlex.quote(tesseract) + " _ {}"
     before = os.times()
     started = time.perf_counter()
     subprocess.run(
@@ -172,13 +172,20 @@ def paused(procs: list[psutil.Process]) -> Iterator[None]:
 
 
 def run(
-    pages_count: int, out: Path, cores: int, idle_seconds: float = 60, rounds: int = 3
+    pages_count: int,
+    out: Path,
+    cores: int,
+    idle_seconds: float = 60,
+    rounds: int = 3,
+    outputs: str = "text",
 ) -> dict[str, Any]:
     from docpipe.config import Settings
     from docpipe.runtime.stack import Stack, free_port, process_trees
 
     cache = ROOT / "loadtest" / ".pages"
     pages = cached_pages(pages_count, cache)
+    # What bare Tesseract writes to match docpipe's outputs.
+    renderers = " ".join({"text": "txt", "pdf": "pdf"}[o] for o in outputs.split(","))
     paths = [p for p, _ in pages]
     known = {p.name: text for p, text in pages}
     with tempfile.TemporaryDirectory(prefix="docpipe-bench-") as tmp:
@@ -193,7 +200,7 @@ def run(
         print("starting the stack ...", flush=True)
         stack.start()
         try:
-            key = _bench_tenant(settings.home)
+            key = _bench_tenant(settings.home, outputs)
             # One small batch first, so neither side pays for a cold start.
             pipeline(paths[:1], stack, key)
             print(f"the idle stack's own CPU for {idle_seconds:g} s ...", flush=True)
@@ -206,7 +213,7 @@ def run(
                     f"round {number} of {rounds}: bare Tesseract, {cores} at a time ...", flush=True
                 )
                 with paused(process_trees(s.process.pid for s in stack.services)):
-                    bare = floor(paths, workdir / f"floor-{number}", cores)
+                    bare = floor(paths, workdir / f"floor-{number}", cores, renderers)
                 print(
                     f"round {number} of {rounds}: {pages_count} pages as one batch ...", flush=True
                 )
@@ -222,6 +229,11 @@ def run(
                     }
                 )
                 print(f"  ratio {results[-1]['ratio']:.3f}", flush=True)
+            orientation = None
+            if "pdf" in outputs:
+                print("what finding orientation and skew costs, per page ...", flush=True)
+                with paused(process_trees(s.process.pid for s in stack.services)):
+                    orientation = orientation_cost(paths[: min(10, len(paths))], workdir)
         finally:
             stack.stop()
     # Every figure, outcome and quality included, is the median round's; all rounds are
@@ -232,7 +244,9 @@ def run(
         "pages": pages_count,
         "cores": cores,
         "rounds": rounds,
+        "outputs": outputs,
         **median,
+        **({"orientation": orientation} if orientation else {}),
         "backgroundCpuSecondsPerMinute": round(60 * idle, 2),
         "allRounds": results,
     }
@@ -256,10 +270,53 @@ def _quality(known: dict[str, str], bare: dict[str, str], piped: dict[str, Any])
     }
 
 
-def _bench_tenant(home: Path) -> str:
+def orientation_cost(pages: list[Path], workdir: Path) -> dict[str, float]:
+    """docpipe's OCR of each page in this process, one at a time, with the orientation and
+    skew checks and without; then the same pages upside down, which need a second pass."""
+    from PIL import Image
+
+    from docpipe.ocr import Straightening, ocr_document
+
+    def per_page(files: list[Path], straighten: Straightening) -> float:
+        started = time.perf_counter()
+        for path in files:
+            ocr_document(
+                path.read_bytes(),
+                kind="png",
+                language="eng",
+                dpi=300,
+                page_timeout=120,
+                pdf=True,
+                straighten=straighten,
+                scratch=workdir / "scratch",
+            )
+        return 1000 * (time.perf_counter() - started) / len(files)
+
+    upside_down = []
+    for path in pages:
+        turned = workdir / f"turned-{path.name}"
+        with Image.open(path) as image:
+            image.rotate(180).save(turned, dpi=image.info.get("dpi"))
+        upside_down.append(turned)
+    off = Straightening(orient=False, deskew=False)
+    per_page(pages[:1], off)  # Tesseract's data in the page cache for both sides
+    plain = per_page(pages, off)
+    checked = per_page(pages, Straightening())
+    turned_ms = per_page(upside_down, Straightening())
+    return {
+        "pages": len(pages),
+        "uprightMsPerPageWithout": round(plain, 1),
+        "uprightMsPerPageWith": round(checked, 1),
+        "checkMsPerUprightPage": round(checked - plain, 1),
+        "upsideDownMsPerPage": round(turned_ms, 1),
+        "turnMsPerUpsideDownPage": round(turned_ms - plain, 1),
+    }
+
+
+def _bench_tenant(home: Path, outputs: str) -> str:
     created = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "docpipe"), "tenant", "create", "bench",
-         "--tier", "vip", "--json"],
+         "--tier", "vip", "--outputs", outputs, "--json"],
         env={**os.environ, "DOCPIPE_HOME": str(home)},
         capture_output=True,
         text=True,
@@ -300,11 +357,18 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="floor and pipeline runs, taken in turns"
     )
+    parser.add_argument(
+        "--outputs",
+        choices=["text", "text,pdf"],
+        default="text",
+        help="what both sides make of each page: text, or text and the searchable PDF",
+    )
     args = parser.parse_args()
-    figures = run(args.pages, args.out, args.cores, args.idle_seconds, args.rounds)
+    figures = run(args.pages, args.out, args.cores, args.idle_seconds, args.rounds, args.outputs)
     rounds = ", ".join(f"{r['ratio']:.3f}" for r in figures["allRounds"])
     print(
-        f"\n{figures['pages']} one-page documents on {figures['cores']} cores, "
+        f"\n{figures['pages']} one-page documents on {figures['cores']} cores, outputs "
+        f"{figures['outputs']}, "
         f"the median of {figures['rounds']} rounds (ratios {rounds})\n"
         f"  floor (bare Tesseract):   {figures['floorSeconds']:8.2f} s\n"
         f"  pipeline (docpipe):       {figures['pipelineSeconds']:8.2f} s\n"
@@ -319,6 +383,16 @@ def main() -> None:
         f"pipeline {figures['cerPipeline']:.4f}\n"
         f"  written to {args.out / 'bench.json'}"
     )
+    if "orientation" in figures:
+        o = figures["orientation"]
+        print(
+            f"orientation and skew, docpipe's OCR of {o['pages']} pages one at a time:\n"
+            f"  upright page:     {o['uprightMsPerPageWithout']:8.1f} ms without the checks, "
+            f"{o['uprightMsPerPageWith']:.1f} ms with them "
+            f"({o['checkMsPerUprightPage']:+.1f} ms)\n"
+            f"  upside-down page: {o['upsideDownMsPerPage']:8.1f} ms "
+            f"({o['turnMsPerUpsideDownPage']:+.1f} ms to find and undo the turn)"
+        )
 
 
 if __name__ == "__main__":

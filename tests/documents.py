@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import re
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -40,6 +41,20 @@ def page_image(
             x, y = rng.randrange(width), rng.randrange(height)
             pixels[x, y] = rng.randrange(150, 256)
         image = image.filter(ImageFilter.GaussianBlur(0.6))
+    image.info["dpi"] = (dpi, dpi)
+    return image
+
+
+def accented_page(lines: list[str], *, dpi: int = 150) -> Image.Image:
+    """A page in a font with every Latin letter (matplotlib's DejaVu), for non-English text."""
+    import matplotlib
+
+    serif = Path(matplotlib.get_data_path(), "fonts/ttf/DejaVuSerif.ttf")
+    font = ImageFont.truetype(str(serif), 40)
+    image = Image.new("L", (1400, 120 + 80 * len(lines)), 245)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + i * 80), line, fill=20, font=font)
     image.info["dpi"] = (dpi, dpi)
     return image
 

@@ -30,12 +30,14 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid()}-{next(_counter)}"
 
 
-def make_tenant(tier: str = "standard") -> tuple[str, str]:
+def make_tenant(
+    tier: str = "standard", *, languages: str | None = None, outputs: str | None = None
+) -> tuple[str, str]:
     """A new tenant in the current settings' database: (id, API key)."""
     from docpipe.models import Tier
     from docpipe.tenants import create_tenant
 
-    tenant, key = create_tenant(unique("t"), Tier(tier))
+    tenant, key = create_tenant(unique("t"), Tier(tier), languages=languages, outputs=outputs)
     return tenant.id, key
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from pydantic.alias_generators import to_camel
 
-from docpipe.models import BatchStatus, DocumentStatus, Outcomes
+from docpipe.models import BatchStatus, DocumentStatus, Outcomes, Output
 
 
 class Schema(BaseModel):
@@ -118,6 +118,7 @@ class BatchPage(Schema):
 
 class DocumentView(Schema):
     id: str
+    language: str | None = Field(description="Tesseract's languages it is read in (deu+eng).")
     batch_id: str
     tenant_id: str
     file_name: str
@@ -131,10 +132,45 @@ class DocumentView(Schema):
     processed_at: datetime | None
     ocr_seconds: float | None
 
+    outputs: list[Output] = Field(
+        validation_alias="made_outputs",
+        description="The outputs it has, each at /api/documents/{id}/<output>; empty until Ready.",
+    )
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _call(cls, value: object) -> object:
+        return value() if callable(value) else value
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def text_url(self) -> str:
         return f"/api/documents/{self.id}/text"
+
+
+class Word(Schema):
+    text: str
+    bbox: list[int] = Field(description="left, top, right, bottom, in pixels of the page as read")
+    confidence: float = Field(description="Tesseract's confidence, 0-100")
+
+
+class PageWords(Schema):
+    page: int = Field(description="1 for the first page")
+    width: int = Field(description="pixels of the page as read (upright, straightened)")
+    height: int
+    dpi: int
+    rotation: int = Field(description="degrees clockwise the page was turned to stand upright")
+    skew: float = Field(description="degrees its lines rose, straightened before reading")
+    words: list[Word]
+
+
+class WordsView(Schema):
+    pages: list[PageWords]
+
+
+class Languages(Schema):
+    installed: list[str] = Field(description="Tesseract's language codes that can be asked for")
+    default: str = Field(description="What a tenant with no languages of its own gets")
 
 
 class Health(Schema):

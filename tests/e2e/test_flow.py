@@ -130,23 +130,25 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
 ) -> None:
     """A Tesseract killed by a signal is retried; an error that will recur is not."""
     import pytesseract
+    from PIL import Image
 
     from flows.process_batch import process_batch
 
-    real = pytesseract.image_to_string
+    real = pytesseract.pytesseract.run_tesseract
     calls: dict[str, int] = {}
 
-    def flaky_tesseract(image: Any, **options: Any) -> str:
+    def flaky_tesseract(input_filename: str, *args: Any, **options: Any) -> None:
         # Tesseract is handed decoded pages: the two documents differ in width.
-        name = "page.png" if image.size[0] == 1240 else "page.tiff"
+        with Image.open(input_filename) as page:
+            name = "page.png" if page.size[0] == 1240 else "page.tiff"
         calls[name] = calls.get(name, 0) + 1
         if name == "page.png" and calls[name] == 1:
             raise pytesseract.TesseractError(-9, "Killed")  # the first try dies
         if name == "page.tiff":
             raise pytesseract.TesseractError(1, "Error during processing.")  # always fails
-        return str(real(image, **options))
+        real(input_filename, *args, **options)
 
-    monkeypatch.setattr(pytesseract, "image_to_string", flaky_tesseract)
+    monkeypatch.setattr(pytesseract.pytesseract, "run_tesseract", flaky_tesseract)
     tenant_id, _ = tenant
     narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
     batch_id = new_batch(

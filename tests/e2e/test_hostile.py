@@ -49,7 +49,7 @@ def test_each_hostile_document_gets_its_answer(case: Case) -> None:
         page_timeout=60,
         max_page_pixels=LIMITS["max_pixels"],
     )
-    assert result.pages == inspection.page_count
+    assert result.page_count == inspection.page_count
     assert documents.words(case.expect) <= documents.words(result.text)
 
 
@@ -83,9 +83,9 @@ def test_each_tiff_page_is_read_with_its_own_timeout() -> None:
         dpi=300,
         page_timeout=60,
     )
-    per_page = (time.perf_counter() - started) / one.pages
+    per_page = (time.perf_counter() - started) / one.page_count
     result = ocr_document(data, kind="tiff", language="eng", dpi=300, page_timeout=per_page * 2.5)
-    assert result.pages == 3
+    assert result.page_count == 3
     for i, page in enumerate(result.text.split("\f")):
         assert documents.words(documents.phrase(i)) <= documents.words(page)
 
@@ -121,5 +121,5 @@ def test_pdfium_reads_the_pdf_from_the_header_the_deep_check_read() -> None:
     data = b"%PDFX decoy\n" + documents.document(documents.phrase(31), "pdf")
     assert inspect_document(data, kind="pdf", dpi=300, **LIMITS).page_count == 1
     result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60)
-    assert result.pages == 1
+    assert result.page_count == 1
     assert documents.words(documents.phrase(31)) <= documents.words(result.text)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pypdf
 import pytest
 from sqlalchemy import func, select
 
@@ -511,8 +512,9 @@ def test_an_outcome_that_cannot_be_set_aside_is_not_read_again(
 def test_a_folder_batch_hands_back_its_texts_and_every_files_outcome(
     api: httpx.Client, stack: object
 ) -> None:
-    """The folder's user never needs the API: texts in the outbox, and a file that failed
-    the deep checks set aside in rejected/ with its reason, like one refused at once."""
+    """The folder's user never needs the API: texts and searchable PDFs in the outbox, and
+    a file that failed the deep checks set aside in rejected/ with its reason, like one
+    refused at once."""
     tenant_id, key, tenant, folder = tenant_with_folder()
     cut = documents.truncated(documents.document("X", "pdf"))  # passes the cheap checks
     drop(folder, *good(0))
@@ -532,9 +534,14 @@ def test_a_folder_batch_hands_back_its_texts_and_every_files_outcome(
     assert documents.words(documents.phrase(0)) <= documents.words(text)
     summary = json.loads((outbox / f"batch-{batch_id}.json").read_text())
     assert (summary["status"], summary["succeeded"], summary["failed"]) == ("Completed", 1, 1)
-    outcomes = {d["fileName"]: (d["status"], d["text"]) for d in summary["documents"]}
-    assert outcomes == {name: ("Ready", f"{name}.txt"), "cut.pdf": ("ValidationFailed", None)}
-    assert not (outbox / "cut.pdf.txt").exists()
+    outcomes = {d["fileName"]: (d["status"], d["text"], d["pdf"]) for d in summary["documents"]}
+    assert outcomes == {
+        name: ("Ready", f"{name}.txt", f"{name}.ocr.pdf"),
+        "cut.pdf": ("ValidationFailed", None, None),
+    }
+    searchable = pypdf.PdfReader(outbox / f"{name}.ocr.pdf").pages[0].extract_text()
+    assert documents.words(documents.phrase(0)) <= documents.words(searchable)
+    assert not (outbox / "cut.pdf.txt").exists() and not (outbox / "cut.pdf.ocr.pdf").exists()
 
     after = inbox.ingest_tenant_folder(folder, tenant, settle=5)  # the next scan settles both
     assert after.done == [name] and set(after.rejected) == {"cut.pdf"}

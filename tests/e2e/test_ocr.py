@@ -19,14 +19,14 @@ OPTIONS: dict[str, Any] = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
 def test_reads_the_words_drawn_on_the_page(kind: str) -> None:
     text = documents.phrase(7)
     result = ocr_document(documents.document(text, kind, seed=7), kind=kind, **OPTIONS)
-    assert result.pages == 1
+    assert result.page_count == 1
     assert documents.words(text) <= documents.words(result.text)
 
 
 def test_pdf_pages_come_back_in_order_separated() -> None:
     texts = [documents.phrase(i) for i in range(3)]
     result = ocr_document(documents.multipage_pdf(texts), kind="pdf", **OPTIONS)
-    assert result.pages == 3
+    assert result.page_count == 3
     pages = result.text.split(PAGE_SEPARATOR)
     assert len(pages) == 3
     for expected, got in zip(texts, pages, strict=True):

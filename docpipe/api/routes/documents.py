@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse
 
 from docpipe import batches, dispatch, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
-from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody
-from docpipe.errors import Conflict
-from docpipe.models import DocumentStatus, Tenant
+from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody, WordsView
+from docpipe.models import Output, Tenant
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -19,8 +21,23 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _accept(tenant: Tenant, files: list[UploadFile], settings: SettingsDep) -> batches.CreatedBatch:
-    return dispatch.accept_batch(tenant, [(f.filename, f.file) for f in files], settings)
+LANGUAGE_HELP = (
+    "Tesseract's languages for this upload, joined by '+' (e.g. deu+eng); default: the "
+    "tenant's. GET /api/languages lists those installed."
+)
+LanguageQuery = Annotated[str | None, Query(alias="language", description=LANGUAGE_HELP)]
+LanguageForm = Annotated[str | None, Form(alias="language", description=LANGUAGE_HELP)]
+
+
+def _accept(
+    tenant: Tenant,
+    files: list[UploadFile],
+    settings: SettingsDep,
+    language: str | None,
+) -> batches.CreatedBatch:
+    return dispatch.accept_batch(
+        tenant, [(f.filename, f.file) for f in files], settings, language=language
+    )
 
 
 @router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
@@ -28,9 +45,11 @@ def bulk_upload(
     tenant: NamedTenantDep,
     files: Annotated[list[UploadFile], File(description="The batch's documents.")],
     settings: SettingsDep,
+    language: LanguageQuery = None,
+    language_field: LanguageForm = None,
 ) -> BatchAccepted:
     """Upload a batch (PDF, PNG, JPEG, TIFF); every file is checked before any is kept."""
-    created = _accept(tenant, files, settings)
+    created = _accept(tenant, files, settings, language or language_field)
     return BatchAccepted(
         batch_id=created.batch_id,
         document_ids=created.document_ids,
@@ -44,9 +63,11 @@ def upload(
     tenant: NamedTenantDep,
     file: Annotated[UploadFile, File(description="One document.")],
     settings: SettingsDep,
+    language: LanguageQuery = None,
+    language_field: LanguageForm = None,
 ) -> DocumentAccepted:
     """Upload one document: a batch of one."""
-    created = _accept(tenant, [file], settings)
+    created = _accept(tenant, [file], settings, language or language_field)
     return DocumentAccepted(
         document_id=created.document_ids[0],
         batch_id=created.batch_id,
@@ -61,14 +82,87 @@ def get_document(document_id: str, tenant: TenantDep) -> DocumentView:
     return DocumentView.model_validate(batches.find_document(tenant.id, document_id))
 
 
-@router.get(
-    "/{document_id}/text",
-    response_class=PlainTextResponse,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
-)
+OUTPUT_ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorBody, "description": "No such document, or this output was not made."},
+    409: {"model": ErrorBody, "description": "The document is not Ready yet."},
+}
+# What is served is made of a tenant's upload: never sniffed, never run as a page's script.
+SAFE_HEADERS = {"X-Content-Type-Options": "nosniff"}
+
+
+@router.get("/{document_id}/text", response_class=PlainTextResponse, responses=OUTPUT_ERRORS)
 def get_document_text(document_id: str, tenant: TenantDep) -> str:
-    """The document's OCR text; 409 until it is Ready."""
+    """The document's OCR text, pages separated by a form feed; 409 until it is Ready."""
+    return pipeline.read_text(batches.find_document(tenant.id, document_id))
+
+
+@router.get(
+    "/{document_id}/pdf",
+    response_class=Response,
+    responses={**OUTPUT_ERRORS, 200: {"content": {"application/pdf": {}}}},
+)
+def get_document_pdf(document_id: str, tenant: TenantDep) -> Response:
+    """The searchable PDF: the original pages, upright, with the text invisible over them."""
     document = batches.find_document(tenant.id, document_id)
-    if document.status != DocumentStatus.READY:
-        raise Conflict(f"document is {document.status.value}, not Ready")
-    return pipeline.read_text(document)
+    return Response(
+        pipeline.read_output(document, Output.PDF),
+        media_type="application/pdf",
+        headers=SAFE_HEADERS | _disposition("inline", f"{_stem(document.file_name)}.pdf"),
+    )
+
+
+@router.get(
+    "/{document_id}/hocr",
+    response_class=Response,
+    responses={**OUTPUT_ERRORS, 200: {"content": {"text/html": {}}}},
+)
+def get_document_hocr(document_id: str, tenant: TenantDep) -> Response:
+    """The text with its layout as hOCR (HTML): pages, blocks, lines, words and their boxes."""
+    document = batches.find_document(tenant.id, document_id)
+    return Response(
+        pipeline.read_output(document, Output.HOCR),
+        media_type="text/html; charset=utf-8",
+        headers=SAFE_HEADERS | {"Content-Security-Policy": "default-src 'none'; sandbox"},
+    )
+
+
+@router.get("/{document_id}/words", responses=OUTPUT_ERRORS)
+def get_document_words(document_id: str, tenant: TenantDep) -> WordsView:
+    """Every word with its page, box (pixels of the page as read) and confidence (0-100)."""
+    document = batches.find_document(tenant.id, document_id)
+    return WordsView.model_validate(json.loads(pipeline.read_output(document, Output.WORDS)))
+
+
+@router.get(
+    "/{document_id}/original",
+    response_class=Response,
+    responses={404: {"model": ErrorBody}, 200: {"content": {"application/octet-stream": {}}}},
+)
+def get_document_original(document_id: str, tenant: TenantDep) -> Response:
+    """The uploaded bytes, as they came, under their file name."""
+    document = batches.find_document(tenant.id, document_id)
+    return Response(
+        pipeline.read_original(document),
+        media_type=MEDIA_TYPES[document.kind],
+        headers=SAFE_HEADERS | _disposition("attachment", document.file_name),
+    )
+
+
+MEDIA_TYPES = {
+    "pdf": "application/pdf",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "tiff": "image/tiff",
+}
+
+
+def _stem(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0] if "." in file_name.strip(".") else file_name
+
+
+def _disposition(kind: str, file_name: str) -> dict[str, str]:
+    """A file name a browser saves under and no header can be broken by (RFC 6266)."""
+    plain = re.sub(r"[^A-Za-z0-9._ ()-]", "_", file_name).strip(" .") or "document"
+    return {
+        "Content-Disposition": f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(file_name)}"
+    }

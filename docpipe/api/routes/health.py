@@ -1,4 +1,4 @@
-"""Liveness: does the database answer, does Prefect?"""
+"""Liveness (does the database answer, does Prefect?), and what this docpipe can read."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from docpipe import orchestrator
-from docpipe.api.schemas import Health
+from docpipe.api.deps import SettingsDep, TenantDep
+from docpipe.api.schemas import ErrorBody, Health, Languages
 from docpipe.db import session_scope
+from docpipe.ocr import installed_languages
 
 router = APIRouter(tags=["health"])
 
@@ -25,3 +27,9 @@ def health() -> Health:
     return Health(
         status="ok" if database and prefect else "degraded", database=database, prefect=prefect
     )
+
+
+@router.get("/api/languages", tags=["documents"], responses={401: {"model": ErrorBody}})
+def languages(_: TenantDep, settings: SettingsDep) -> Languages:
+    """The OCR languages installed, for `language=` on an upload or a tenant's default."""
+    return Languages(installed=installed_languages(), default=settings.ocr_language)

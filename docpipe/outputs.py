@@ -1,0 +1,204 @@
+"""What one OCR pass makes of a document: the searchable PDF, hOCR, and word boxes."""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pypdf
+from pypdf import PageObject, Transformation
+from pypdf.errors import PyPdfError
+
+from docpipe.errors import OcrFailed
+from docpipe.models import Output, parse_outputs
+
+__all__ = ["Output", "parse_outputs"]
+
+if TYPE_CHECKING:
+    from docpipe.ocr import PageRead
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    left: int
+    top: int
+    right: int
+    bottom: int
+    confidence: float
+
+
+_WORD = re.compile(
+    r"<span class='ocrx_word'[^>]*?title='bbox (\d+) (\d+) (\d+) (\d+); x_wconf (\d+)'[^>]*>"
+    r"(.*?)</span>",
+    re.DOTALL,
+)
+_LINE = re.compile(
+    r"class='ocr_(?:line|header|caption|textfloat)'[^>]*?"
+    r"title=\"bbox (\d+) \d+ (\d+) \d+; baseline (-?[\d.]+) "
+)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def words_of(hocr: str) -> list[Word]:
+    """Every word Tesseract wrote in a page's hOCR, with its box and confidence."""
+    return [
+        Word(html.unescape(_TAG.sub("", text)), int(l), int(t), int(r), int(b), float(c))
+        for l, t, r, b, c, text in _WORD.findall(hocr)  # noqa: E741
+    ]
+
+
+def confidence(hocr: str) -> float:
+    """The page's mean word confidence (0-100), longer words weighing more; 0 with no words."""
+    words = [w for w in words_of(hocr) if any(ch.isalnum() for ch in w.text)]
+    letters = sum(len(w.text) for w in words)
+    return sum(w.confidence * len(w.text) for w in words) / letters if letters else 0.0
+
+
+def misturned(words: list[Word]) -> bool:
+    """Whether a read suggests the page was not upright: garbled, or its words stand on end.
+
+    Tesseract reads a page turned a quarter well enough, but its words come out tall and
+    narrow; a page upside down comes out as confident-looking nonsense of low confidence.
+    """
+    words = [w for w in words if sum(ch.isalnum() for ch in w.text) >= 2]
+    if not words:
+        return False
+    mean = sum(w.confidence for w in words) / len(words)
+    long = [w for w in words if len(w.text) >= 4]
+    standing = sum(1 for w in long if (w.bottom - w.top) > (w.right - w.left))
+    return mean < 60 or (bool(long) and standing > len(long) / 2)
+
+
+def likely_turns(words: list[Word]) -> list[int]:
+    """The clockwise turns, most likely first, that may bring a misturned page upright.
+
+    Words that stand on end mean a quarter turn: if Tesseract read them well, the lines
+    run top to bottom and the page wants a quarter turn back (270); else the other way.
+    Lying but garbled words mean the page is upside down. No words: nothing to turn.
+    """
+    if not misturned(words):
+        return []
+    words = [w for w in words if sum(ch.isalnum() for ch in w.text) >= 2]
+    mean = sum(w.confidence for w in words) / len(words)
+    long = [w for w in words if len(w.text) >= 4]
+    if long and sum(1 for w in long if (w.bottom - w.top) > (w.right - w.left)) > len(long) / 2:
+        return [270, 90] if mean >= 60 else [90, 270]
+    return [180]
+
+
+def skew_degrees(hocr: str) -> float:
+    """How far the page's text lines tilt, in degrees counter-clockwise (from their baselines)."""
+    slopes = [
+        float(slope) for left, right, slope in _LINE.findall(hocr) if int(right) - int(left) >= 100
+    ]
+    if not slopes:
+        return 0.0
+    return -math.degrees(math.atan(statistics.median(slopes)))
+
+
+def hocr_document(pages: list[PageRead]) -> str:
+    """One hOCR document of every page, ids and page numbers running on, no file paths."""
+    if not pages:
+        return ""
+    head = pages[0].hocr.split("<body>", 1)[0]
+    bodies = []
+    for number, page in enumerate(pages, start=1):
+        body = page.hocr.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
+        body = re.sub(r"(id=')([a-z]+)_1((?:_\d+)?')", rf"\g<1>\g<2>_{number}\g<3>", body)
+        # Tesseract names the temporary file it read: that is nobody's business.
+        body = re.sub(r'image "[^"]*"; ', "", body)
+        body = body.replace("ppageno 0", f"ppageno {number - 1}")
+        bodies.append(body.strip("\n"))
+    return head + "<body>\n" + "\n".join(bodies) + "\n </body>\n</html>\n"
+
+
+def words_document(pages: list[PageRead]) -> dict[str, Any]:
+    """Every word with its page, box (pixels of the page as read) and confidence."""
+    return {
+        "pages": [
+            {
+                "page": number,
+                "width": page.width,
+                "height": page.height,
+                "dpi": page.dpi,
+                "rotation": page.rotation,
+                "skew": round(page.skew, 2),
+                "words": [
+                    {
+                        "text": w.text,
+                        "bbox": [w.left, w.top, w.right, w.bottom],
+                        "confidence": w.confidence,
+                    }
+                    for w in words_of(page.hocr)
+                    if w.text.strip()
+                ],
+            }
+            for number, page in enumerate(pages, start=1)
+        ]
+    }
+
+
+def searchable_pdf(original: bytes, *, kind: str, pages: list[PageRead]) -> bytes:
+    """The document as a PDF with its text, invisible, over each page, every page upright.
+
+    An image's pages are Tesseract's own (the image as read, with its text). A PDF keeps
+    its own pages, turned upright where they were not, with Tesseract's text layer laid
+    over each at the page's size and the angle of its words.
+    """
+    writer = pypdf.PdfWriter()
+    try:
+        if kind == "pdf":
+            reader = pypdf.PdfReader(io.BytesIO(original))
+            if len(reader.pages) != len(pages):
+                raise OcrFailed(
+                    f"the PDF's pages do not agree ({len(reader.pages)} or {len(pages)}): "
+                    "no searchable PDF can be made of it"
+                )
+            for page, read in zip(reader.pages, pages, strict=True):
+                _lay_text_over(writer.add_page(page), read)
+        else:
+            for read in pages:
+                assert read.pdf is not None
+                writer.append(pypdf.PdfReader(io.BytesIO(read.pdf)))
+        writer.add_metadata({"/Producer": "docpipe (Tesseract)"})
+        out = io.BytesIO()
+        writer.write(out)
+    except (PyPdfError, ValueError, KeyError, TypeError) as e:
+        raise OcrFailed(f"the searchable PDF could not be made: {e}") from e
+    return out.getvalue()
+
+
+def _lay_text_over(page: PageObject, read: PageRead) -> None:
+    """Lay the page's text layer over it (a page of the writer: pypdf edits only those)."""
+    assert read.pdf is not None
+    layer = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]
+    if read.rotation:
+        page.rotate(read.rotation)
+    box = page.cropbox
+    x0, y0, w, h = float(box.left), float(box.bottom), float(box.width), float(box.height)
+    rotate = page.rotation % 360
+    # The page as a viewer shows it, in points; the layer was made at that size.
+    view_w, view_h = (w, h) if rotate in (0, 180) else (h, w)
+    layer_w, layer_h = float(layer.mediabox.width), float(layer.mediabox.height)
+    ctm = (
+        Transformation()
+        .scale(view_w / layer_w, view_h / layer_h)
+        # Straightened before it was read: the words go back to the page's own angle.
+        .translate(-view_w / 2, -view_h / 2)
+        .rotate(read.skew)
+        .translate(view_w / 2, view_h / 2)
+    )
+    # From the page as shown to the page's own coordinates, under its /Rotate.
+    ctm = {
+        0: ctm.translate(x0, y0),
+        90: ctm.rotate(90).translate(x0 + w, y0),
+        180: ctm.rotate(180).translate(x0 + w, y0 + h),
+        270: ctm.rotate(270).translate(x0, y0 + h),
+    }[rotate]
+    page.merge_transformed_page(layer, ctm, over=True, expand=False)

@@ -1,0 +1,446 @@
+"""What people OCR for, through the real stack: searchable PDFs, hOCR, word boxes, the
+original back, their own languages, and pages turned the right way up."""
+
+from __future__ import annotations
+
+import io
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pypdf
+import pypdfium2 as pdfium
+import pytesseract
+import pytest
+from PIL import Image
+from rapidfuzz import fuzz
+
+from tests import documents
+from tests.helpers import files_part, make_tenant, wait_for_batch
+
+pytestmark = pytest.mark.e2e
+
+ALL_OUTPUTS = ["text", "pdf", "hocr", "words"]
+
+
+def upload(
+    api: httpx.Client, tenant_id: str, key: str, files: list[tuple[str, bytes]], **params: str
+) -> httpx.Response:
+    return api.post(
+        "/api/documents/bulk-upload",
+        params={"tenantId": tenant_id, **params},
+        files=files_part(files),
+        headers={"X-API-Key": key},
+    )
+
+
+def finished_documents(
+    api: httpx.Client, tenant_id: str, key: str, files: list[tuple[str, bytes]], **params: str
+) -> dict[str, dict[str, Any]]:
+    """Upload, wait for the batch, and return each document's metadata by file name."""
+    response = upload(api, tenant_id, key, files, **params)
+    assert response.status_code == 202, response.text
+    batch = wait_for_batch(api, key, response.json()["batchId"])
+    found = {}
+    for document in batch["documents"]:
+        found[document["fileName"]] = api.get(
+            f"/api/documents/{document['id']}", headers={"X-API-Key": key}
+        ).json()
+    return found
+
+
+def fetch(api: httpx.Client, key: str, document: dict[str, Any], output: str) -> httpx.Response:
+    return api.get(f"/api/documents/{document['id']}/{output}", headers={"X-API-Key": key})
+
+
+class HocrPages(HTMLParser):
+    """The pages and words of an hOCR document, read as any hOCR consumer would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages: list[dict[str, Any]] = []
+        self._in_word = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        classes = (found.get("class") or "").split()
+        if "ocr_page" in classes:
+            self.pages.append({"id": found["id"], "title": found["title"], "words": []})
+        self._in_word = "ocrx_word" in classes
+
+    def handle_data(self, data: str) -> None:
+        if self._in_word and data.strip():
+            self.pages[-1]["words"].append(data.strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_word = False
+
+
+def pdf_words(data: bytes) -> list[set[str]]:
+    """The words a PDF library finds in each page's text."""
+    pages = pypdf.PdfReader(io.BytesIO(data)).pages
+    return [documents.words(page.extract_text()) for page in pages]
+
+
+@pytest.fixture(scope="module")
+def everything(api: httpx.Client, stack: Any) -> tuple[str, dict[str, dict[str, Any]], dict]:
+    """A tenant making every output, with a two-page PDF and a PNG, finished."""
+    tenant_id, key = make_tenant(outputs="hocr,words,pdf")
+    texts = [documents.phrase(40), documents.phrase(41)]
+    originals = {
+        "two pages.pdf": documents.multipage_pdf(texts),
+        "scan.png": documents.document(documents.phrase(42), "png", seed=42),
+    }
+    found = finished_documents(api, tenant_id, key, list(originals.items()))
+    expected = {"two pages.pdf": texts, "scan.png": [documents.phrase(42)]}
+    return key, found, {"originals": originals, "texts": expected}
+
+
+def test_a_ready_document_lists_the_outputs_its_tenant_chose(everything: Any) -> None:
+    _, found, _ = everything
+    for document in found.values():
+        assert document["status"] == "Ready"
+        assert document["outputs"] == ALL_OUTPUTS
+        assert document["language"] == "eng"
+
+
+def test_the_searchable_pdf_has_the_original_pages_and_their_text(
+    api: httpx.Client, everything: Any
+) -> None:
+    key, found, known = everything
+    for name, document in found.items():
+        response = fetch(api, key, document, "pdf")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/pdf"
+        pages = pdf_words(response.content)
+        assert len(pages) == len(known["texts"][name])
+        for expected, got in zip(known["texts"][name], pages, strict=True):
+            assert documents.words(expected) <= got
+    # A PDF keeps its own pages: the same size, and the same picture drawn on them.
+    original = pypdf.PdfReader(io.BytesIO(known["originals"]["two pages.pdf"]))
+    made = pypdf.PdfReader(io.BytesIO(fetch(api, key, found["two pages.pdf"], "pdf").content))
+    for before, after in zip(original.pages, made.pages, strict=True):
+        assert before.mediabox == after.mediabox
+        assert [i.data for i in before.images] == [i.data for i in after.images]
+
+
+def test_the_text_layer_lies_over_the_words_it_says(api: httpx.Client, everything: Any) -> None:
+    """Select a word in a viewer and the highlight covers that word on the page."""
+    key, found, known = everything
+    data = fetch(api, key, found["two pages.pdf"], "pdf").content
+    word = documents.phrase(40).split()[1]
+    assert_word_under_its_text(data, word)
+
+
+def assert_word_under_its_text(data: bytes, word: str) -> None:
+    """The page, drawn, shows `word` where its text layer puts it (found by PDFium)."""
+    pdf = pdfium.PdfDocument(data)
+    page = pdf[0]
+    text = page.get_textpage()
+    found = text.search(word, match_case=False).get_next()
+    assert found is not None, f"{word} is not in the text layer"
+    start, count = found
+    boxes = [text.get_charbox(i) for i in range(start, start + count)]
+    scale = 2
+    width, height = page.get_size()
+    # Where the page is drawn on screen: the text layer is in the page's own coordinates.
+    left, top = _on_screen(page, min(b[0] for b in boxes), max(b[3] for b in boxes))
+    right, bottom = _on_screen(page, max(b[2] for b in boxes), min(b[1] for b in boxes))
+    left, right = sorted((left, right))
+    top, bottom = sorted((top, bottom))
+    drawn = page.render(scale=scale).to_pil()
+    margin = 10
+    crop = drawn.crop(
+        (
+            int(left * scale) - margin,
+            int(top * scale) - margin,
+            int(right * scale) + margin,
+            int(bottom * scale) + margin,
+        )
+    )
+    read = pytesseract.image_to_string(crop, config="--psm 7").strip().upper()
+    assert fuzz.ratio(read, word.upper()) >= 80, (read, word)
+
+
+def _on_screen(page: pdfium.PdfPage, x: float, y: float) -> tuple[float, float]:
+    """A point of the page's own coordinates as shown (its /Rotate applied), y down."""
+    shown_width, shown_height = page.get_size()
+    rotation = page.get_rotation()
+    width, height = (
+        (shown_width, shown_height) if rotation in (0, 180) else (shown_height, shown_width)
+    )
+    u, v = {
+        0: (x, y),
+        90: (y, width - x),
+        180: (width - x, height - y),
+        270: (height - y, x),
+    }[rotation]
+    return u, shown_height - v
+
+
+def test_hocr_has_every_page_and_word_and_no_file_path(api: httpx.Client, everything: Any) -> None:
+    key, found, known = everything
+    response = fetch(api, key, found["two pages.pdf"], "hocr")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "sandbox" in response.headers["content-security-policy"]
+    parser = HocrPages()
+    parser.feed(response.text)
+    assert [p["id"] for p in parser.pages] == ["page_1", "page_2"]
+    for expected, page in zip(known["texts"]["two pages.pdf"], parser.pages, strict=True):
+        assert documents.words(expected) <= documents.words(" ".join(page["words"]))
+    assert "/tmp" not in response.text and 'image "' not in response.text
+    assert len(set(re.findall(r"id='([^']+)'", response.text))) == len(
+        re.findall(r"id='([^']+)'", response.text)
+    )  # ids are unique across pages
+
+
+def test_words_have_their_page_box_and_confidence(api: httpx.Client, everything: Any) -> None:
+    key, found, known = everything
+    body = fetch(api, key, found["scan.png"], "words").json()
+    (page,) = body["pages"]
+    assert (page["page"], page["rotation"]) == (1, 0)
+    image = Image.open(io.BytesIO(known["originals"]["scan.png"]))
+    assert (page["width"], page["height"]) == image.size
+    read = {w["text"].upper(): w for w in page["words"]}
+    for word in documents.phrase(42).split():
+        box = read[word]["bbox"]
+        assert 0 <= box[0] < box[2] <= page["width"] and 0 <= box[1] < box[3] <= page["height"]
+        assert 50 <= read[word]["confidence"] <= 100
+        # The box holds the word: cut out of the original, it reads as the word.
+        crop = image.crop((box[0] - 6, box[1] - 6, box[2] + 6, box[3] + 6))
+        assert fuzz.ratio(pytesseract.image_to_string(crop, config="--psm 8").strip(), word) >= 80
+
+
+def test_the_original_comes_back_byte_for_byte_under_a_safe_name(
+    api: httpx.Client, everything: Any
+) -> None:
+    key, found, known = everything
+    response = fetch(api, key, found["two pages.pdf"], "original")
+    assert response.status_code == 200
+    assert response.content == known["originals"]["two pages.pdf"]
+    assert response.headers["content-type"] == "application/pdf"
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="two pages.pdf"')
+    assert "filename*=UTF-8''two%20pages.pdf" in disposition
+
+
+def test_a_hostile_file_name_cannot_break_the_download_header(
+    api: httpx.Client, stack: Any
+) -> None:
+    tenant_id, key = make_tenant()
+    name = 'a"b;\r\nSet-Cookie: x=1 ü.png'
+    response = upload(api, tenant_id, key, [(name, documents.document("X", "png"))])
+    assert response.status_code == 202, response.text
+    document_id = response.json()["documentIds"][0]
+    got = api.get(f"/api/documents/{document_id}/original", headers={"X-API-Key": key})
+    assert got.status_code == 200
+    assert "set-cookie" not in got.headers
+    assert '"' not in got.headers["content-disposition"].split('filename="')[1].split('";')[0]
+
+
+def test_outputs_not_chosen_are_not_made_and_the_default_is_text_and_pdf(
+    api: httpx.Client, stack: Any
+) -> None:
+    tenant_id, key = make_tenant()
+    found = finished_documents(
+        api, tenant_id, key, [("a.png", documents.document(documents.phrase(43), "png"))]
+    )
+    document = found["a.png"]
+    assert document["outputs"] == ["text", "pdf"]
+    for output in ("hocr", "words"):
+        response = fetch(api, key, document, output)
+        assert response.status_code == 404
+        assert f"no {output} was made" in response.json()["error"]
+
+
+def test_an_output_of_a_document_not_ready_is_a_409(api: httpx.Client, stack: Any) -> None:
+    tenant_id, key = make_tenant()
+    found = finished_documents(
+        api, tenant_id, key, [("cut.pdf", documents.truncated(documents.document("X", "pdf")))]
+    )
+    response = fetch(api, key, found["cut.pdf"], "pdf")
+    assert response.status_code == 409
+    assert response.json() == {"error": "document is ValidationFailed, not Ready"}
+
+
+FRENCH = ["Le garçon était à l'école", "une fenêtre de l'hôtel à Noël"]
+GERMAN = ["Die grüne Straße über dem Fluß", "Mädchen öffnen fünf Türen"]
+
+
+def accented(lines: list[str]) -> bytes:
+    return documents.encode(documents.accented_page(lines), "png")
+
+
+def accented_words(lines: list[str]) -> set[str]:
+    return {w for line in lines for w in re.findall(r"\w+", line)}
+
+
+def test_each_tenant_and_upload_reads_its_own_language(api: httpx.Client, stack: Any) -> None:
+    """French and German with their accents; English data would drop them."""
+    tenant_id, key = make_tenant(languages="deu")
+    german = finished_documents(api, tenant_id, key, [("de.png", accented(GERMAN))])["de.png"]
+    assert german["language"] == "deu"
+    text = fetch(api, key, german, "text").text
+    assert accented_words(GERMAN) <= set(re.findall(r"\w+", text))
+
+    # One upload in French, by query parameter; another by form field.
+    for how in ("query", "form"):
+        if how == "query":
+            found = finished_documents(
+                api, tenant_id, key, [("fr.png", accented(FRENCH))], language="fra"
+            )
+        else:
+            response = api.post(
+                "/api/documents/bulk-upload",
+                params={"tenantId": tenant_id},
+                data={"language": "fra"},
+                files=files_part([("fr.png", accented(FRENCH))]),
+                headers={"X-API-Key": key},
+            )
+            assert response.status_code == 202, response.text
+            batch = wait_for_batch(api, key, response.json()["batchId"])
+            found = {"fr.png": batch["documents"][0]}
+        french = found["fr.png"]
+        text = fetch(api, key, french, "text").text
+        assert accented_words(FRENCH) <= set(re.findall(r"\w+", text)), (how, text)
+
+
+def test_an_unknown_language_is_refused_naming_those_installed(
+    api: httpx.Client, stack: Any
+) -> None:
+    tenant_id, key = make_tenant()
+    listed = api.get("/api/languages", headers={"X-API-Key": key}).json()
+    assert {"eng", "deu", "fra", "spa", "ita", "por"} <= set(listed["installed"])
+    assert "osd" not in listed["installed"] and listed["default"] == "eng"
+    for bad in ("klingon", "eng+xx", "eng;rm -rf", "eng+deu+fra+spa"):
+        response = upload(
+            api, tenant_id, key, [("a.png", documents.document("X", "png"))], language=bad
+        )
+        assert response.status_code == 400, (bad, response.text)
+        assert set(response.json()) == {"error"}
+    one = [("a.png", documents.document("X", "png"))]
+    response = upload(api, tenant_id, key, one, language="xx")
+    assert response.json()["error"] == (
+        "no OCR data for xx; installed: " + ", ".join(listed["installed"])
+    )
+    batches = api.get(f"/api/batches?tenantId={tenant_id}", headers={"X-API-Key": key}).json()
+    assert batches["total"] == 0  # nothing was stored
+
+
+LINES = [documents.phrase(50 + i, 5) for i in range(6)]
+
+
+def turned(rotation: int, skew: float = 0.0) -> Image.Image:
+    """The page of LINES as a scanner might have fed it: turned (counter-clockwise), or
+    a little tilted."""
+    page = documents.page_image(LINES, dpi=150)
+    if skew:
+        page = page.rotate(skew, resample=Image.Resampling.BICUBIC, fillcolor=245)
+    if rotation:
+        page = page.rotate(rotation, expand=True)
+    page.info["dpi"] = (150, 150)
+    return page
+
+
+TURNS: list[tuple[str, int, float]] = [
+    ("png", 90, 0.0),
+    ("png", 180, 0.0),
+    ("png", 270, 0.0),
+    ("png", 0, 5.0),
+    ("pdf", 180, 0.0),
+    ("pdf", 90, 0.0),
+    ("pdf", 0, -5.0),
+]
+CASES = [
+    pytest.param(
+        *turn, id=f"{turn[0]}-turned-{turn[1]}" if turn[1] else f"{turn[0]}-skewed-{turn[2]:g}"
+    )
+    for turn in TURNS
+]
+
+
+@pytest.fixture(scope="module")
+def straightened(api: httpx.Client, stack: Any) -> tuple[str, dict[str, dict[str, Any]]]:
+    """One batch of every case, read by a tenant making every output."""
+    tenant_id, key = make_tenant(outputs="pdf,words")
+    files = [
+        (f"{kind}-{rotation}-{skew}.{kind}", documents.encode(turned(rotation, skew), kind))
+        for kind, rotation, skew in TURNS
+    ]
+    files.append(("upright.png", documents.encode(turned(0), "png")))
+    return key, finished_documents(api, tenant_id, key, files)
+
+
+@pytest.mark.parametrize(("kind", "rotation", "skew"), CASES)
+def test_a_turned_or_tilted_page_reads_as_well_as_an_upright_one(
+    api: httpx.Client, straightened: Any, kind: str, rotation: int, skew: float
+) -> None:
+    key, found = straightened
+    expected = set().union(*(documents.words(line) for line in LINES))
+    upright = documents.words(fetch(api, key, found["upright.png"], "text").text)
+    assert len(expected & upright) >= 0.95 * len(expected)
+
+    document = found[f"{kind}-{rotation}-{skew}.{kind}"]
+    assert document["status"] == "Ready", document["error"]
+    read = documents.words(fetch(api, key, document, "text").text)
+    assert len(expected & read) >= 0.95 * len(expected), sorted(expected - read)
+
+    (page,) = fetch(api, key, document, "words").json()["pages"]
+    assert page["rotation"] == rotation  # turned back clockwise as far as it was turned
+    assert abs(page["skew"] - skew) < 1.0
+
+    # The searchable PDF shows the page upright: drawn and read with no turning at all,
+    # its words come out; and its text layer lies over them.
+    pdf = fetch(api, key, document, "pdf").content
+    drawn = pdfium.PdfDocument(pdf)[0].render(scale=2).to_pil()
+    shown = documents.words(pytesseract.image_to_string(drawn, config="--psm 6"))
+    assert len(expected & shown) >= 0.9 * len(expected)
+    assert len(expected & pdf_words(pdf)[0]) >= 0.95 * len(expected)
+    assert_word_under_its_text(pdf, LINES[0].split()[1])
+
+
+def test_a_searchable_pdf_becomes_pdfa_2b_when_the_setting_asks(
+    docpipe_home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked by what PDF/A-2b requires of a file (veraPDF cannot be installed here): the
+    identification in XMP, an output intent with its ICC profile, every font embedded, a
+    file ID, no encryption; and the text layer still there."""
+    from docpipe import pipeline
+    from docpipe.models import Document, Output
+    from docpipe.ocr import Straightening, ocr_document
+    from docpipe.storage import get_storage, output_key
+    from tests.helpers import settings_with
+
+    settings_with(monkeypatch, pdfa="true")
+    for kind in ("png", "pdf"):
+        data = documents.document(documents.phrase(44), kind, seed=44)
+        result = ocr_document(
+            data, kind=kind, language="eng", dpi=300, page_timeout=60, pdf=True,
+            straighten=Straightening(),
+        )  # fmt: skip
+        document = Document(kind=kind, storage_key=f"pdfa-test/{kind}/doc.{kind}")
+        made = pipeline._store_outputs(document, data, result, (Output.TEXT, Output.PDF))
+        assert made == [Output.TEXT, Output.PDF]
+        pdf = get_storage().read_bytes(output_key(document.storage_key, Output.PDF))
+
+        reader = pypdf.PdfReader(io.BytesIO(pdf))
+        root: Any = reader.trailer["/Root"]
+        xmp = root["/Metadata"].get_object().get_data().decode()
+        assert re.search(r"pdfaid:part(='|>)2", xmp) and re.search(
+            r"pdfaid:conformance(='|>)B", xmp
+        )
+        (intent,) = root["/OutputIntents"]
+        intent = intent.get_object()
+        assert intent["/S"] == "/GTS_PDFA1"
+        assert intent["/DestOutputProfile"].get_object().get_data()[36:40] == b"acsp"  # ICC
+        assert "/ID" in reader.trailer and not reader.is_encrypted
+        for page in reader.pages:
+            resources: Any = page["/Resources"]
+            for font in resources["/Font"].values():
+                font = font.get_object()
+                descendant = font.get("/DescendantFonts", [font])[0].get_object()
+                descriptor = descendant["/FontDescriptor"].get_object()
+                assert {"/FontFile", "/FontFile2", "/FontFile3"} & set(descriptor)
+        assert documents.words(documents.phrase(44)) <= pdf_words(pdf)[0]
