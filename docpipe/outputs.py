@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pypdf
 from pypdf import PageObject, Transformation
 from pypdf.errors import PyPdfError
+from pypdf.generic import NameObject, NumberObject
 
 from docpipe.errors import OcrFailed
 from docpipe.models import Output, parse_outputs
@@ -178,11 +179,12 @@ def _lay_text_over(page: PageObject, read: PageRead) -> None:
     """Lay the page's text layer over it (a page of the writer: pypdf edits only those)."""
     assert read.pdf is not None
     layer = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]
-    if read.rotation:
-        page.rotate(read.rotation)
+    # As PDFium drew it: a /Rotate that is no quarter turn counts as the one below it.
+    shown = int(float(page.get("/Rotate", 0)) / 90) % 4 * 90
+    rotate = (shown + read.rotation) % 360
+    page[NameObject("/Rotate")] = NumberObject(rotate)
     box = page.cropbox
     x0, y0, w, h = float(box.left), float(box.bottom), float(box.width), float(box.height)
-    rotate = page.rotation % 360
     # The page as a viewer shows it, in points; the layer was made at that size.
     view_w, view_h = (w, h) if rotate in (0, 180) else (h, w)
     layer_w, layer_h = float(layer.mediabox.width), float(layer.mediabox.height)

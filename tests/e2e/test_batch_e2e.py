@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 from uuid import UUID
@@ -181,3 +182,6 @@ def test_progress_and_summary_artifacts_show_in_prefect(
     summary = latest(f"batch-{batch_id}-summary")
     assert summary.type == "table"
     assert summary.description == f"Batch {batch_id} complete: 3 succeeded, 0 failed"
+    # Its table names what each document's outputs are, to fetch by the API.
+    rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
+    assert [row["outputs"] for row in rows] == ["text, pdf"] * 3

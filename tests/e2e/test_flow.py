@@ -129,26 +129,27 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
     tenant: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Tesseract killed by a signal is retried; an error that will recur is not."""
-    import pytesseract
     from PIL import Image
 
+    from docpipe import ocr
+    from docpipe.errors import OcrFailed, OcrInterrupted
     from flows.process_batch import process_batch
 
-    real = pytesseract.pytesseract.run_tesseract
+    real = ocr.run_tesseract
     calls: dict[str, int] = {}
 
-    def flaky_tesseract(input_filename: str, *args: Any, **options: Any) -> None:
+    def flaky_tesseract(args: list[str], *, timeout: float) -> None:
         # Tesseract is handed decoded pages: the two documents differ in width.
-        with Image.open(input_filename) as page:
+        with Image.open(args[0]) as page:
             name = "page.png" if page.size[0] == 1240 else "page.tiff"
         calls[name] = calls.get(name, 0) + 1
         if name == "page.png" and calls[name] == 1:
-            raise pytesseract.TesseractError(-9, "Killed")  # the first try dies
+            raise OcrInterrupted("Tesseract was killed by signal 9")  # the first try dies
         if name == "page.tiff":
-            raise pytesseract.TesseractError(1, "Error during processing.")  # always fails
-        real(input_filename, *args, **options)
+            raise OcrFailed("Tesseract failed: Error during processing.")  # always fails
+        real(args, timeout=timeout)
 
-    monkeypatch.setattr(pytesseract.pytesseract, "run_tesseract", flaky_tesseract)
+    monkeypatch.setattr(ocr, "run_tesseract", flaky_tesseract)
     tenant_id, _ = tenant
     narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
     batch_id = new_batch(

@@ -444,3 +444,35 @@ def test_a_searchable_pdf_becomes_pdfa_2b_when_the_setting_asks(
                 descriptor = descendant["/FontDescriptor"].get_object()
                 assert {"/FontFile", "/FontFile2", "/FontFile3"} & set(descriptor)
         assert documents.words(documents.phrase(44)) <= pdf_words(pdf)[0]
+
+
+@pytest.mark.parametrize("rotate", [45, -90, 135, 270])
+def test_a_pdf_page_with_any_rotate_entry_comes_back_upright_with_its_text_in_place(
+    rotate: int,
+) -> None:
+    """/Rotate is read as PDFium reads it (a value that is no quarter turn counts as the one
+    below it), then the page is turned upright and its text laid over its words."""
+    from pypdf.generic import NameObject, NumberObject
+
+    from docpipe.ocr import Straightening, ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(documents.document(
+        " ".join(LINES[:1]), "pdf"))))  # fmt: skip
+    writer.pages[0][NameObject("/Rotate")] = NumberObject(rotate)
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+
+    result = ocr_document(
+        data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True,
+        straighten=Straightening(),
+    )  # fmt: skip
+    pdf = searchable_pdf(data, kind="pdf", pages=result.pages)
+
+    expected = documents.words(LINES[0])
+    assert expected <= documents.words(result.text)
+    assert expected <= pdf_words(pdf)[0]
+    drawn = pdfium.PdfDocument(pdf)[0].render(scale=2).to_pil()
+    assert expected <= documents.words(pytesseract.image_to_string(drawn, config="--psm 6"))
+    assert_word_under_its_text(pdf, LINES[0].split()[1])
