@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # most how many one upload may ask for: each one adds to every page's cost.
     ocr_language: str = "eng"
     ocr_max_languages: int = 3
+    # Which Tesseract reads pages: `api`, its library in long-lived child processes that
+    # load the models once (tesserocr); `cli`, the `tesseract` program, one process a
+    # page (pytesseract); `auto`, the API where tesserocr is installed.
+    ocr_engine: str = "auto"
     # The outputs made for tenants that have none of their own: text and any of pdf,
     # hocr, words (all from the same Tesseract pass).
     ocr_outputs: str = "text,pdf"

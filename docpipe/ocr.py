@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import os
 import re
+import select
 import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -87,6 +90,7 @@ def ocr_document(
     page_timeout: float,
     pdf: bool = False,
     straighten: Straightening | None = None,
+    engine: str = "auto",
     niceness: int = 0,
     max_page_pixels: int | None = None,
     max_pages: int | None = None,
@@ -118,6 +122,7 @@ def ocr_document(
         pdf=pdf,
         text_only_pdf=kind == "pdf",
         straighten=straighten or Straightening(orient=False, deskew=False),
+        engine=get_engine(engine),
     )
     pages = [
         job.read(page, page_dpi)
@@ -127,7 +132,7 @@ def ocr_document(
 
 
 _LANGUAGES_TTL_SECONDS = 60.0
-_languages: tuple[float, list[str]] | None = None
+_languages: tuple[float, list[str], str] | None = None
 LANGUAGE_SPEC = re.compile(r"[A-Za-z0-9_]{1,32}(\+[A-Za-z0-9_]{1,32})*")
 
 
@@ -148,9 +153,21 @@ def installed_languages() -> list[str]:
             )
         except (OSError, subprocess.TimeoutExpired) as e:
             raise OcrFailed("tesseract is not installed or does not answer") from e
-        names = listed.stdout.splitlines()[1:]  # after its "List of available languages"
-        _languages = (time.monotonic(), sorted(n.strip() for n in names if n.strip() != "osd"))
+        header, *names = listed.stdout.splitlines() or [""]
+        found = re.search(r'"(.+)"', header)  # List of available languages in "<dir>/" (7):
+        _languages = (
+            time.monotonic(),
+            sorted(n.strip() for n in names if n.strip() != "osd"),
+            found.group(1) if found else os.environ.get("TESSDATA_PREFIX", ""),
+        )
     return _languages[1]
+
+
+def _tessdata() -> str:
+    """The folder the CLI finds its languages in: the API engine reads the same."""
+    installed_languages()
+    assert _languages is not None
+    return _languages[2].rstrip("/") + "/"
 
 
 def check_languages(spec: str, *, max_languages: int) -> str:
@@ -355,6 +372,135 @@ def run_tesseract(args: list[str], *, timeout: float) -> None:
 
 
 @dataclass(frozen=True)
+class PagePass:
+    """One Tesseract pass over a decoded page file: every renderer asked for, at once."""
+
+    input: str
+    base: str
+    language: str
+    dpi: int
+    renderers: tuple[str, ...]
+    text_only_pdf: bool
+
+
+class CliEngine:
+    """Debian's `tesseract` program, one process per page (through pytesseract's files)."""
+
+    name = "cli"
+
+    def run(self, page: PagePass, *, timeout: float) -> None:
+        config = ["--dpi", str(page.dpi)]
+        if page.text_only_pdf:
+            config += ["-c", "textonly_pdf=1"]
+        run_tesseract(
+            [page.input, page.base, "-l", page.language, *config, *page.renderers],
+            timeout=timeout,
+        )
+
+
+class ApiEngine:
+    """Tesseract's API (tesserocr) in a long-lived child process per OCR thread.
+
+    Each child loads a language's models once and reads page after page; a child that
+    dies or passes the page timeout is killed and replaced by a new one for the next
+    page, so it fails only the page it was reading. Children run in the thread's
+    niceness and the run's process group, so priority and cancel reach them.
+    """
+
+    name = "api"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def run(self, page: PagePass, *, timeout: float) -> None:
+        child = self._child()
+        request = {
+            "input": page.input,
+            "base": page.base,
+            "language": page.language,
+            "dpi": page.dpi,
+            "renderers": list(page.renderers),
+            "textOnlyPdf": page.text_only_pdf,
+        }
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(json.dumps(request).encode() + b"\n")
+            child.stdin.flush()
+            ready, _, _ = select.select([child.stdout], [], [], timeout)
+            line = child.stdout.readline() if ready else None
+        except (BrokenPipeError, ValueError):
+            line = b""
+        if line is None:
+            self._replace(child)
+            raise OcrFailed(f"Tesseract took longer than {timeout:g} s on a page")
+        if not line:
+            status = self._replace(child)
+            raise OcrInterrupted(f"Tesseract's engine died ({_exit_reason(status)})")
+        reply = json.loads(line)
+        if "error" in reply:
+            said = str(reply["error"]).replace(_tessdata(), "")[:300]
+            raise OcrFailed(f"Tesseract failed: {said}")
+
+    def _child(self) -> subprocess.Popen[bytes]:
+        child: subprocess.Popen[bytes] | None = getattr(self._local, "child", None)
+        if child is None or child.poll() is not None:
+            # It works in the run's page folder, which its command line names (for ps).
+            folder = str(_scratch or tempfile.gettempdir())
+            command = [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), folder]
+            options: dict[str, Any] = {}
+            if _SETPRIV is not None:
+                command = [_SETPRIV, "--pdeathsig", "KILL", *command]
+            elif _prctl is not None:
+                options["preexec_fn"] = _die_with_parent
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+                cwd=folder,
+                **options,
+            )
+            self._local.child = child
+        return child
+
+    def _replace(self, child: subprocess.Popen[bytes]) -> int:
+        """Kill a child that failed its page; the next page starts a new one."""
+        with contextlib.suppress(OSError):
+            child.kill()
+        self._local.child = None
+        return child.wait()
+
+
+def _exit_reason(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def _api_installed() -> bool:
+    try:
+        import tesserocr  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_engines: dict[str, CliEngine | ApiEngine] = {}
+
+
+def get_engine(name: str = "auto") -> CliEngine | ApiEngine:
+    """The engine by setting: `api`, `cli`, or `auto` (the API if tesserocr is installed)."""
+    if name == "auto":
+        name = "api" if _api_installed() else "cli"
+    if name not in ("api", "cli"):
+        raise OcrFailed(f"unknown OCR engine {name!r}: choose auto, api or cli")
+    if name == "api" and not _api_installed():
+        raise OcrFailed("the api OCR engine needs tesserocr, which is not installed")
+    if name not in _engines:
+        _engines[name] = ApiEngine() if name == "api" else CliEngine()
+    return _engines[name]
+
+
+@dataclass(frozen=True)
 class _PageJob:
     """How every page of one document is read."""
 
@@ -363,6 +509,7 @@ class _PageJob:
     pdf: bool
     text_only_pdf: bool
     straighten: Straightening
+    engine: CliEngine | ApiEngine
 
     def read(self, image: Image.Image, dpi: int) -> PageRead:
         """Read the page; turn it upright or straighten it only if the first read says to.
@@ -396,13 +543,12 @@ class _PageJob:
         self, image: Image.Image, dpi: int, *, rotation: int = 0, skew: float = 0.0
     ) -> PageRead:
         """One Tesseract run writing every output at once."""
-        renderers = ["txt", "hocr", *(["pdf"] if self.pdf else [])]
-        config = f"--dpi {dpi}"
-        if self.pdf and self.text_only_pdf:
-            config += " -c textonly_pdf=1"
+        renderers = ("txt", "hocr", *(("pdf",) if self.pdf else ()))
         with pytesseract.pytesseract.save(image) as (base, name):
-            run_tesseract(
-                [name, base, "-l", self.language, *config.split(), *renderers],
+            self.engine.run(
+                PagePass(
+                    name, base, self.language, dpi, renderers, self.pdf and self.text_only_pdf
+                ),
                 timeout=self.timeout,
             )
             text = Path(f"{base}.txt").read_text(encoding="utf-8", errors="replace").strip()

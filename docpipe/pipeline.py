@@ -109,6 +109,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             page_timeout=settings.ocr_page_timeout_seconds,
             pdf=Output.PDF in outputs,
             straighten=Straightening(orient=settings.ocr_orient, deskew=settings.ocr_deskew),
+            engine=settings.ocr_engine,
             niceness=0 if tier == Tier.VIP else settings.standard_niceness,
             max_page_pixels=settings.max_image_pixels,
             max_pages=settings.max_pdf_pages,

@@ -135,21 +135,24 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
     from docpipe.errors import OcrFailed, OcrInterrupted
     from flows.process_batch import process_batch
 
-    real = ocr.run_tesseract
     calls: dict[str, int] = {}
 
-    def flaky_tesseract(args: list[str], *, timeout: float) -> None:
-        # Tesseract is handed decoded pages: the two documents differ in width.
-        with Image.open(args[0]) as page:
-            name = "page.png" if page.size[0] == 1240 else "page.tiff"
-        calls[name] = calls.get(name, 0) + 1
-        if name == "page.png" and calls[name] == 1:
-            raise OcrInterrupted("Tesseract was killed by signal 9")  # the first try dies
-        if name == "page.tiff":
-            raise OcrFailed("Tesseract failed: Error during processing.")  # always fails
-        real(args, timeout=timeout)
+    def flaky(real: Any) -> Any:
+        def run(engine: Any, page: ocr.PagePass, *, timeout: float) -> None:
+            # Tesseract is handed decoded pages: the two documents differ in width.
+            with Image.open(page.input) as decoded:
+                name = "page.png" if decoded.size[0] == 1240 else "page.tiff"
+            calls[name] = calls.get(name, 0) + 1
+            if name == "page.png" and calls[name] == 1:
+                raise OcrInterrupted("Tesseract was killed by signal 9")  # the first try dies
+            if name == "page.tiff":
+                raise OcrFailed("Tesseract failed: Error during processing.")  # always fails
+            real(engine, page, timeout=timeout)
 
-    monkeypatch.setattr(ocr, "run_tesseract", flaky_tesseract)
+        return run
+
+    for engine in (ocr.ApiEngine, ocr.CliEngine):  # whichever the settings choose
+        monkeypatch.setattr(engine, "run", flaky(engine.run))
     tenant_id, _ = tenant
     narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
     batch_id = new_batch(

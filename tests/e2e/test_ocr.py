@@ -1,4 +1,4 @@
-"""docpipe.ocr against the real Tesseract, on pages with known text."""
+"""docpipe.ocr against the real Tesseract, on pages with known text, through both engines."""
 
 from __future__ import annotations
 
@@ -15,17 +15,24 @@ pytestmark = pytest.mark.e2e
 OPTIONS: dict[str, Any] = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
 
 
+@pytest.fixture(params=["api", "cli"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Tesseract's library in a child process (tesserocr), and its program (pytesseract)."""
+    return str(request.param)
+
+
 @pytest.mark.parametrize("kind", ["pdf", "png", "jpeg", "tiff"])
-def test_reads_the_words_drawn_on_the_page(kind: str) -> None:
+def test_reads_the_words_drawn_on_the_page(kind: str, engine: str) -> None:
     text = documents.phrase(7)
-    result = ocr_document(documents.document(text, kind, seed=7), kind=kind, **OPTIONS)
+    data = documents.document(text, kind, seed=7)
+    result = ocr_document(data, kind=kind, engine=engine, pdf=True, **OPTIONS)
     assert result.page_count == 1
     assert documents.words(text) <= documents.words(result.text)
 
 
-def test_pdf_pages_come_back_in_order_separated() -> None:
+def test_pdf_pages_come_back_in_order_separated(engine: str) -> None:
     texts = [documents.phrase(i) for i in range(3)]
-    result = ocr_document(documents.multipage_pdf(texts), kind="pdf", **OPTIONS)
+    result = ocr_document(documents.multipage_pdf(texts), kind="pdf", engine=engine, **OPTIONS)
     assert result.page_count == 3
     pages = result.text.split(PAGE_SEPARATOR)
     assert len(pages) == 3
@@ -33,16 +40,66 @@ def test_pdf_pages_come_back_in_order_separated() -> None:
         assert documents.words(expected) <= documents.words(got)
 
 
-def test_a_page_that_takes_too_long_fails_with_a_reason() -> None:
+def test_a_page_that_takes_too_long_fails_with_a_reason_and_the_next_one_reads(
+    engine: str,
+) -> None:
     data = documents.document(documents.phrase(1), "png")
     with pytest.raises(OcrFailed, match="took longer than"):
-        ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=0.01)
+        ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=0.01, engine=engine)
+    # The engine that hung was replaced: the next page reads as if nothing happened.
+    result = ocr_document(data, kind="png", engine=engine, **OPTIONS)
+    assert documents.words(documents.phrase(1)) <= documents.words(result.text)
 
 
-def test_an_unknown_language_fails_with_tesseracts_reason() -> None:
+def test_an_unknown_language_fails_with_tesseracts_reason(engine: str) -> None:
     data = documents.document(documents.phrase(1), "png")
     with pytest.raises(OcrFailed, match="Tesseract failed"):
-        ocr_document(data, kind="png", language="xxx", dpi=300, page_timeout=60)
+        ocr_document(data, kind="png", language="xxx", dpi=300, page_timeout=60, engine=engine)
+
+
+def test_both_engines_read_the_same_words_into_the_same_outputs() -> None:
+    data = documents.multipage_pdf([documents.phrase(20), documents.phrase(21)])
+    reads = {
+        engine: ocr_document(data, kind="pdf", engine=engine, pdf=True, **OPTIONS)
+        for engine in ("api", "cli")
+    }
+    assert documents.words(reads["api"].text) == documents.words(reads["cli"].text)
+    for page_api, page_cli in zip(reads["api"].pages, reads["cli"].pages, strict=True):
+        assert (page_api.width, page_api.height) == (page_cli.width, page_cli.height)
+        assert page_api.pdf is not None and page_api.pdf.startswith(b"%PDF")
+        assert page_api.pdf.rstrip().endswith(b"%%EOF")  # a whole document, not a fragment
+        assert "ocrx_word" in page_api.hocr
+
+
+def test_an_engine_that_dies_mid_page_fails_that_page_only() -> None:
+    """The in-process engine's child is killed while it reads (a crash): that page fails
+    as interrupted (which Prefect retries), and a new child reads the next one."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from docpipe.errors import OcrInterrupted
+    from loadtest.pages import page_png, page_text
+
+    data = page_png(2)  # a full A4 page: half a second of reading, to die in the middle of
+    ocr_document(documents.document("X", "png"), kind="png", engine="api", **OPTIONS)
+    children = [
+        p for p in psutil.Process().children() if "docpipe.ocr_server" in " ".join(p.cmdline())
+    ]
+    assert children
+
+    def crash() -> None:
+        time.sleep(0.15)
+        for child in children:
+            child.send_signal(signal.SIGSEGV)
+
+    threading.Thread(target=crash).start()
+    with pytest.raises(OcrInterrupted, match="engine died"):
+        ocr_document(data, kind="png", engine="api", **OPTIONS)
+    result = ocr_document(data, kind="png", engine="api", **OPTIONS)
+    assert documents.words(page_text(2)) <= documents.words(result.text)
 
 
 def test_lower_priority_reaches_the_process_its_autogroup_and_tesseract() -> None:

@@ -18,11 +18,13 @@ pytestmark = pytest.mark.e2e
 
 
 def tesseracts(home: Path) -> list[psutil.Process]:
-    """The Tesseract processes reading this home's pages."""
+    """The Tesseract processes reading this home's pages: the program, or the child of
+    the in-process engine (its command names the run's page folder)."""
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if proc.info["name"] == "tesseract" and any(str(home) in part for part in cmdline):
+        engine = proc.info["name"] == "tesseract" or "docpipe.ocr_server" in cmdline
+        if engine and any(str(home) in part for part in cmdline):
             found.append(proc)
     return found
 
