@@ -264,11 +264,12 @@ def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> l
 
 
 LANGUAGES_OPTION = typer.Option(
-    help="Tesseract's languages joined by '+', e.g. deu+eng (default: DOCPIPE_OCR_LANGUAGE)."
+    help="Tesseract's languages joined by '+', e.g. deu+eng; 'default' for "
+    "DOCPIPE_OCR_LANGUAGE. Fixed on each batch when it is uploaded."
 )
 OUTPUTS_OPTION = typer.Option(
-    help="What to make of each document: text and any of pdf, hocr, words "
-    "(default: DOCPIPE_OCR_OUTPUTS, text,pdf)."
+    help="What to make of each document: text and any of pdf, hocr, words; 'default' for "
+    "DOCPIPE_OCR_OUTPUTS (text,pdf). Read when a document is processed (a retry too)."
 )
 
 
@@ -313,7 +314,7 @@ def tenant_set(
     languages: Annotated[str | None, LANGUAGES_OPTION] = None,
     outputs: Annotated[str | None, OUTPUTS_OPTION] = None,
 ) -> None:
-    """Change a tenant's tier, OCR languages or outputs, for batches uploaded from now on.
+    """Change a tenant's tier, OCR languages or outputs.
 
     Example: docpipe tenant set acme --languages fra --outputs text,pdf,hocr,words
     """

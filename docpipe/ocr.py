@@ -171,8 +171,11 @@ def _tessdata() -> str:
 
 
 def check_languages(spec: str, *, max_languages: int) -> str:
-    """`deu+eng` if Tesseract has data for each; else UnknownLanguage naming those it has."""
-    spec = spec.strip()
+    """`deu+eng` if Tesseract has data for each; else UnknownLanguage naming those it has.
+
+    Spaces join languages too: `language=deu+eng` in a URL's query arrives as `deu eng`.
+    """
+    spec = "+".join(spec.split())
     if not LANGUAGE_SPEC.fullmatch(spec):
         raise UnknownLanguage(
             f"{spec[:40]!r} is not a language list: Tesseract's language codes joined by '+', "
@@ -247,7 +250,7 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
         with Image.open(io.BytesIO(data)) as image:
             for index in range(getattr(image, "n_frames", 1)):
                 image.seek(index)
-                frame = image if image.mode in ("1", "L", "RGB") else image.convert("RGB")
+                frame = _opaque(image)
                 frame.load()
                 page = frame.copy()
                 page.info["dpi"] = image.info.get("dpi")
@@ -255,6 +258,17 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
                 yield page
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
+
+
+def _opaque(image: Image.Image) -> Image.Image:
+    """A frame in a mode Tesseract reads; what was transparent shows as white paper."""
+    if image.mode in ("1", "L", "RGB"):
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.Image]:
@@ -269,7 +283,10 @@ def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.
     try:
         # PDFium's idea of the pages is the one that costs: checked before any is drawn.
         with _PDFIUM_LOCK:
-            sizes = [pdf.get_page_size(index) for index in range(count)]
+            try:
+                sizes = [pdf.get_page_size(index) for index in range(count)]
+            except pdfium.PdfiumError as e:  # a page tree that counts pages it does not hold
+                raise InvalidDocument(f"the PDF's pages cannot all be read: {e}") from e
         total = 0
         for number, (width, height) in enumerate(sizes, start=1):
             pixels = page_pixels(width, height, dpi)

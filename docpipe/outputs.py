@@ -179,12 +179,11 @@ def _lay_text_over(page: PageObject, read: PageRead) -> None:
     """Lay the page's text layer over it (a page of the writer: pypdf edits only those)."""
     assert read.pdf is not None
     layer = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]
-    # As PDFium drew it: a /Rotate that is no quarter turn counts as the one below it.
-    shown = int(float(page.get("/Rotate", 0)) / 90) % 4 * 90
-    rotate = (shown + read.rotation) % 360
+    rotate = (_shown_rotation(page) + read.rotation) % 360
     page[NameObject("/Rotate")] = NumberObject(rotate)
-    box = page.cropbox
-    x0, y0, w, h = float(box.left), float(box.bottom), float(box.width), float(box.height)
+    # Scripts that run on their own when the page opens go: this file is served inline.
+    page.pop("/AA", None)
+    x0, y0, w, h = _shown_box(page)
     # The page as a viewer shows it, in points; the layer was made at that size.
     view_w, view_h = (w, h) if rotate in (0, 180) else (h, w)
     layer_w, layer_h = float(layer.mediabox.width), float(layer.mediabox.height)
@@ -204,3 +203,30 @@ def _lay_text_over(page: PageObject, read: PageRead) -> None:
         270: ctm.rotate(270).translate(x0, y0 + h),
     }[rotate]
     page.merge_transformed_page(layer, ctm, over=True, expand=False)
+
+
+def _shown_rotation(page: PageObject) -> int:
+    """The page's /Rotate as PDFium draws it: a number's quarter turns, rounded toward
+    zero; anything else (a name, a string, a number past any int) as none."""
+    value = page.get("/Rotate", 0)
+    value = value.get_object() if hasattr(value, "get_object") else value
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 2**31:
+        return int(value / 90) % 4 * 90
+    return 0
+
+
+def _shown_box(page: PageObject) -> tuple[float, float, float, float]:
+    """(left, bottom, width, height) of what PDFium draws: the crop box inside the media
+    box, whichever way round their corners are given."""
+
+    def corners(box: Any) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+    media = corners(page.mediabox)
+    crop = corners(page.cropbox)
+    left, bottom = max(media[0], crop[0]), max(media[1], crop[1])
+    right, top = min(media[2], crop[2]), min(media[3], crop[3])
+    if right <= left or top <= bottom:  # a crop box outside the page: PDFium draws the page
+        left, bottom, right, top = media
+    return left, bottom, right - left, top - bottom

@@ -45,21 +45,22 @@ def create_tenant(
             id=tenant_id,
             tier=tier,
             api_key_hash=hash_api_key(api_key),
-            languages=languages,
-            outputs=outputs,
+            languages=None if languages == DEFAULT else languages,
+            outputs=None if outputs == DEFAULT else outputs,
         )
         session.add(tenant)
     return tenant, api_key
 
 
 REVOKED = "revoked-"
+DEFAULT = "default"  # as a tenant's languages or outputs: the settings' own
 
 
 def _checked_choices(languages: str | None, outputs: str | None) -> tuple[str | None, str | None]:
-    """Languages Tesseract has here, and known outputs, spelled one way."""
-    if languages is not None:
+    """Languages Tesseract has here, and known outputs, spelled one way; `default` stays."""
+    if languages not in (None, DEFAULT):
         languages = check_languages(languages, max_languages=get_settings().ocr_max_languages)
-    if outputs is not None:
+    if outputs not in (None, DEFAULT):
         outputs = ",".join(o.value for o in parse_outputs(outputs))
     return languages, outputs
 
@@ -80,9 +81,9 @@ def configure_tenant(
         if tier is not None:
             tenant.tier = tier
         if languages is not None:
-            tenant.languages = languages
+            tenant.languages = None if languages == DEFAULT else languages
         if outputs is not None:
-            tenant.outputs = outputs
+            tenant.outputs = None if outputs == DEFAULT else outputs
         return tenant
 
 

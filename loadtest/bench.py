@@ -77,7 +77,8 @@ class CpuMeter:
             try:
                 parent = psutil.Process(root)
                 for proc in [parent, *parent.children(recursive=True)]:
-                    if proc.name().startswith("tesseract"):
+                    # Tesseract: its program, or the in-process engine's child.
+                    if proc.name().startswith("tesseract") or _is_ocr_child(proc):
                         continue
                     t = proc.cpu_times()
                     found[proc.pid] = t.user + t.system  # self only, not reaped children
@@ -101,6 +102,12 @@ class CpuMeter:
             role = self.names.get(pid, "other")
             by_role[role] = by_role.get(role, 0.0) + cpu - self.start.get(pid, 0.0)
         return by_role
+
+
+def _is_ocr_child(proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return "docpipe.ocr_server" in proc.cmdline()
+    return False
 
 
 def _role(cmdline: list[str], *, first: bool) -> str:

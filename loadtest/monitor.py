@@ -126,7 +126,10 @@ class Monitor:
                 continue
             for child in proc.children(recursive=True):
                 try:
-                    if child.name().startswith("tesseract"):
+                    # Tesseract: its program, or the in-process engine's child.
+                    if child.name().startswith("tesseract") or (
+                        "docpipe.ocr_server" in child.cmdline()
+                    ):
                         tesseract_cpu += self._cpu_delta(child)
                         continue
                     flow_runs_cpu += self._cpu_delta(child)

@@ -170,7 +170,7 @@ class WordsView(Schema):
 
 class Languages(Schema):
     installed: list[str] = Field(description="Tesseract's language codes that can be asked for")
-    default: str = Field(description="What a tenant with no languages of its own gets")
+    default: str = Field(description="The languages this tenant's uploads are read in by default")
 
 
 class Health(Schema):

@@ -3,6 +3,7 @@ temporary page files behind."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ def tesseracts(home: Path) -> list[psutil.Process]:
     """The Tesseract processes reading this home's pages: the program, or the child of
     the in-process engine (its command names the run's page folder)."""
     found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
+    for proc in psutil.process_iter(["name", "cmdline", "ppid"]):
         cmdline = proc.info["cmdline"] or []
         engine = proc.info["name"] == "tesseract" or "docpipe.ocr_server" in cmdline
+        # Not the engines of this test process's own in-process OCR (other tests'): idle.
+        if proc.info["ppid"] == os.getpid():
+            continue
         if engine and any(str(home) in part for part in cmdline):
             found.append(proc)
     return found

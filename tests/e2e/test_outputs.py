@@ -167,6 +167,8 @@ def _on_screen(page: pdfium.PdfPage, x: float, y: float) -> tuple[float, float]:
     """A point of the page's own coordinates as shown (its /Rotate applied), y down."""
     shown_width, shown_height = page.get_size()
     rotation = page.get_rotation()
+    left, bottom, _, _ = page.get_bbox()  # what is drawn starts at the crop box's corner
+    x, y = x - left, y - bottom
     width, height = (
         (shown_width, shown_height) if rotation in (0, 180) else (shown_height, shown_width)
     )
@@ -446,20 +448,49 @@ def test_a_searchable_pdf_becomes_pdfa_2b_when_the_setting_asks(
         assert documents.words(documents.phrase(44)) <= pdf_words(pdf)[0]
 
 
-@pytest.mark.parametrize("rotate", [45, -90, 135, 270])
-def test_a_pdf_page_with_any_rotate_entry_comes_back_upright_with_its_text_in_place(
-    rotate: int,
-) -> None:
-    """/Rotate is read as PDFium reads it (a value that is no quarter turn counts as the one
-    below it), then the page is turned upright and its text laid over its words."""
-    from pypdf.generic import NameObject, NumberObject
+def _set(key: str, value: Any) -> Any:
+    from pypdf.generic import NameObject
 
+    def change(page: Any) -> None:
+        page[NameObject(key)] = value
+
+    return change
+
+
+def _odd_pages() -> list[Any]:
+    from pypdf.generic import ArrayObject, FloatObject, NameObject, NumberObject, TextStringObject
+
+    def box(*values: float) -> Any:
+        return ArrayObject(FloatObject(v) for v in values)
+
+    return [
+        pytest.param(_set("/Rotate", NumberObject(45)), id="rotate-45"),
+        pytest.param(_set("/Rotate", NumberObject(-90)), id="rotate-minus-90"),
+        pytest.param(_set("/Rotate", NumberObject(135)), id="rotate-135"),
+        pytest.param(_set("/Rotate", NumberObject(270)), id="rotate-270"),
+        # PDFium draws these as no turn at all; so must the searchable PDF.
+        pytest.param(_set("/Rotate", NameObject("/Ninety")), id="rotate-a-name"),
+        pytest.param(_set("/Rotate", TextStringObject("90")), id="rotate-a-string"),
+        pytest.param(_set("/Rotate", NumberObject(10**12)), id="rotate-past-any-int"),
+        # PDFium draws the crop box inside the media box, whichever way round given.
+        pytest.param(_set("/CropBox", box(-300, -300, 900, 600)), id="crop-box-past-the-page"),
+        pytest.param(_set("/MediaBox", box(595.2, 230, 0, 0)), id="media-box-reversed"),
+        pytest.param(_set("/CropBox", box(8, 6, 580, 190)), id="crop-box-inside"),
+    ]
+
+
+@pytest.mark.parametrize("change", _odd_pages())
+def test_an_odd_pdf_page_comes_back_upright_with_its_text_over_its_words(change: Any) -> None:
+    """A page is read as PDFium draws it (its /Rotate, its boxes), then turned upright, and
+    its text laid over its words."""
     from docpipe.ocr import Straightening, ocr_document
     from docpipe.outputs import searchable_pdf
 
-    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(documents.document(
-        " ".join(LINES[:1]), "pdf"))))  # fmt: skip
-    writer.pages[0][NameObject("/Rotate")] = NumberObject(rotate)
+    line = " ".join(LINES[0].split()[:3])
+    writer = pypdf.PdfWriter(
+        clone_from=pypdf.PdfReader(io.BytesIO(documents.document(line, "pdf")))
+    )
+    change(writer.pages[0])
     original = io.BytesIO()
     writer.write(original)
     data = original.getvalue()
@@ -470,9 +501,86 @@ def test_a_pdf_page_with_any_rotate_entry_comes_back_upright_with_its_text_in_pl
     )  # fmt: skip
     pdf = searchable_pdf(data, kind="pdf", pages=result.pages)
 
-    expected = documents.words(LINES[0])
+    expected = documents.words(line)
     assert expected <= documents.words(result.text)
     assert expected <= pdf_words(pdf)[0]
     drawn = pdfium.PdfDocument(pdf)[0].render(scale=2).to_pil()
     assert expected <= documents.words(pytesseract.image_to_string(drawn, config="--psm 6"))
-    assert_word_under_its_text(pdf, LINES[0].split()[1])
+    assert_word_under_its_text(pdf, line.split()[1])
+
+
+def test_a_pdf_pages_own_scripts_are_not_served_back() -> None:
+    """The searchable PDF is served inline: actions a page runs when opened are dropped."""
+    from pypdf.generic import DictionaryObject, NameObject, TextStringObject
+
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(documents.document("X", "pdf"))))
+    action = DictionaryObject(
+        {
+            NameObject("/S"): NameObject("/JavaScript"),
+            NameObject("/JS"): TextStringObject("app.alert(1)"),
+        }
+    )
+    writer.pages[0][NameObject("/AA")] = DictionaryObject({NameObject("/O"): action})
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
+    made = pypdf.PdfReader(io.BytesIO(searchable_pdf(data, kind="pdf", pages=result.pages)))
+    assert "/AA" not in made.pages[0]
+    assert b"app.alert" not in searchable_pdf(data, kind="pdf", pages=result.pages)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_transparent_image_reads_as_ink_on_white_paper(mode: str) -> None:
+    """Black text on a transparent background: what is see-through is paper, not black."""
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    text = documents.phrase(45)
+    ink = documents.page_image([text], noise=False)  # dark text on light grey
+    alpha = ink.point(lambda v: 255 - v)  # opaque where the ink is
+    page = Image.new("RGBA", ink.size, (0, 0, 0, 0))
+    page.putalpha(alpha)
+    if mode == "LA":
+        page = page.convert("LA")
+    elif mode == "P":
+        page = page.convert("RGBA").quantize(colors=16)
+        page.info["transparency"] = 0
+    buf = io.BytesIO()
+    page.save(buf, "PNG")
+    data = buf.getvalue()
+
+    result = ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=60, pdf=True)
+
+    assert documents.words(text) <= documents.words(result.text)
+    assert (
+        documents.words(text) <= pdf_words(searchable_pdf(data, kind="png", pages=result.pages))[0]
+    )
+
+
+def test_languages_joined_by_plus_in_a_query_and_given_twice(api: httpx.Client, stack: Any) -> None:
+    tenant_id, key = make_tenant()
+    one = [("a.png", documents.document("X", "png"))]
+    # `+` in a URL's query is a space: docpipe reads it as the '+' it was meant to be.
+    response = api.post(
+        f"/api/documents/bulk-upload?tenantId={tenant_id}&language=deu+eng",
+        files=files_part(one),
+        headers={"X-API-Key": key},
+    )
+    assert response.status_code == 202, response.text
+    document = api.get(
+        f"/api/documents/{response.json()['documentIds'][0]}", headers={"X-API-Key": key}
+    ).json()
+    assert document["language"] == "deu+eng"
+    twice = api.post(
+        "/api/documents/bulk-upload",
+        params={"tenantId": tenant_id, "language": "fra"},
+        data={"language": "zzz"},
+        files=files_part(one),
+        headers={"X-API-Key": key},
+    )
+    assert twice.status_code == 400
+    assert twice.json() == {"error": "language is given twice (query and form field), differently"}

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse
 from docpipe import batches, dispatch, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
 from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody, WordsView
+from docpipe.errors import DocpipeError
 from docpipe.models import Output, Tenant
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
@@ -34,9 +35,12 @@ def _accept(
     files: list[UploadFile],
     settings: SettingsDep,
     language: str | None,
+    language_field: str | None,
 ) -> batches.CreatedBatch:
+    if language and language_field and language != language_field:
+        raise DocpipeError("language is given twice (query and form field), differently")
     return dispatch.accept_batch(
-        tenant, [(f.filename, f.file) for f in files], settings, language=language
+        tenant, [(f.filename, f.file) for f in files], settings, language=language or language_field
     )
 
 
@@ -49,7 +53,7 @@ def bulk_upload(
     language_field: LanguageForm = None,
 ) -> BatchAccepted:
     """Upload a batch (PDF, PNG, JPEG, TIFF); every file is checked before any is kept."""
-    created = _accept(tenant, files, settings, language or language_field)
+    created = _accept(tenant, files, settings, language, language_field)
     return BatchAccepted(
         batch_id=created.batch_id,
         document_ids=created.document_ids,
@@ -67,7 +71,7 @@ def upload(
     language_field: LanguageForm = None,
 ) -> DocumentAccepted:
     """Upload one document: a batch of one."""
-    created = _accept(tenant, [file], settings, language or language_field)
+    created = _accept(tenant, [file], settings, language, language_field)
     return DocumentAccepted(
         document_id=created.document_ids[0],
         batch_id=created.batch_id,
@@ -91,9 +95,10 @@ SAFE_HEADERS = {"X-Content-Type-Options": "nosniff"}
 
 
 @router.get("/{document_id}/text", response_class=PlainTextResponse, responses=OUTPUT_ERRORS)
-def get_document_text(document_id: str, tenant: TenantDep) -> str:
+def get_document_text(document_id: str, tenant: TenantDep) -> PlainTextResponse:
     """The document's OCR text, pages separated by a form feed; 409 until it is Ready."""
-    return pipeline.read_text(batches.find_document(tenant.id, document_id))
+    text = pipeline.read_text(batches.find_document(tenant.id, document_id))
+    return PlainTextResponse(text, headers=SAFE_HEADERS)
 
 
 @router.get(

@@ -30,6 +30,8 @@ def health() -> Health:
 
 
 @router.get("/api/languages", tags=["documents"], responses={401: {"model": ErrorBody}})
-def languages(_: TenantDep, settings: SettingsDep) -> Languages:
-    """The OCR languages installed, for `language=` on an upload or a tenant's default."""
-    return Languages(installed=installed_languages(), default=settings.ocr_language)
+def languages(tenant: TenantDep, settings: SettingsDep) -> Languages:
+    """The OCR languages installed, for `language=` on an upload; and this tenant's own."""
+    return Languages(
+        installed=installed_languages(), default=tenant.languages or settings.ocr_language
+    )
