@@ -29,7 +29,14 @@ import pytesseract
 from PIL import Image
 
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted, UnknownLanguage
-from docpipe.outputs import confidence, likely_turns, misturned, skew_degrees, words_of
+from docpipe.outputs import (
+    confidence,
+    likely_turns,
+    misturned,
+    opaque,
+    skew_degrees,
+    words_of,
+)
 from docpipe.validation import describe_error, page_pixels, pdf_header_offset
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
@@ -120,7 +127,8 @@ def ocr_document(
         language=language,
         timeout=page_timeout,
         pdf=pdf,
-        text_only_pdf=kind == "pdf",
+        # Tesseract writes the text alone: docpipe lays it over the page, the original's.
+        text_only_pdf=True,
         straighten=straighten or Straightening(orient=False, deskew=False),
         engine=get_engine(engine),
     )
@@ -250,7 +258,7 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
         with Image.open(io.BytesIO(data)) as image:
             for index in range(getattr(image, "n_frames", 1)):
                 image.seek(index)
-                frame = _opaque(image)
+                frame = opaque(image)
                 frame.load()
                 page = frame.copy()
                 page.info["dpi"] = image.info.get("dpi")
@@ -258,17 +266,6 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
                 yield page
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
-
-
-def _opaque(image: Image.Image) -> Image.Image:
-    """A frame in a mode Tesseract reads; what was transparent shows as white paper."""
-    if image.mode in ("1", "L", "RGB"):
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.Image]:

@@ -7,13 +7,22 @@ import io
 import math
 import re
 import statistics
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pypdf
+from PIL import Image
 from pypdf import PageObject, Transformation
 from pypdf.errors import PyPdfError
-from pypdf.generic import NameObject, NumberObject
+from pypdf.generic import (
+    DecodedStreamObject,
+    DictionaryObject,
+    NameObject,
+    NumberObject,
+    StreamObject,
+)
 
 from docpipe.errors import OcrFailed
 from docpipe.models import Output, parse_outputs
@@ -148,9 +157,10 @@ def words_document(pages: list[PageRead]) -> dict[str, Any]:
 def searchable_pdf(original: bytes, *, kind: str, pages: list[PageRead]) -> bytes:
     """The document as a PDF with its text, invisible, over each page, every page upright.
 
-    An image's pages are Tesseract's own (the image as read, with its text). A PDF keeps
-    its own pages, turned upright where they were not, with Tesseract's text layer laid
-    over each at the page's size and the angle of its words.
+    A PDF keeps its own pages; an image's frames become pages that hold the image itself,
+    losslessly (a PNG's or JPEG's own compressed data where the PDF format takes it as
+    it is). Each page is turned upright where it was not (by /Rotate), and Tesseract's
+    text layer is laid over it at the page's size and the angle of its words.
     """
     writer = pypdf.PdfWriter()
     try:
@@ -164,9 +174,9 @@ def searchable_pdf(original: bytes, *, kind: str, pages: list[PageRead]) -> byte
             for page, read in zip(reader.pages, pages, strict=True):
                 _lay_text_over(writer.add_page(page), read)
         else:
-            for read in pages:
-                assert read.pdf is not None
-                writer.append(pypdf.PdfReader(io.BytesIO(read.pdf)))
+            for index, read in enumerate(pages):
+                page = _image_page(writer, original, kind=kind, index=index, dpi=read.dpi)
+                _lay_text_over(page, read)
         writer.add_metadata({"/Producer": "docpipe (Tesseract)"})
         out = io.BytesIO()
         writer.write(out)
@@ -203,6 +213,109 @@ def _lay_text_over(page: PageObject, read: PageRead) -> None:
         270: ctm.rotate(270).translate(x0, y0 + h),
     }[rotate]
     page.merge_transformed_page(layer, ctm, over=True, expand=False)
+
+
+def _image_page(
+    writer: pypdf.PdfWriter, original: bytes, *, kind: str, index: int, dpi: int
+) -> PageObject:
+    """A new page of the writer showing frame `index` of an image, at `dpi`, as it is."""
+    image = _embedded_image(original, kind=kind, index=index)
+    width = int(image["/Width"]) * 72 / dpi  # type: ignore[call-overload]
+    height = int(image["/Height"]) * 72 / dpi  # type: ignore[call-overload]
+    page = writer.add_blank_page(width, height)
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/XObject"): DictionaryObject({NameObject("/Im0"): writer._add_object(image)})}
+    )
+    content = DecodedStreamObject()
+    content.set_data(f"q {width:.4f} 0 0 {height:.4f} 0 0 cm /Im0 Do Q".encode())
+    page[NameObject("/Contents")] = writer._add_object(content)
+    return page
+
+
+def _embedded_image(original: bytes, *, kind: str, index: int) -> StreamObject:
+    """An image XObject of the frame: a plain PNG's or JPEG's own data, else its pixels
+    (as docpipe decoded them for OCR) compressed losslessly."""
+    image = StreamObject()
+    fields: dict[str, Any]
+    png = _plain_png(original) if kind == "png" else None
+    with Image.open(io.BytesIO(original)) as frames:
+        if png is not None:
+            width, height, colors, data = png
+            fields = {
+                "/Filter": NameObject("/FlateDecode"),
+                "/DecodeParms": DictionaryObject(
+                    {
+                        NameObject("/Predictor"): NumberObject(15),
+                        NameObject("/Colors"): NumberObject(colors),
+                        NameObject("/BitsPerComponent"): NumberObject(8),
+                        NameObject("/Columns"): NumberObject(width),
+                    }
+                ),
+                "/ColorSpace": NameObject("/DeviceGray" if colors == 1 else "/DeviceRGB"),
+                "/BitsPerComponent": NumberObject(8),
+            }
+        elif kind == "jpeg" and frames.mode in ("L", "RGB") and getattr(frames, "n_frames", 1) == 1:
+            width, height, data = frames.width, frames.height, original
+            fields = {
+                "/Filter": NameObject("/DCTDecode"),
+                "/ColorSpace": NameObject("/DeviceGray" if frames.mode == "L" else "/DeviceRGB"),
+                "/BitsPerComponent": NumberObject(8),
+            }
+        else:
+            frames.seek(index)
+            frame = opaque(frames)
+            frame.load()
+            width, height = frame.size
+            data = zlib.compress(frame.tobytes())
+            fields = {
+                "/Filter": NameObject("/FlateDecode"),
+                "/ColorSpace": NameObject("/DeviceRGB" if frame.mode == "RGB" else "/DeviceGray"),
+                "/BitsPerComponent": NumberObject(1 if frame.mode == "1" else 8),
+            }
+    image._data = data
+    image.update({NameObject(key): value for key, value in fields.items()})
+    image.update(
+        {
+            NameObject("/Type"): NameObject("/XObject"),
+            NameObject("/Subtype"): NameObject("/Image"),
+            NameObject("/Width"): NumberObject(width),
+            NameObject("/Height"): NumberObject(height),
+        }
+    )
+    return image
+
+
+def _plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
+    """(width, height, colours, compressed pixels) of an 8-bit grey or RGB PNG without
+    interlacing or transparency, whose data a PDF reads as it is; else None."""
+    position, chunks, header = 8, [], None
+    while position + 8 <= len(data):
+        length, name = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        if name == b"IHDR" and len(body) == 13:
+            width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", body)
+            if depth != 8 or colour not in (0, 2) or interlaced:
+                return None
+            header = (width, height, 1 if colour == 0 else 3)
+        elif name == b"IDAT":
+            chunks.append(body)
+        elif name in (b"tRNS", b"PLTE", b"acTL"):  # transparent, a palette, or animated
+            return None
+        elif name == b"IEND":
+            break
+        position += 12 + length
+    return (*header, b"".join(chunks)) if header and chunks else None
+
+
+def opaque(image: Image.Image) -> Image.Image:
+    """A frame in a mode Tesseract reads; what was transparent shows as white paper."""
+    if image.mode in ("1", "L", "RGB"):
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def _shown_rotation(page: PageObject) -> int:

@@ -584,3 +584,32 @@ def test_languages_joined_by_plus_in_a_query_and_given_twice(api: httpx.Client, 
     )
     assert twice.status_code == 400
     assert twice.json() == {"error": "language is given twice (query and form field), differently"}
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "tiff"])
+def test_an_images_searchable_pdf_holds_the_image_itself(kind: str) -> None:
+    """The page shows the uploaded image as it is (a JPEG's own bytes; a PNG's or TIFF's
+    very pixels), not a recompressed or straightened copy; the text lies over its words."""
+    from docpipe.ocr import Straightening, ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    data = documents.encode(turned(0, 5.0), kind)
+    result = ocr_document(
+        data, kind=kind, language="eng", dpi=300, page_timeout=60, pdf=True,
+        straighten=Straightening(),
+    )  # fmt: skip
+    assert abs(result.pages[0].skew - 5.0) < 1.0  # it was straightened to be read
+    pdf = searchable_pdf(data, kind=kind, pages=result.pages)
+
+    page: Any = pypdf.PdfReader(io.BytesIO(pdf)).pages[0]
+    (shown,) = page.images
+    if kind == "jpeg":  # the JPEG's own bytes, as they were uploaded
+        (stream,) = [x.get_object() for x in page["/Resources"]["/XObject"].values()]
+        assert stream["/Filter"] == "/DCTDecode" and stream._data == data
+    else:
+        with Image.open(io.BytesIO(data)) as original:
+            assert shown.image is not None
+            assert shown.image.convert("L").tobytes() == original.convert("L").tobytes()
+    expected = set().union(*(documents.words(line) for line in LINES))
+    assert len(expected & pdf_words(pdf)[0]) >= 0.95 * len(expected)
+    assert_word_under_its_text(pdf, LINES[0].split()[1])
