@@ -37,7 +37,7 @@ from docpipe.outputs import (
     skew_degrees,
     words_of,
 )
-from docpipe.validation import describe_error, page_pixels, pdf_header_offset
+from docpipe.validation import describe_error, image_pages, page_pixels, pdf_header_offset
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
@@ -189,7 +189,7 @@ def check_languages(spec: str, *, max_languages: int) -> str:
             f"{spec[:40]!r} is not a language list: Tesseract's language codes joined by '+', "
             "like deu+eng"
         )
-    asked = spec.split("+")
+    asked = list(dict.fromkeys(spec.split("+")))  # eng+eng is eng
     if len(asked) > max_languages:
         raise UnknownLanguage(f"at most {max_languages} languages at once; {len(asked)} were asked")
     installed = installed_languages()
@@ -198,7 +198,7 @@ def check_languages(spec: str, *, max_languages: int) -> str:
         raise UnknownLanguage(
             f"no OCR data for {', '.join(unknown)}; installed: {', '.join(installed)}"
         )
-    return "+".join(dict.fromkeys(asked))
+    return "+".join(asked)
 
 
 def tesseract_version() -> str:
@@ -256,7 +256,7 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
     """Each frame of an image, decoded, in a mode Tesseract reads from an uncompressed file."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            for index in range(getattr(image, "n_frames", 1)):
+            for index in range(image_pages(image)):
                 image.seek(index)
                 frame = opaque(image)
                 frame.load()

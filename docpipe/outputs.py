@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pypdf
 from PIL import Image
 from pypdf import PageObject, Transformation
@@ -308,14 +309,29 @@ def _plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
 
 
 def opaque(image: Image.Image) -> Image.Image:
-    """A frame in a mode Tesseract reads; what was transparent shows as white paper."""
+    """A frame in a mode Tesseract reads; what was transparent shows as white paper, and
+    deeper greys (16-bit, 32-bit, floating point) are scaled to 8 bits, not clipped."""
     if image.mode in ("1", "L", "RGB"):
         return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return _eight_bit_grey(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(paper, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    levels = np.asarray(image, dtype=np.float64)
+    low, high = float(levels.min(initial=0)), float(levels.max(initial=0))
+    if low >= 0 and high <= 255 and image.mode != "F":
+        scaled = levels
+    elif low >= 0 and high <= 65535 and image.mode != "F":
+        scaled = levels / 257  # 16 bits' white is 8 bits' white
+    else:  # anything else: its own darkest and lightest are black and white
+        scaled = (levels - low) * (255 / (high - low)) if high > low else levels * 0 + 255
+    return Image.fromarray(scaled.round().astype(np.uint8), "L")
 
 
 def _shown_rotation(page: PageObject) -> int:

@@ -159,12 +159,18 @@ def _check_tiff_directories(data: bytes, *, max_pages: int) -> None:
         raise InvalidDocument("TIFF has no pages")
 
 
+def image_pages(image: Image.Image) -> int:
+    """The pages an opened image holds: a TIFF's frames; an MPO (a camera's JPEG carrying
+    a preview picture after the photo) is the one photo."""
+    return 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
+
+
 def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, budget: int) -> int:
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.format != PIL_FORMATS[kind]:
+            if image.format != PIL_FORMATS[kind] and not (kind == "jpeg" and image.format == "MPO"):
                 raise InvalidDocument(f"content is not {kind.upper()}")
-            frames = getattr(image, "n_frames", 1)
+            frames = image_pages(image)
             if frames > max_pages:
                 raise InvalidDocument(f"image has {frames} pages; the limit is {max_pages}")
             total = 0

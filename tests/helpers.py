@@ -167,3 +167,13 @@ def good_files(n: int) -> list[tuple[str, bytes]]:
         (f"page-{i}.{kinds[i % 4]}", documents.document(documents.phrase(i), kinds[i % 4], seed=i))
         for i in range(n)
     ]
+
+
+def is_tesseract(proc: Any) -> bool:
+    """A process reading pages: the `tesseract` program, or the in-process engine's child.
+
+    `proc` is a psutil.Process from process_iter(["name", "cmdline"]).
+    """
+    return bool(
+        proc.info["name"] == "tesseract" or "docpipe.ocr_server" in (proc.info["cmdline"] or [])
+    )

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests import documents
-from tests.helpers import make_tenant, post_batch, wait_for_batch
+from tests.helpers import is_tesseract, make_tenant, post_batch, wait_for_batch
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +24,10 @@ def tesseracts(home: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["name", "cmdline", "ppid"]):
         cmdline = proc.info["cmdline"] or []
-        engine = proc.info["name"] == "tesseract" or "docpipe.ocr_server" in cmdline
         # Not the engines of this test process's own in-process OCR (other tests'): idle.
         if proc.info["ppid"] == os.getpid():
             continue
-        if engine and any(str(home) in part for part in cmdline):
+        if is_tesseract(proc) and any(str(home) in part for part in cmdline):
             found.append(proc)
     return found
 

@@ -613,3 +613,65 @@ def test_an_images_searchable_pdf_holds_the_image_itself(kind: str) -> None:
     expected = set().union(*(documents.words(line) for line in LINES))
     assert len(expected & pdf_words(pdf)[0]) >= 0.95 * len(expected)
     assert_word_under_its_text(pdf, LINES[0].split()[1])
+
+
+def _sixteen_bit(kind: str) -> bytes:
+    """A 16-bit grey page: ink at 16-bit 5140 would be clipped to white at 8 bits."""
+    import numpy as np
+
+    ink = documents.page_image([documents.phrase(46)], noise=False)
+    deep = Image.fromarray(np.asarray(ink).astype(np.uint16) * 257)
+    buf = io.BytesIO()
+    deep.save(buf, {"png": "PNG", "tiff": "TIFF"}[kind])
+    return buf.getvalue()
+
+
+def _camera_jpeg() -> bytes:
+    """A phone's JPEG with a preview picture after the photo (MPO)."""
+    photo = documents.page_image([documents.phrase(47)], noise=False).convert("RGB")
+    buf = io.BytesIO()
+    photo.save(buf, "MPO", save_all=True, append_images=[photo.resize((200, 60))])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "phrase"),
+    [
+        pytest.param("png", lambda: _sixteen_bit("png"), 46, id="16-bit-png"),
+        pytest.param("tiff", lambda: _sixteen_bit("tiff"), 46, id="16-bit-tiff"),
+        pytest.param("jpeg", _camera_jpeg, 47, id="camera-mpo-jpeg"),
+    ],
+)
+def test_deep_greys_and_camera_jpegs_read_and_show(kind: str, make: Any, phrase: int) -> None:
+    """One page each, read with their words, and a one-page PDF that shows them (a 16-bit
+    page was clipped to blank white; a camera's MPO was refused as "not JPEG")."""
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+    from docpipe.validation import inspect_document
+
+    data = make()
+    assert (
+        inspect_document(
+            data, kind=kind, max_pages=100, max_pixels=10**8, max_document_pixels=10**9, dpi=300
+        ).page_count
+        == 1
+    )
+    result = ocr_document(data, kind=kind, language="eng", dpi=300, page_timeout=60, pdf=True)
+    expected = documents.words(documents.phrase(phrase))
+    assert expected <= documents.words(result.text)
+    pdf = searchable_pdf(data, kind=kind, pages=result.pages)
+    assert len(pdf_words(pdf)) == 1 and expected <= pdf_words(pdf)[0]
+    drawn = pdfium.PdfDocument(pdf)[0].render(scale=2).to_pil()
+    assert expected <= documents.words(pytesseract.image_to_string(drawn, config="--psm 6"))
+
+
+def test_a_language_named_twice_counts_once(api: httpx.Client, stack: Any) -> None:
+    tenant_id, key = make_tenant()
+    one = [("a.png", documents.document("X", "png"))]
+    response = upload(api, tenant_id, key, one, language="eng+eng+eng+eng")
+    assert response.status_code == 202, response.text
+    document_id = response.json()["documentIds"][0]
+    assert (
+        api.get(f"/api/documents/{document_id}", headers={"X-API-Key": key}).json()["language"]
+        == "eng"
+    )

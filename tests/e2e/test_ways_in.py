@@ -24,7 +24,7 @@ from docpipe.recovery import run_recovery_pass
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
 from tests import documents
-from tests.helpers import make_tenant, post_batch, prefect_http, wait_for_batch
+from tests.helpers import is_tesseract, make_tenant, post_batch, prefect_http, wait_for_batch
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,15 +329,21 @@ def test_a_ui_run_ocrs_at_its_tiers_cpu_priority(
     pdf = documents.multipage_pdf([documents.phrase(40 + p) for p in range(8)])
     with stage_files([("long.pdf", io.BytesIO(pdf))], get_settings()) as staged:
         batch_id = batches.create_batch(tenant, staged).batch_id
+    started = time.time()
     run_from_the_ui(stack, batch_id)
 
     services = {service.process.pid for service in stack.services}
     seen: set[int] = set()
     deadline = time.monotonic() + 120
     while not seen and time.monotonic() < deadline:
-        for proc in psutil.process_iter(["name"]):
+        for proc in psutil.process_iter(["name", "cmdline"]):
             try:  # this stack's Tesseract processes: flow runs are the warm starter's children
-                if proc.info["name"] == "tesseract" and services & {p.pid for p in proc.parents()}:
+                # Started for this run: an earlier run's engine may idle on for a moment.
+                if (
+                    is_tesseract(proc)
+                    and proc.create_time() >= started
+                    and services & {p.pid for p in proc.parents()}
+                ):
                     seen.add(proc.nice())
             except psutil.NoSuchProcess:
                 continue
