@@ -24,7 +24,7 @@ from docpipe.db import session_scope
 from docpipe.dispatch import dispatch
 from docpipe.errors import Forbidden, OverLimit
 from docpipe.models import Batch, Document, DocumentStatus, Outcomes, Output, Tenant
-from docpipe.storage import get_storage, output_key
+from docpipe.storage import OUTPUT_SUFFIXES, get_storage, output_key
 from docpipe.tenants import TENANT_ID, get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import SNIFF_BYTES, check_upload
@@ -509,8 +509,8 @@ def _reject(folder_fd: int, name: str, reason: str) -> bool:
     return True
 
 
-# A folder batch's results beside each other: `scan.png.txt` and `scan.png.ocr.pdf`.
-OUTBOX_SUFFIXES = {Output.TEXT: ".txt", Output.PDF: ".ocr.pdf"}
+# A folder batch's results, named as they are stored: `scan.png.txt`, `scan.png.ocr.pdf`.
+OUTBOX_OUTPUTS = {Output.TEXT, Output.PDF}
 
 
 def write_results(batch_id: str) -> list[str]:
@@ -550,8 +550,8 @@ def write_results(batch_id: str) -> list[str]:
             for document in documents:
                 names: dict[str, str | None] = {"text": None, "pdf": None}
                 if document.status == DocumentStatus.READY:
-                    for output in set(document.made_outputs()) & set(OUTBOX_SUFFIXES):
-                        name = f"{document.file_name}{OUTBOX_SUFFIXES[output]}"
+                    for output in set(document.made_outputs()) & OUTBOX_OUTPUTS:
+                        name = f"{document.file_name}{OUTPUT_SUFFIXES[output]}"
                         key = output_key(document.storage_key, output)
                         try:
                             _put_file(folder_fd, name, storage.read_bytes(key))

@@ -107,8 +107,8 @@ def ocr_document(
     """OCR every page of a PDF or image; raise OcrFailed if Tesseract cannot.
 
     Each page is read once, with every output asked for written by that pass (text,
-    hOCR, and with `pdf` a PDF page: the image with its text for an image, the text
-    layer alone for a PDF, to lay over its own page). Tesseract is only ever given pages
+    hOCR, and with `pdf` the page's text layer alone, which docpipe.outputs lays over the
+    original's own page). Tesseract is only ever given pages
     docpipe decoded itself (PDF pages rendered by PDFium, image frames decoded by
     Pillow), one at a time and each with its own timeout: never the uploaded file, whose
     format quirks (a TIFF whose pages loop, a damaged JPEG) its own readers would meet.
@@ -127,8 +127,6 @@ def ocr_document(
         language=language,
         timeout=page_timeout,
         pdf=pdf,
-        # Tesseract writes the text alone: docpipe lays it over the page, the original's.
-        text_only_pdf=True,
         straighten=straighten or Straightening(orient=False, deskew=False),
         engine=get_engine(engine),
     )
@@ -358,14 +356,18 @@ except (OSError, AttributeError):  # not Linux
 _SETPRIV = shutil.which("setpriv")
 
 
+def _dying_with_parent(command: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The command, and Popen's options, for a child that dies with the thread starting it."""
+    if _SETPRIV is not None:
+        return [_SETPRIV, "--pdeathsig", "KILL", *command], {}
+    if _prctl is not None:
+        return command, {"preexec_fn": _die_with_parent}
+    return command, {}
+
+
 def run_tesseract(args: list[str], *, timeout: float) -> None:
     """Run `tesseract *args`; its failures as docpipe's: a crash may pass, a bad page will not."""
-    command = [pytesseract.pytesseract.tesseract_cmd, *args]
-    options: dict[str, Any] = {}
-    if _SETPRIV is not None:
-        command = [_SETPRIV, "--pdeathsig", "KILL", *command]
-    elif _prctl is not None:
-        options["preexec_fn"] = _die_with_parent
+    command, options = _dying_with_parent([pytesseract.pytesseract.tesseract_cmd, *args])
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, **options)
     except FileNotFoundError as e:
@@ -387,24 +389,24 @@ def run_tesseract(args: list[str], *, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class PagePass:
-    """One Tesseract pass over a decoded page file: every renderer asked for, at once."""
+    """One Tesseract pass over a decoded page file: every renderer asked for, at once.
+
+    Its `pdf` renderer writes the text layer alone (docpipe.outputs lays it over the page).
+    """
 
     input: str
     base: str
     language: str
     dpi: int
     renderers: tuple[str, ...]
-    text_only_pdf: bool
 
 
 class CliEngine:
     """Debian's `tesseract` program, one process per page (through pytesseract's files)."""
 
-    name = "cli"
-
     def run(self, page: PagePass, *, timeout: float) -> None:
         config = ["--dpi", str(page.dpi)]
-        if page.text_only_pdf:
+        if "pdf" in page.renderers:
             config += ["-c", "textonly_pdf=1"]
         run_tesseract(
             [page.input, page.base, "-l", page.language, *config, *page.renderers],
@@ -421,8 +423,6 @@ class ApiEngine:
     niceness and the run's process group, so priority and cancel reach them.
     """
 
-    name = "api"
-
     def __init__(self) -> None:
         self._local = threading.local()
 
@@ -434,7 +434,6 @@ class ApiEngine:
             "language": page.language,
             "dpi": page.dpi,
             "renderers": list(page.renderers),
-            "textOnlyPdf": page.text_only_pdf,
         }
         assert child.stdin is not None and child.stdout is not None
         try:
@@ -460,12 +459,9 @@ class ApiEngine:
         if child is None or child.poll() is not None:
             # It works in the run's page folder, which its command line names (for ps).
             folder = str(_scratch or tempfile.gettempdir())
-            command = [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), folder]
-            options: dict[str, Any] = {}
-            if _SETPRIV is not None:
-                command = [_SETPRIV, "--pdeathsig", "KILL", *command]
-            elif _prctl is not None:
-                options["preexec_fn"] = _die_with_parent
+            command, options = _dying_with_parent(
+                [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), folder]
+            )
             child = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
@@ -521,7 +517,6 @@ class _PageJob:
     language: str
     timeout: float
     pdf: bool
-    text_only_pdf: bool
     straighten: Straightening
     engine: CliEngine | ApiEngine
 
@@ -560,9 +555,7 @@ class _PageJob:
         renderers = ("txt", "hocr", *(("pdf",) if self.pdf else ()))
         with pytesseract.pytesseract.save(image) as (base, name):
             self.engine.run(
-                PagePass(
-                    name, base, self.language, dpi, renderers, self.pdf and self.text_only_pdf
-                ),
+                PagePass(name, base, self.language, dpi, renderers),
                 timeout=self.timeout,
             )
             text = Path(f"{base}.txt").read_text(encoding="utf-8", errors="replace").strip()

@@ -42,7 +42,7 @@ def main() -> None:
             for renderer in ("txt", "hocr", "pdf"):
                 wanted = "1" if renderer in request["renderers"] else "0"
                 api.SetVariable(f"tessedit_create_{renderer}", wanted)
-            api.SetVariable("textonly_pdf", "1" if request["textOnlyPdf"] else "0")
+            api.SetVariable("textonly_pdf", "1")  # the text layer alone: docpipe lays it over
             api.SetVariable("user_defined_dpi", str(request["dpi"]))
             # One recognition; every renderer asked for writes its file from it. (Its
             # ProcessPage would not finish the PDF: only ProcessPages ends the document.)

@@ -26,9 +26,6 @@ from pypdf.generic import (
 )
 
 from docpipe.errors import OcrFailed
-from docpipe.models import Output, parse_outputs
-
-__all__ = ["Output", "parse_outputs"]
 
 if TYPE_CHECKING:
     from docpipe.ocr import PageRead
@@ -77,13 +74,8 @@ def misturned(words: list[Word]) -> bool:
     Tesseract reads a page turned a quarter well enough, but its words come out tall and
     narrow; a page upside down comes out as confident-looking nonsense of low confidence.
     """
-    words = [w for w in words if sum(ch.isalnum() for ch in w.text) >= 2]
-    if not words:
-        return False
-    mean = sum(w.confidence for w in words) / len(words)
-    long = [w for w in words if len(w.text) >= 4]
-    standing = sum(1 for w in long if (w.bottom - w.top) > (w.right - w.left))
-    return mean < 60 or (bool(long) and standing > len(long) / 2)
+    posture = _posture(words)
+    return posture is not None and (posture[0] < 60 or posture[1])
 
 
 def likely_turns(words: list[Word]) -> list[int]:
@@ -95,12 +87,22 @@ def likely_turns(words: list[Word]) -> list[int]:
     """
     if not misturned(words):
         return []
-    words = [w for w in words if sum(ch.isalnum() for ch in w.text) >= 2]
-    mean = sum(w.confidence for w in words) / len(words)
-    long = [w for w in words if len(w.text) >= 4]
-    if long and sum(1 for w in long if (w.bottom - w.top) > (w.right - w.left)) > len(long) / 2:
+    mean, standing = _posture(words) or (0.0, False)
+    if standing:
         return [270, 90] if mean >= 60 else [90, 270]
     return [180]
+
+
+def _posture(words: list[Word]) -> tuple[float, bool] | None:
+    """(mean confidence, whether most longer words stand on end) of a read's real words,
+    None if it has none."""
+    words = [w for w in words if sum(ch.isalnum() for ch in w.text) >= 2]
+    if not words:
+        return None
+    mean = sum(w.confidence for w in words) / len(words)
+    long = [w for w in words if len(w.text) >= 4]
+    standing = sum(1 for w in long if (w.bottom - w.top) > (w.right - w.left))
+    return mean, bool(long) and standing > len(long) / 2
 
 
 def skew_degrees(hocr: str) -> float:

@@ -13,15 +13,18 @@ from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Conflict, InvalidDocument, NotFound, OcrFailed
 from docpipe.ghostscript import to_pdfa
-from docpipe.models import FINAL_DOCUMENT_STATUSES, Document, DocumentStatus, Tenant, Tier, utcnow
-from docpipe.ocr import OcrResult, Straightening, ocr_document
-from docpipe.outputs import (
+from docpipe.models import (
+    FINAL_DOCUMENT_STATUSES,
+    Document,
+    DocumentStatus,
     Output,
-    hocr_document,
+    Tenant,
+    Tier,
     parse_outputs,
-    searchable_pdf,
-    words_document,
+    utcnow,
 )
+from docpipe.ocr import OcrResult, Straightening, ocr_document
+from docpipe.outputs import hocr_document, searchable_pdf, words_document
 from docpipe.storage import get_storage, output_key, text_key
 from docpipe.validation import inspect_document, pdf_header_offset
 
@@ -193,10 +196,11 @@ def read_output(document: Document, output: Output) -> bytes:
     """One of a Ready document's outputs; Conflict until it is Ready."""
     if document.status != DocumentStatus.READY:
         raise Conflict(f"document is {document.status.value}, not Ready")
-    if output not in document.made_outputs():
+    made = document.made_outputs()
+    if output not in made:
         raise NotFound(
             f"no {output.value} was made for this document; it has "
-            + ", ".join(o.value for o in document.made_outputs())
+            + ", ".join(o.value for o in made)
             + " (its tenant's outputs setting chooses them)"
         )
     return get_storage().read_bytes(output_key(document.storage_key, output))

@@ -80,14 +80,14 @@ def document_key(tenant_id: str, batch_id: str, document_id: str, kind: str) -> 
     return f"{tenant_id}/{batch_id}/{document_id}.{kind}"
 
 
-def text_key(storage_key: str) -> str:
-    """The OCR text lives beside the original."""
-    return f"{storage_key}.txt"
-
-
-# The other outputs live beside it too: `<original>.ocr.pdf` and so on.
+# A document's outputs live beside the original: `<original>.txt`, `.ocr.pdf` and so on.
 OUTPUT_SUFFIXES = {"text": ".txt", "pdf": ".ocr.pdf", "hocr": ".hocr", "words": ".words.json"}
 
 
 def output_key(storage_key: str, output: str) -> str:
     return f"{storage_key}{OUTPUT_SUFFIXES[output]}"
+
+
+def text_key(storage_key: str) -> str:
+    """The OCR text lives beside the original."""
+    return output_key(storage_key, "text")

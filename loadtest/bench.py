@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
+from loadtest.monitor import is_tesseract
 from loadtest.pages import cached_pages, character_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +78,7 @@ class CpuMeter:
             try:
                 parent = psutil.Process(root)
                 for proc in [parent, *parent.children(recursive=True)]:
-                    # Tesseract: its program, or the in-process engine's child.
-                    if proc.name().startswith("tesseract") or _is_ocr_child(proc):
+                    if is_tesseract(proc):
                         continue
                     t = proc.cpu_times()
                     found[proc.pid] = t.user + t.system  # self only, not reaped children
@@ -102,12 +102,6 @@ class CpuMeter:
             role = self.names.get(pid, "other")
             by_role[role] = by_role.get(role, 0.0) + cpu - self.start.get(pid, 0.0)
         return by_role
-
-
-def _is_ocr_child(proc: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return "docpipe.ocr_server" in proc.cmdline()
-    return False
 
 
 def _role(cmdline: list[str], *, first: bool) -> str:

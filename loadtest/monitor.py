@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import threading
 import time
@@ -28,6 +29,13 @@ COLUMNS = [
     "cpu_server", "cpu_worker", "cpu_api", "cpu_warm", "cpu_flow_runs", "cpu_tesseract",
     "queued_critical", "queued_batch", "documents_open", "ui_query_ms",
 ]  # fmt: skip
+
+
+def is_tesseract(proc: psutil.Process) -> bool:
+    """Whether a process reads pages: Tesseract's program, or the in-process engine's child."""
+    with contextlib.suppress(psutil.Error):
+        return proc.name().startswith("tesseract") or "docpipe.ocr_server" in proc.cmdline()
+    return False
 
 
 def find_services(settings: Settings) -> dict[str, psutil.Process]:
@@ -126,10 +134,7 @@ class Monitor:
                 continue
             for child in proc.children(recursive=True):
                 try:
-                    # Tesseract: its program, or the in-process engine's child.
-                    if child.name().startswith("tesseract") or (
-                        "docpipe.ocr_server" in child.cmdline()
-                    ):
+                    if is_tesseract(child):
                         tesseract_cpu += self._cpu_delta(child)
                         continue
                     flow_runs_cpu += self._cpu_delta(child)
