@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     pdfa: bool = False
     ocr_dpi: int = 300
     ocr_page_timeout_seconds: float = 120.0
+    # A flow run's OCR slots: pages read at once, whichever documents they are from (one
+    # long PDF uses all of them), and documents decoded at once.
     ocr_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
     # Standard batches' Tesseract processes run at this niceness, VIP ones at 0, so a
     # VIP batch gets the CPU even when standard batches already fill every core.

@@ -17,7 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def ocr_document(
     max_pages: int | None = None,
     max_document_pixels: int | None = None,
     scratch: Path | None = None,
+    slots: int = 1,
 ) -> OcrResult:
     """OCR every page of a PDF or image; raise OcrFailed if Tesseract cannot.
 
@@ -113,7 +115,8 @@ def ocr_document(
     Pillow), one at a time and each with its own timeout: never the uploaded file, whose
     format quirks (a TIFF whose pages loop, a damaged JPEG) its own readers would meet.
     A page that does not decode raises InvalidDocument. Temporary files go under
-    `scratch`.
+    `scratch`. Pages are read on the process's `slots` OCR threads, which every document
+    read at once shares: one long document is spread over all of them.
     """
     started = time.perf_counter()
     if scratch is not None:
@@ -130,11 +133,68 @@ def ocr_document(
         straighten=straighten or Straightening(orient=False, deskew=False),
         engine=get_engine(engine),
     )
-    pages = [
-        job.read(page, page_dpi)
-        for page, page_dpi in _pages(data, kind=kind, dpi=dpi, limits=limits)
-    ]
+    pages = _page_slots(slots, niceness).read_all(
+        job.read, _pages(data, kind=kind, dpi=dpi, limits=limits)
+    )
     return OcrResult(pages, time.perf_counter() - started)
+
+
+class PageSlots:
+    """A process's OCR threads: pages, not documents, are what they share.
+
+    A document's thread decodes its pages and hands each to the slots, so one long
+    document keeps every slot busy as many small ones do. Decoded pages wait their turn
+    in memory, whole and uncompressed, so at most two per slot are held at once.
+    """
+
+    def __init__(self, slots: int, niceness: int) -> None:
+        self.pool = ThreadPoolExecutor(
+            max_workers=slots,
+            thread_name_prefix="ocr-slot",
+            # The slot's engine processes inherit it: a standard run's pages stay behind.
+            initializer=_run_at_niceness,
+            initargs=(niceness,),
+        )
+        self.held = threading.BoundedSemaphore(2 * slots)
+
+    def read_all(
+        self,
+        read: Callable[[Image.Image, int], PageRead],
+        pages: Iterator[tuple[Image.Image, int]],
+    ) -> list[PageRead]:
+        """Every page read, in order; the first page that fails stops the document."""
+        futures: list[Future[PageRead]] = []
+        try:
+            while True:
+                self.held.acquire()  # before decoding: a decoded page is what costs memory
+                try:
+                    page, dpi = next(pages)
+                except BaseException:  # StopIteration too: this place was never taken
+                    self.held.release()
+                    raise
+                future = self.pool.submit(read, page, dpi)
+                future.add_done_callback(lambda _: self.held.release())
+                futures.append(future)
+                if failed := next((f for f in futures if f.done() and f.exception()), None):
+                    failed.result()
+        except StopIteration:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # a failed document's pages still waiting are not read
+                future.cancel()
+
+
+_slots_lock = threading.Lock()
+_slots: dict[tuple[int, int], PageSlots] = {}
+
+
+def _page_slots(slots: int, niceness: int) -> PageSlots:
+    """The process's slots at this niceness (a flow run has one tier, so one set)."""
+    with _slots_lock:
+        key = (max(1, slots), niceness)
+        if key not in _slots:
+            _slots[key] = PageSlots(*key)
+        return _slots[key]
 
 
 _LANGUAGES_TTL_SECONDS = 60.0
@@ -612,7 +672,9 @@ def lower_process_priority(niceness: int) -> None:
 
     Linux's autogroup scheduler shares the CPU fairly between sessions whatever their
     processes' nice values, and every flow run is a session of its own: so the
-    session's autogroup gets the niceness too, or a VIP run would not get ahead.
+    session's autogroup gets the niceness too, or a VIP run would not get ahead. Only a
+    session this process leads: one it shares (a test's terminal, a worker's) would be
+    lowered whole, and everything started in it later with it.
     """
     if niceness <= 0:
         return
@@ -621,7 +683,7 @@ def lower_process_priority(niceness: int) -> None:
             os.setpriority(os.PRIO_PROCESS, 0, niceness)
     autogroup = Path("/proc/self/autogroup")
     with contextlib.suppress(OSError):
-        if autogroup.exists():
+        if autogroup.exists() and os.getsid(0) == os.getpid():
             autogroup.write_text(str(niceness))
 
 

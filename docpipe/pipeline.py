@@ -118,6 +118,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             max_pages=settings.max_pdf_pages,
             max_document_pixels=settings.max_document_pixels,
             scratch=settings.home / "tmp",
+            slots=settings.ocr_concurrency,
         )
     except InvalidDocument as e:  # a page that does not decode, found as it is read
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))

@@ -2,13 +2,21 @@
 through docpipe end to end; prints the floor, the pipeline time, their ratio, the CPU spent
 outside Tesseract per document, and OCR quality (character error rate) for both.
 
-`--outputs text,pdf` makes both sides write the searchable PDF too (bare Tesseract: `tesseract
-page out txt pdf`), and measures what finding a page's orientation and skew costs per page."""
+Two floors, in every round: Debian's `tesseract` program one process per core (what a user
+runs by hand), and the engine docpipe reads pages with (`--engine`; `api` is Tesseract's
+library in docpipe's own engine processes, models loaded once), run bare on the same pages.
+
+`--outputs text,pdf` makes every side write the searchable PDF too (bare Tesseract: `tesseract
+page out txt pdf`), and measures what finding a page's orientation and skew costs per page.
+
+`--long` compares one N-page PDF with N one-page PDFs of the same pages, both through
+docpipe: a long document's pages are spread over every core as separate documents are."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shlex
@@ -26,7 +34,7 @@ import httpx
 import psutil
 
 from loadtest.monitor import is_tesseract
-from loadtest.pages import cached_pages, character_error_rate
+from loadtest.pages import DPI, cached_pages, character_error_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESUME_SETTLE_SECONDS = 10.0
@@ -54,6 +62,81 @@ def floor(pages: list[Path], workdir: Path, cores: int, renderers: str = "txt") 
         after.children_system - before.children_system
     )
     return {"seconds": seconds, "tesseractCpuSeconds": cpu}
+
+
+def engine_floor(
+    pages: list[Path], workdir: Path, cores: int, renderers: str = "txt"
+) -> dict[str, float]:
+    """docpipe's API engine run bare: one engine process per core (`docpipe.ocr_server`, the
+    program docpipe's OCR slots talk to), each fed pages straight from disk, its models
+    loaded before the clock starts, as docpipe's long-lived ones are."""
+    import queue
+    import sys
+
+    from docpipe.ocr import _tessdata
+
+    out = workdir / "engine-floor"
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        for _ in range(cores)
+    ]
+
+    def read(server: subprocess.Popen[bytes], page: Path) -> None:
+        request = {
+            "input": str(page),
+            "base": str(out / page.stem),
+            "language": "eng",
+            "dpi": DPI,
+            "renderers": renderers.split(),
+        }
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(json.dumps(request).encode() + b"\n")
+        server.stdin.flush()
+        if "ok" not in json.loads(server.stdout.readline()):
+            raise RuntimeError(f"the engine could not read {page}")
+
+    try:
+        warm = [threading.Thread(target=read, args=(server, pages[0])) for server in servers]
+        for thread in warm:
+            thread.start()
+        for thread in warm:
+            thread.join()
+        todo: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for page in pages:
+            todo.put(page)
+
+        def drain(server: subprocess.Popen[bytes]) -> None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    read(server, todo.get_nowait())
+
+        cpu_before = sum(_cpu(server.pid) for server in servers)
+        started = time.perf_counter()
+        threads = [threading.Thread(target=drain, args=(server,)) for server in servers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        cpu = sum(_cpu(server.pid) for server in servers) - cpu_before
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    return {"seconds": seconds, "tesseractCpuSeconds": cpu}
+
+
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 @dataclass
@@ -121,14 +204,32 @@ def _role(cmdline: list[str], *, first: bool) -> str:
     return "other"
 
 
-def pipeline(pages: list[Path], stack: Any, key: str) -> dict[str, Any]:
-    """The same pages as one batch through HTTP upload, the flow and the summary."""
+Upload = list[tuple[str, bytes, str]]  # (file name, bytes, content type), one per document
+
+
+def _upload(documents: list[Path] | Upload) -> Upload:
+    return [d if isinstance(d, tuple) else (d.name, d.read_bytes(), "image/png") for d in documents]
+
+
+def pdf_of(pages: list[Path]) -> bytes:
+    """The pages as one PDF, each at its own resolution."""
+    from PIL import Image
+
+    images = [Image.open(p) for p in pages]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=DPI)
+    return out.getvalue()
+
+
+def pipeline(pages: list[Path] | Upload, stack: Any, key: str) -> dict[str, Any]:
+    """Documents (page files, or prepared uploads) as one batch through HTTP upload, the
+    flow and the summary."""
     headers = {"X-API-Key": key}
     roots = [s.process.pid for s in stack.services]
     with httpx.Client(base_url=stack.settings.api_url, timeout=600) as api:
         meter = CpuMeter(roots)
         started = time.perf_counter()
-        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in pages]
+        files = [("files", document) for document in _upload(pages)]
         response = api.post(
             "/api/documents/bulk-upload?tenantId=bench", headers=headers, files=files
         )
@@ -179,8 +280,11 @@ def run(
     idle_seconds: float = 60,
     rounds: int = 3,
     outputs: str = "text",
+    engine: str = "auto",
+    long: bool = False,
 ) -> dict[str, Any]:
     from docpipe.config import Settings
+    from docpipe.ocr import ApiEngine, get_engine
     from docpipe.runtime.stack import Stack, free_port, process_trees
 
     cache = ROOT / "loadtest" / ".pages"
@@ -189,6 +293,7 @@ def run(
     renderers = " ".join({"text": "txt", "pdf": "pdf"}[o] for o in outputs.split(","))
     paths = [p for p, _ in pages]
     known = {p.name: text for p, text in pages}
+    api_engine = isinstance(get_engine(engine), ApiEngine)
     with tempfile.TemporaryDirectory(prefix="docpipe-bench-") as tmp:
         workdir = Path(tmp)
         settings = Settings(
@@ -196,6 +301,7 @@ def run(
             api_port=free_port(),
             prefect_port=free_port(),
             ocr_concurrency=cores,
+            ocr_engine=engine,
         )
         stack = Stack(settings)
         print("starting the stack ...", flush=True)
@@ -206,32 +312,41 @@ def run(
             pipeline(paths[:1], stack, key)
             print(f"the idle stack's own CPU for {idle_seconds:g} s ...", flush=True)
             idle = idle_cpu(stack, idle_seconds)
-            # Floor and pipeline take turns, so a machine that speeds up or slows down
-            # (this one is shared) weighs on both alike; the median round is reported.
+            stopped = process_trees(s.process.pid for s in stack.services)
+            # Every side takes its turn in every round, so a machine that speeds up or
+            # slows down (this one is shared) weighs on all alike; the median round is
+            # reported.
             results = []
             for number in range(1, rounds + 1):
-                print(
-                    f"round {number} of {rounds}: bare Tesseract, {cores} at a time ...", flush=True
-                )
-                with paused(process_trees(s.process.pid for s in stack.services)):
-                    bare = floor(paths, workdir / f"floor-{number}", cores, renderers)
-                print(
-                    f"round {number} of {rounds}: {pages_count} pages as one batch ...", flush=True
-                )
+                say = f"round {number} of {rounds}:"
+                if long:
+                    results.append(_long_round(paths, known, stack, key, idle, number, say))
+                    print(f"  long ÷ separate {results[-1]['longRatio']:.3f}", flush=True)
+                    continue
+                folder = workdir / f"floor-{number}"
+                print(f"{say} bare tesseract, {cores} at a time ...", flush=True)
+                with paused(stopped):
+                    cli = floor(paths, folder, cores, renderers)
+                bare = None
+                if api_engine:
+                    print(f"{say} docpipe's engine bare, {cores} at a time ...", flush=True)
+                    with paused(stopped):
+                        bare = engine_floor(paths, folder, cores, renderers)
+                print(f"{say} {pages_count} pages as one batch ...", flush=True)
                 piped = pipeline(paths, stack, key)
-                bare_texts = {
-                    p.name: (workdir / f"floor-{number}" / "floor" / f"{p.stem}.txt").read_text()
-                    for p in paths
-                }
                 results.append(
                     {
-                        **_round(bare, piped, idle, pages_count),
-                        **_quality(known, bare_texts, piped),
+                        **_round(cli, bare, piped, idle, pages_count),
+                        **_quality(known, _texts(folder, paths, api_engine), piped),
                     }
                 )
-                print(f"  ratio {results[-1]['ratio']:.3f}", flush=True)
+                print(
+                    f"  ratio {results[-1]['ratio']:.3f}, "
+                    f"{results[-1]['speedupOverCli']:.3f}x the tesseract program",
+                    flush=True,
+                )
             orientation = None
-            if "pdf" in outputs:
+            if "pdf" in outputs and not long:
                 print("what finding orientation and skew costs, per page ...", flush=True)
                 with paused(process_trees(s.process.pid for s in stack.services)):
                     orientation = orientation_cost(paths[: min(10, len(paths))], workdir)
@@ -239,25 +354,82 @@ def run(
             stack.stop()
     # Every figure, outcome and quality included, is the median round's; all rounds are
     # in allRounds.
-    median = sorted(results, key=lambda r: r["ratio"])[len(results) // 2]
+    by = "longRatio" if long else "ratio"
+    median = sorted(results, key=lambda r: r[by])[len(results) // 2]
     figures = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "long" if long else "batch",
         "pages": pages_count,
         "cores": cores,
         "rounds": rounds,
         "outputs": outputs,
+        "engine": "api" if api_engine else "cli",
         **median,
         **({"orientation": orientation} if orientation else {}),
         "backgroundCpuSecondsPerMinute": round(60 * idle, 2),
         "allRounds": results,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (out / ("bench-long.json" if long else "bench.json")).write_text(
+        json.dumps(figures, indent=2) + "\n"
+    )
     return figures
 
 
-def _quality(known: dict[str, str], bare: dict[str, str], piped: dict[str, Any]) -> dict[str, Any]:
-    """One round's outcome: how many documents made it, and both sides' character error rate."""
+def _texts(folder: Path, paths: list[Path], engine_floor: bool) -> dict[str, dict[str, str]]:
+    """Each floor's text of each page, by floor and page file name."""
+    floors = {"cli": folder / "floor"}
+    if engine_floor:
+        floors["engine"] = folder / "engine-floor"
+    return {
+        name: {p.name: (where / f"{p.stem}.txt").read_text() for p in paths}
+        for name, where in floors.items()
+    }
+
+
+def _long_round(
+    paths: list[Path],
+    known: dict[str, str],
+    stack: Any,
+    key: str,
+    idle: float,
+    number: int,
+    say: str,
+) -> dict[str, Any]:
+    """The pages as N one-page PDFs, and as one N-page PDF: both through docpipe, in an
+    order that alternates by round."""
+    separate: Upload = [(f"{p.stem}.pdf", pdf_of([p]), "application/pdf") for p in paths]
+    together: Upload = [("long.pdf", pdf_of(paths), "application/pdf")]
+    seconds: dict[str, float] = {}
+    piped: dict[str, dict[str, Any]] = {}
+    for name, upload in sorted(
+        {"separate": separate, "long": together}.items(), reverse=number % 2 == 0
+    ):
+        print(f"{say} {len(paths)} pages as {name} PDFs ...", flush=True)
+        piped[name] = pipeline(upload, stack, key)
+        seconds[name] = piped[name]["seconds"]
+    whole = "\n".join(known[p.name] for p in paths)
+    separate_text = "\n".join(piped["separate"]["texts"].get(f"{p.stem}.pdf", "") for p in paths)
+    long_text = piped["long"]["texts"].get("long.pdf", "")
+    return {
+        "separateSeconds": round(seconds["separate"], 2),
+        "longSeconds": round(seconds["long"], 2),
+        "longRatio": round(seconds["long"] / seconds["separate"], 3),
+        "succeeded": {n: r["batch"]["successCount"] for n, r in piped.items()},
+        "cerSeparate": round(character_error_rate(whole, separate_text), 4),
+        "cerLong": round(character_error_rate(whole, long_text), 4),
+        "orchestrationCpuMsPerPage": {
+            n: round(1000 * sum(r["orchestrationCpu"].values()) / len(paths), 1)
+            for n, r in piped.items()
+        },
+    }
+
+
+def _quality(
+    known: dict[str, str], floors: dict[str, dict[str, str]], piped: dict[str, Any]
+) -> dict[str, Any]:
+    """One round's outcome: how many documents made it, and each side's character error
+    rate (`cerFloor` is the floor of the engine in use)."""
 
     def mean_cer(texts: dict[str, str]) -> float:
         mean = sum(character_error_rate(k, texts.get(n, "")) for n, k in known.items()) / len(known)
@@ -266,7 +438,8 @@ def _quality(known: dict[str, str], bare: dict[str, str], piped: dict[str, Any])
     return {
         "succeeded": piped["batch"]["successCount"],
         "failed": piped["batch"]["failureCount"],
-        "cerFloor": mean_cer(bare),
+        "cerFloor": mean_cer(floors.get("engine", floors["cli"])),
+        "cerCliFloor": mean_cer(floors["cli"]),
         "cerPipeline": mean_cer(piped["texts"]),
     }
 
@@ -327,14 +500,23 @@ def _bench_tenant(home: Path, outputs: str) -> str:
 
 
 def _round(
-    bare: dict[str, float], piped: dict[str, Any], idle: float, pages: int
+    cli: dict[str, float],
+    bare: dict[str, float] | None,
+    piped: dict[str, Any],
+    idle: float,
+    pages: int,
 ) -> dict[str, Any]:
-    """One floor and one pipeline run, side by side."""
+    """One round's floors and pipeline run, side by side. `floorSeconds` and `ratio` are
+    against the floor of the engine docpipe used (the program's, for the cli engine)."""
     total_cpu = sum(piped["orchestrationCpu"].values())
+    engine = bare or cli
     return {
-        "floorSeconds": round(bare["seconds"], 2),
+        "floorSeconds": round(engine["seconds"], 2),
+        "cliFloorSeconds": round(cli["seconds"], 2),
+        **({"engineFloorSeconds": round(bare["seconds"], 2)} if bare else {}),
         "pipelineSeconds": round(piped["seconds"], 2),
-        "ratio": round(piped["seconds"] / bare["seconds"], 3),
+        "ratio": round(piped["seconds"] / engine["seconds"], 3),
+        "speedupOverCli": round(cli["seconds"] / piped["seconds"], 3),
         "orchestrationCpuMsPerDocument": round(1000 * total_cpu / pages, 1),
         "orchestrationCpuMsPerDocumentByProcess": {
             role: round(1000 * cpu / pages, 1)
@@ -343,12 +525,15 @@ def _round(
         "orchestrationCpuMsPerDocumentBeyondBackground": round(
             1000 * (total_cpu - idle * piped["seconds"]) / pages, 1
         ),
-        "tesseractCpuSecondsFloor": round(bare["tesseractCpuSeconds"], 2),
+        "tesseractCpuSecondsFloor": round(engine["tesseractCpuSeconds"], 2),
+        "tesseractCpuSecondsCliFloor": round(cli["tesseractCpuSeconds"], 2),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pages", type=int, default=100)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
@@ -364,25 +549,62 @@ def main() -> None:
         default="text",
         help="what both sides make of each page: text, or text and the searchable PDF",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "api", "cli"],
+        default="auto",
+        help="the engine docpipe reads pages with (DOCPIPE_OCR_ENGINE)",
+    )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="one N-page PDF against N one-page PDFs of the same pages, both through docpipe",
+    )
     args = parser.parse_args()
-    figures = run(args.pages, args.out, args.cores, args.idle_seconds, args.rounds, args.outputs)
+    figures = run(
+        args.pages,
+        args.out,
+        args.cores,
+        args.idle_seconds,
+        args.rounds,
+        args.outputs,
+        args.engine,
+        args.long,
+    )
+    written = args.out / ("bench-long.json" if args.long else "bench.json")
+    if args.long:
+        _print_long(figures, written)
+    else:
+        _print_batch(figures, written)
+
+
+def _print_batch(figures: dict[str, Any], written: Path) -> None:
     rounds = ", ".join(f"{r['ratio']:.3f}" for r in figures["allRounds"])
+    engine_floor = (
+        f"  floor, docpipe's engine bare:   {figures['engineFloorSeconds']:8.2f} s\n"
+        if "engineFloorSeconds" in figures
+        else ""
+    )
     print(
         f"\n{figures['pages']} one-page documents on {figures['cores']} cores, outputs "
-        f"{figures['outputs']}, "
+        f"{figures['outputs']}, engine {figures['engine']}, "
         f"the median of {figures['rounds']} rounds (ratios {rounds})\n"
-        f"  floor (bare Tesseract):   {figures['floorSeconds']:8.2f} s\n"
-        f"  pipeline (docpipe):       {figures['pipelineSeconds']:8.2f} s\n"
-        f"  ratio:                    {figures['ratio']:8.3f}\n"
-        f"  CPU outside Tesseract:    {figures['orchestrationCpuMsPerDocument']:8.1f} ms/document\n"
+        f"  floor, the tesseract program:  {figures['cliFloorSeconds']:8.2f} s\n"
+        f"{engine_floor}"
+        f"  pipeline (docpipe):            {figures['pipelineSeconds']:8.2f} s\n"
+        f"  ratio to its engine's floor:   {figures['ratio']:8.3f}\n"
+        f"  faster than the program:       {figures['speedupOverCli']:8.3f}x\n"
+        f"  CPU outside Tesseract:         {figures['orchestrationCpuMsPerDocument']:8.1f} "
+        "ms/document\n"
         f"    of which beyond the idle stack's own: "
         f"{figures['orchestrationCpuMsPerDocumentBeyondBackground']:.1f} ms/document\n"
-        f"  idle stack:               {figures['backgroundCpuSecondsPerMinute']:8.2f} CPU s/min\n"
-        f"  documents:                {figures['succeeded']} succeeded, "
+        f"  idle stack:                    {figures['backgroundCpuSecondsPerMinute']:8.2f} "
+        "CPU s/min\n"
+        f"  documents:                     {figures['succeeded']} succeeded, "
         f"{figures['failed']} failed\n"
-        f"  character error rate:     floor {figures['cerFloor']:.4f}, "
-        f"pipeline {figures['cerPipeline']:.4f}\n"
-        f"  written to {args.out / 'bench.json'}"
+        f"  character error rate:          program {figures['cerCliFloor']:.4f}, "
+        f"engine floor {figures['cerFloor']:.4f}, pipeline {figures['cerPipeline']:.4f}\n"
+        f"  written to {written}"
     )
     if "orientation" in figures:
         o = figures["orientation"]
@@ -394,6 +616,21 @@ def main() -> None:
             f"  upside-down page: {o['upsideDownMsPerPage']:8.1f} ms "
             f"({o['turnMsPerUpsideDownPage']:+.1f} ms to find and undo the turn)"
         )
+
+
+def _print_long(figures: dict[str, Any], written: Path) -> None:
+    rounds = ", ".join(f"{r['longRatio']:.3f}" for r in figures["allRounds"])
+    print(
+        f"\n{figures['pages']} pages on {figures['cores']} cores, engine {figures['engine']}, "
+        f"the median of {figures['rounds']} rounds (ratios {rounds})\n"
+        f"  {figures['pages']} one-page PDFs:      {figures['separateSeconds']:8.2f} s\n"
+        f"  one {figures['pages']}-page PDF:       {figures['longSeconds']:8.2f} s\n"
+        f"  long ÷ separate:          {figures['longRatio']:8.3f}\n"
+        f"  documents succeeded:      {figures['succeeded']}\n"
+        f"  character error rate:     separate {figures['cerSeparate']:.4f}, "
+        f"long {figures['cerLong']:.4f}\n"
+        f"  written to {written}"
+    )
 
 
 if __name__ == "__main__":

@@ -125,6 +125,10 @@ def launch(argv: list[str]) -> int:
         started = []
     if len(started) != 2 or started[0] != b"pid":
         print("docpipe: no warm starter answered; starting the flow run cold", file=sys.stderr)
+        # A session of its own, as a warm run has: its CPU priority is then its own, and
+        # a standard run lowering it leaves the worker and later runs as they were.
+        with contextlib.suppress(OSError):  # it leads its process group already
+            os.setsid()
         os.execv(sys.executable, [sys.executable, "-m", ENGINE, *argv])
     child = int(started[1])
 
@@ -376,9 +380,9 @@ def _exit(code: object) -> NoReturn:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if not thread.daemon and thread is not threading.current_thread():
-            thread.join()
+    # What the interpreter does first at exit: threading's own exit hooks (which stop
+    # thread pools' idle threads, the OCR slots' among them), then every thread joined.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     if code is None:
         status = 0

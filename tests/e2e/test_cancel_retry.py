@@ -9,6 +9,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
+from loadtest.pages import page_png
 from tests import documents
 from tests.helpers import files_part, wait_for_batch
 
@@ -33,7 +34,9 @@ def pages(n: int) -> list[tuple[str, bytes]]:
 def test_cancel_then_retry(api: httpx.Client, tenant: tuple[str, str], prefect_api: None) -> None:
     _, key = tenant
     headers = {"X-API-Key": key}
-    batch_id = upload(api, tenant, pages(20))
+    # Whole A4 pages: a batch of them is still running when the cancel comes, however
+    # quickly its pages are shared out over the cores.
+    batch_id = upload(api, tenant, [(f"{i}.png", page_png(i)) for i in range(20)])
     wait_for_batch(api, key, batch_id, until=("Processing",), timeout=120)
 
     cancelled = api.post(f"/api/batches/{batch_id}/cancel", headers=headers)

@@ -60,9 +60,14 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert figures["pages"] == 2 and figures["succeeded"] == 2 and figures["failed"] == 0
-    for name in ("floorSeconds", "pipelineSeconds", "ratio", "orchestrationCpuMsPerDocument"):
+    names = ("floorSeconds", "cliFloorSeconds", "engineFloorSeconds", "pipelineSeconds")
+    for name in (*names, "ratio", "speedupOverCli", "orchestrationCpuMsPerDocument"):
         assert figures[name] > 0, name
+    # The ratio is to the floor of the engine docpipe used: its own, run bare.
+    assert figures["engine"] == "api"
+    assert figures["floorSeconds"] == figures["engineFloorSeconds"]
     assert figures["cerPipeline"] <= figures["cerFloor"] + 0.001
+    assert figures["cerPipeline"] <= figures["cerCliFloor"] + 0.001
     assert figures["backgroundCpuSecondsPerMinute"] > 0
     # Floor and pipeline took turns; the figures are those of the median round.
     assert len(figures["allRounds"]) == 2
@@ -71,7 +76,31 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
         assert (each["succeeded"], each["failed"]) == (2, 0)
         assert each["cerPipeline"] <= each["cerFloor"] + 0.001
     assert figures["ratio"] in [r["ratio"] for r in figures["allRounds"]]
-    assert "ratio:" in result.stdout and "ms/document" in result.stdout
+    assert "ratio to its engine's floor:" in result.stdout and "ms/document" in result.stdout
+    assert "faster than the program:" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_long_mode_runs_one_long_pdf_against_one_page_pdfs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--long", "--pages", "3",
+         "--idle-seconds", "1", "--rounds", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((tmp_path / "bench-long.json").read_text())
+    assert figures["mode"] == "long" and figures["pages"] == 3
+    assert figures["succeeded"] == {"separate": 3, "long": 1}
+    assert figures["longSeconds"] > 0 and figures["separateSeconds"] > 0
+    ratio = figures["longSeconds"] / figures["separateSeconds"]
+    assert figures["longRatio"] == pytest.approx(ratio, abs=0.005)  # of unrounded seconds
+    # Every page of the long PDF was read, in order: its text is as good as the pages'.
+    assert figures["cerLong"] <= figures["cerSeparate"] + 0.001 < 0.05
+    assert "long ÷ separate:" in result.stdout
 
 
 def run_locust(stack: Any, out: Path, run_time: str, vip: Any, standard: Any) -> str:

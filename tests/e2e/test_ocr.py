@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
+import psutil
 import pytest
 
 from docpipe.errors import OcrFailed
 from docpipe.ocr import PAGE_SEPARATOR, ocr_document
 from tests import documents
+from tests.helpers import is_tesseract
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +136,70 @@ def test_lower_priority_reaches_the_process_its_autogroup_and_tesseract() -> Non
     assert own == expected and child == expected
     if Path("/proc/self/autogroup").exists():
         assert group == "7"
+
+
+def test_lower_priority_leaves_a_session_it_shares_as_it_was() -> None:
+    """A run that shares its session (a worker's, a terminal's) lowers itself only: the
+    session's autogroup, which its other processes and later runs share, stays."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("this kernel has no autogroups")
+    run = "from docpipe.ocr import lower_process_priority; lower_process_priority(7)"
+    # The "worker": a session of its own, starting a "run" inside that session.
+    worker = (
+        "import os, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {run!r}], check=True)\n"
+        "print(open('/proc/self/autogroup').read().split()[-1])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", worker],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    )
+    assert result.stdout.split() == ["0"]
+
+
+def test_a_long_documents_pages_are_read_on_every_slot_and_come_back_in_order(
+    engine: str,
+) -> None:
+    """The pages of one document are read on all the OCR slots at once, each slot with
+    its own engine process, and the text keeps the pages' order."""
+    slots = 3  # no other test uses 3: the api engine's processes for these slots are new
+
+    def engine_processes() -> set[int]:
+        found = set()
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                proc.info = {"name": proc.name(), "cmdline": proc.cmdline()}
+                if is_tesseract(proc):
+                    found.add(proc.pid)
+        return found
+
+    texts = [documents.phrase(30 + i) for i in range(2 * slots)]
+    before = engine_processes()
+    busy_at_once = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal busy_at_once
+        while not stop.wait(0.02):
+            busy_at_once = max(busy_at_once, len(engine_processes() - before))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = ocr_document(
+            documents.multipage_pdf(texts), kind="pdf", engine=engine, slots=slots, **OPTIONS
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    pages = result.text.split(PAGE_SEPARATOR)
+    for expected, got in zip(texts, pages, strict=True):
+        assert documents.words(expected) <= documents.words(got)
+    assert busy_at_once == slots

@@ -27,6 +27,11 @@ def one_page_batch(stack: Any, key: str, seed: int, timeout: float = 300) -> dic
         return wait_for_batch(api, key, response.json()["batchId"], timeout=timeout)
 
 
+def autogroup_nice(pid: int) -> int:
+    """The nice value of a process's autogroup: what its whole session gets of the CPU."""
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
 def test_flow_runs_start_warm_and_still_start_cold_without_the_warm_starter(
     own_stack: Any,
 ) -> None:
@@ -41,9 +46,12 @@ def test_flow_runs_start_warm_and_still_start_cold_without_the_warm_starter(
     )
 
     own_stack.stop_service("warm-starter")
+    worker = next(s for s in own_stack.services if s.name == "worker")
     cold = one_page_batch(own_stack, key, seed=2)
 
     assert cold["status"] == "Completed" and cold["successCount"] == 1
+    # The standard run lowered its own priority, not the worker's and every later run's.
+    assert autogroup_nice(worker.process.pid) == 0
     assert cold["flowRunId"] not in (log_dir / "warm-starter.log").read_text()
     assert (
         "no warm starter answered; starting the flow run cold"
