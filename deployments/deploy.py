@@ -1,4 +1,4 @@
-"""Create (idempotently) the work pool, its priority queues and the three deployments."""
+"""Create (idempotently) the work pool, its priority queues and the deployments."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class Deployment:
         return float(getattr(settings, self.schedule)) if self.schedule else None
 
 
-# deployments/prefect.yaml describes the same three (tests/unit/test_deployments.py).
+# deployments/prefect.yaml describes the same ones (tests/unit/test_deployments.py).
 DEPLOYMENTS = (
     Deployment(
         "flows/process_batch.py:process_batch",
@@ -68,6 +68,16 @@ DEPLOYMENTS = (
         queue="critical",
         description="Turn settled files in the inbox (one folder per tenant) into batches.",
         schedule="ingest_interval_seconds",
+    ),
+    # Scheduled even while retention is off (the default): its runs say so, and turning it
+    # on takes only the setting where the worker runs, not another deploy.
+    Deployment(
+        "flows/expire_history.py:expire_history",
+        queue="critical",
+        description="Delete batches finished more than DOCPIPE_RETENTION_DAYS ago, with "
+        "their files, runs and artifacts, and docpipe's runs older than "
+        "DOCPIPE_PREFECT_RETENTION_DAYS.",
+        schedule="retention_schedule_seconds",
     ),
 )
 

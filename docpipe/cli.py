@@ -170,6 +170,26 @@ def recover() -> None:
         raise typer.Exit(_fail("Prefect did not answer"))
 
 
+@app.command()
+def expire() -> None:
+    """Delete what is older than the retention settings, once: batches ended more than
+    DOCPIPE_RETENTION_DAYS ago (rows, files, flow runs, artifacts), and docpipe's flow runs
+    ended more than DOCPIPE_PREFECT_RETENTION_DAYS ago. Prints the counts as JSON."""
+    from docpipe.retention import retention_off, run_retention_pass
+
+    _current_schema()
+    if retention_off():
+        typer.echo(
+            "retention is off (DOCPIPE_RETENTION_DAYS and DOCPIPE_PREFECT_RETENTION_DAYS are "
+            "0): nothing deleted",
+            err=True,
+        )
+    report = run_retention_pass()
+    typer.echo(json.dumps(camel_keys(asdict(report))))
+    if not report.prefect_reachable:
+        raise typer.Exit(_fail("Prefect refused or did not answer; run it again"))
+
+
 # Written as one line a paragraph: the help renders a docstring's line breaks as they are.
 INGEST_HELP = (
     "Scan one folder once: files unchanged since the last scan become batches.\n\n"

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     # recover-batches deployment always do.
     orphan_sweep_seconds: float = 3600.0
 
+    # Retention (0: keep for ever): a batch Completed, Cancelled or Failed more than
+    # retention_days ago is deleted with its files, flow runs and artifacts; any ended flow
+    # run of the work pool, prefect_retention_days after it ended (unset: retention_days).
+    # The expire-history deployment runs a pass every retention_schedule_seconds.
+    retention_days: float = Field(0, ge=0)
+    prefect_retention_days: float | None = Field(None, ge=0)
+    retention_schedule_seconds: float = 86400.0
+
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     # Where a folder batch's results go when it completes: <outbox>/<tenant>/.
     outbox: Path = Field(Path(), description="Results of folder batches; default home/outbox.")
@@ -139,6 +147,8 @@ class Settings(BaseSettings):
         if self.outbox == Path():
             self.outbox = self.home / "outbox"
         self.outbox = self.outbox.expanduser().resolve()
+        if self.prefect_retention_days is None:
+            self.prefect_retention_days = self.retention_days
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
         return self

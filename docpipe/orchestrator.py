@@ -6,6 +6,7 @@ upgrade touches one place and the domain is tested with a stand-in for it (tests
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -61,6 +62,16 @@ def run_tags(tenant_id: str, tier: Tier) -> list[str]:
 def run_name(batch_id: str, number: int) -> str:
     """batch-<id> for a batch's first flow run; batch-<id>-2, -3, ... for the ones after."""
     return f"batch-{batch_id}" if number <= 1 else f"batch-{batch_id}-{number}"
+
+
+def progress_key(batch_id: str) -> str:
+    """The key of a batch's progress artifact (X of Y documents)."""
+    return f"batch-{batch_id}"
+
+
+def summary_key(batch_id: str) -> str:
+    """The key of a batch's summary table artifact."""
+    return f"batch-{batch_id}-summary"
 
 
 def is_labelled(tags: Iterable[str]) -> bool:
@@ -290,6 +301,122 @@ def waiting_runs(queue: str) -> list[str]:
     return [str(r.id) for r in runs]
 
 
+@dataclass(frozen=True)
+class Deleted:
+    """What a retention pass deleted in Prefect."""
+
+    flow_runs: int = 0
+    artifacts: int = 0
+
+    def __add__(self, other: Deleted) -> Deleted:
+        return Deleted(self.flow_runs + other.flow_runs, self.artifacts + other.artifacts)
+
+
+# Flow runs in these states have ended: only such runs are ever deleted.
+ENDED_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+# Runs read (and deleted) a request.
+DELETE_PAGE = 200
+
+
+def delete_batch_runs(submissions: dict[str, int]) -> Deleted | None:
+    """Delete the ended flow runs of these batches (by id, with how many runs each was
+    submitted: batch-<id>, batch-<id>-2, ...) and every artifact keyed to them; None if
+    Prefect does not answer."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilterName
+
+    names = [run_name(b, n) for b, count in submissions.items() for n in range(1, count + 1)]
+    keys = [key for b in submissions for key in (progress_key(b), summary_key(b))]
+    try:
+        with _client() as client:
+            artifacts = _delete_artifacts(client, ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+            deleted = Deleted(artifacts=artifacts)
+            while names:
+                page = _delete_runs(client, DELETE_PAGE, name=FlowRunFilterName(any_=names))
+                deleted += page
+                if page.flow_runs < DELETE_PAGE:
+                    break
+    except Exception as e:
+        log.warning("could not delete the flow runs of %d batches: %s", len(submissions), e)
+        return None
+    return deleted
+
+
+def delete_ended_runs(*, ended_before: datetime, keep: Iterable[str], limit: int) -> Deleted | None:
+    """Delete at most `limit` flow runs of docpipe's work pool that ended before
+    `ended_before`, but those in `keep`, with their artifacts; None if Prefect does not answer.
+
+    Only the pool's runs: a Prefect server shared with other work keeps the rest.
+    """
+    from prefect.client.schemas.filters import (
+        FlowRunFilterEndTime,
+        FlowRunFilterId,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+
+    criteria: dict[str, Any] = {"end_time": FlowRunFilterEndTime(before_=ended_before)}
+    if kept := list(keep):
+        criteria["id"] = FlowRunFilterId(not_any_=kept)  # type: ignore[arg-type]
+    pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[get_settings().work_pool]))
+    try:
+        with _client() as client:
+            return _delete_runs(client, limit, work_pool_filter=pool, **criteria)
+    except Exception as e:
+        log.warning("could not delete ended flow runs: %s", e)
+        return None
+
+
+def _delete_runs(
+    client: SyncPrefectClient, limit: int, work_pool_filter: Any = None, **criteria: Any
+) -> Deleted:
+    """Delete up to `limit` ended runs matching the FlowRunFilter criteria: each one's
+    artifacts first, so a pass cut short leaves none without its run. The server deletes a
+    run's task runs with it, and its logs just after."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    ended = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType(s) for s in ENDED_STATES])
+    )
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(state=ended, **criteria),
+        work_pool_filter=work_pool_filter,
+        limit=limit,
+    )
+    if not runs:
+        return Deleted()
+    ids = [run.id for run in runs]
+    artifacts = _delete_artifacts(
+        client, ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+    )
+    for flow_run_id in ids:
+        with contextlib.suppress(ObjectNotFound):  # another pass was quicker
+            client.delete_flow_run(flow_run_id)
+    return Deleted(flow_runs=len(ids), artifacts=artifacts)
+
+
+def _delete_artifacts(client: SyncPrefectClient, artifact_filter: Any) -> int:
+    """Delete every artifact (every version of a key) the filter matches; how many."""
+    from prefect.exceptions import ObjectNotFound
+
+    deleted = 0
+    while artifacts := client.read_artifacts(artifact_filter=artifact_filter, limit=DELETE_PAGE):
+        for artifact in artifacts:
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_artifact(artifact.id)
+        deleted += len(artifacts)
+        if len(artifacts) < DELETE_PAGE:
+            break
+    return deleted
+
+
 def is_reachable() -> bool:
     """Whether the Prefect server answers its health check (which needs no secret)."""
     try:
@@ -321,7 +448,7 @@ class ProgressArtifact:
         self.client = get_client(sync_client=True)
         self.client.__enter__()
         self.artifact_id = create_progress_artifact(
-            progress=self._percent(), key=f"batch-{self.batch_id}", description=self._text()
+            progress=self._percent(), key=progress_key(self.batch_id), description=self._text()
         )
         self.sent_at = time.monotonic()
         return self

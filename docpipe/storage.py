@@ -54,8 +54,17 @@ class Storage:
         if self.fs.exists(self._path(key)):
             self.fs.rm_file(self._path(key))
 
+    def delete_folder(self, prefix: str) -> int:
+        """Remove every blob under prefix (a batch's folder); returns how many there were."""
+        if not prefix.strip("/"):
+            raise ValueError("refusing to delete all of storage")
+        found = self.keys(prefix)
+        if found:
+            self.fs.rm(self._path(prefix), recursive=True)
+        return len(found)
+
     def keys(self, prefix: str = "") -> list[str]:
-        """Every stored key under prefix (for audits and tests)."""
+        """Every stored key under prefix."""
         base = self._path(prefix).rstrip("/")
         if not self.fs.exists(base):
             return []
@@ -76,8 +85,13 @@ def get_storage() -> Storage:
     return storage_for(get_settings().storage_url)
 
 
+def batch_folder(tenant_id: str, batch_id: str) -> str:
+    """Where a batch's originals and their outputs are kept, and nothing else."""
+    return f"{tenant_id}/{batch_id}"
+
+
 def document_key(tenant_id: str, batch_id: str, document_id: str, kind: str) -> str:
-    return f"{tenant_id}/{batch_id}/{document_id}.{kind}"
+    return f"{batch_folder(tenant_id, batch_id)}/{document_id}.{kind}"
 
 
 # A document's outputs live beside the original: `<original>.txt`, `.ocr.pdf` and so on.

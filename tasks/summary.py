@@ -15,7 +15,7 @@ from docpipe import batches, inbox, orchestrator
 def summarize_batch(batch_id: str) -> dict[str, Any]:
     """Record success and failure counts on the batch and publish a table of outcomes."""
     summary = batches.close_batch(batch_id)
-    orchestrator.publish_table(f"batch-{batch_id}-summary", summary.rows(), summary.message)
+    orchestrator.publish_table(orchestrator.summary_key(batch_id), summary.rows(), summary.message)
     get_run_logger().info(summary.message)
     return summary.counts() | {"headline": summary.headline, "outcome": summary.outcome}
 

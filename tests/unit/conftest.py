@@ -29,6 +29,8 @@ def prefect(monkeypatch: pytest.MonkeyPatch) -> PrefectStandIn:
         "label_flow_run",
         "withdraw_flow_run",
         "waiting_runs",
+        "delete_batch_runs",
+        "delete_ended_runs",
     ):
         monkeypatch.setattr(orchestrator, name, getattr(stand_in, name))
     return stand_in

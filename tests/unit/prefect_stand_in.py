@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +23,7 @@ class FlowRun:
     name: str = ""
     tags: list[str] = field(default_factory=list)
     message: str = ""
+    ended: datetime | None = None
 
 
 @dataclass
@@ -97,6 +99,36 @@ class PrefectStandIn:
 
     def is_reachable(self) -> bool:
         return self.reachable
+
+    def delete_batch_runs(self, submissions: dict[str, int]) -> orchestrator.Deleted | None:
+        if not self.reachable:
+            return None
+        names = {orchestrator.run_name(b, n) for b, c in submissions.items() for n in range(c + 1)}
+        return self._delete(lambda run: run.name in names, limit=len(self.flow_runs))
+
+    def delete_ended_runs(
+        self, *, ended_before: datetime, keep: list[str], limit: int
+    ) -> orchestrator.Deleted | None:
+        if not self.reachable:
+            return None
+        return self._delete(
+            lambda run: run.ended is not None and run.ended < ended_before,
+            limit=limit,
+            keep=set(keep),
+        )
+
+    def _delete(
+        self, matches: Callable[[FlowRun], bool], *, limit: int, keep: Collection[str] = ()
+    ) -> orchestrator.Deleted:
+        """Delete ended runs that match, as the Prefect door does (no artifacts here)."""
+        doomed = [
+            i
+            for i, run in self.flow_runs.items()
+            if run.state in orchestrator.ENDED_STATES and matches(run) and i not in keep
+        ][:limit]
+        for flow_run_id in doomed:
+            del self.flow_runs[flow_run_id]
+        return orchestrator.Deleted(flow_runs=len(doomed))
 
     def runs_of(self, batch_id: str) -> list[FlowRun]:
         return [run for run in self.flow_runs.values() if run.batch_id == batch_id]
