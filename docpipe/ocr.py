@@ -42,6 +42,10 @@ from docpipe.validation import describe_error, image_pages, page_pixels, pdf_hea
 
 # PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
 _PDFIUM_LOCK = threading.Lock()
+# How a decoded page goes to Tesseract: uncompressed (PNG's encoding costs more than it
+# saves), and BMP, which Leptonica reads a row at a time, where it reads a PPM's pixels
+# one by one: 14% of a page's OCR time (docs/performance.md).
+PAGE_FORMAT = "BMP"
 PAGE_SEPARATOR = "\f"
 
 
@@ -320,7 +324,7 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
                 frame.load()
                 page = frame.copy()
                 page.info["dpi"] = image.info.get("dpi")
-                page.format = "PPM"  # no PNG encoding that Tesseract would only undo
+                page.format = PAGE_FORMAT
                 yield page
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
@@ -355,8 +359,7 @@ def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.
                     page.close()
                 except pdfium.PdfiumError as e:
                     raise OcrFailed(f"page {index + 1} does not render: {e}") from e
-            # Hand Tesseract an uncompressed file: PNG encoding costs more than it saves.
-            image.format = "PPM"
+            image.format = PAGE_FORMAT
             yield image
     finally:
         with _PDFIUM_LOCK:
@@ -653,7 +656,7 @@ def _turned(image: Image.Image, rotation: int) -> Image.Image:
     if not rotation:
         return image
     turned = image.rotate(-rotation, expand=True)
-    turned.format = "PPM"
+    turned.format = PAGE_FORMAT
     return turned
 
 
@@ -663,7 +666,7 @@ def _straightened(image: Image.Image, skew: float) -> Image.Image:
         image = image.convert("L")
     white = 255 if image.mode == "L" else (255, 255, 255)
     straight = image.rotate(-skew, resample=Image.Resampling.BICUBIC, fillcolor=white)
-    straight.format = "PPM"
+    straight.format = PAGE_FORMAT
     return straight
 
 
