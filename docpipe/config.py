@@ -108,9 +108,9 @@ class Settings(BaseSettings):
     # retention_days ago is deleted with its files, flow runs and artifacts; any ended flow
     # run of the work pool, prefect_retention_days after it ended (unset: retention_days).
     # The expire-history deployment runs a pass every retention_schedule_seconds.
-    retention_days: float = Field(0, ge=0)
-    prefect_retention_days: float | None = Field(None, ge=0)
-    retention_schedule_seconds: float = 86400.0
+    retention_days: float = Field(0, ge=0, le=36500, allow_inf_nan=False)
+    prefect_retention_days: float | None = Field(None, ge=0, le=36500, allow_inf_nan=False)
+    retention_schedule_seconds: float = Field(86400.0, ge=0, allow_inf_nan=False)
 
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     # Where a folder batch's results go when it completes: <outbox>/<tenant>/.

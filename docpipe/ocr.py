@@ -170,17 +170,17 @@ class PageSlots:
         futures: list[Future[PageRead]] = []
         try:
             while True:
+                if failed := next((f for f in futures if f.done() and f.exception()), None):
+                    failed.result()  # no more of a failed document is decoded
                 self.held.acquire()  # before decoding: a decoded page is what costs memory
                 try:
                     page, dpi = next(pages)
+                    future = self.pool.submit(read, page, dpi)
                 except BaseException:  # StopIteration too: this place was never taken
                     self.held.release()
                     raise
-                future = self.pool.submit(read, page, dpi)
                 future.add_done_callback(lambda _: self.held.release())
                 futures.append(future)
-                if failed := next((f for f in futures if f.done() and f.exception()), None):
-                    failed.result()
         except StopIteration:
             return [future.result() for future in futures]
         finally:

@@ -464,10 +464,13 @@ class ProgressArtifact:
     def _send(self) -> None:
         from prefect.client.schemas.actions import ArtifactUpdate
 
-        self.client.update_artifact(
-            self.artifact_id,  # type: ignore[arg-type]
-            ArtifactUpdate(data=self._percent(), description=self._text()),
-        )
+        try:
+            self.client.update_artifact(
+                self.artifact_id,  # type: ignore[arg-type]
+                ArtifactUpdate(data=self._percent(), description=self._text()),
+            )
+        except Exception as e:  # progress is for people to watch: the batch goes on
+            log.warning("could not update batch %s's progress: %s", self.batch_id, e)
         self.sent_at = time.monotonic()
 
     def _percent(self) -> float:

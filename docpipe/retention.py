@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, select
+from sqlalchemy import ColumnElement, and_, delete, select
 
 from docpipe import orchestrator
 from docpipe.config import get_settings
@@ -114,21 +114,22 @@ def _delete_batches(ids: list[str], cutoff: datetime, report: RetentionReport) -
     """Delete the rows of these batches that are still expired (one retried meanwhile is
     not), then their files."""
     with session_scope() as session:
-        # Locked until the commit: a retry or a run that comes now finds no batch.
-        gone = session.execute(
-            select(Batch.id, Batch.tenant_id)
-            .where(Batch.id.in_(ids), _ended_before(cutoff))
-            .with_for_update()
-        ).all()
-        gone_ids = [row.id for row in gone]
-        report.documents += (
-            session.scalar(
-                select(func.count()).select_from(Document).where(Document.batch_id.in_(gone_ids))
-            )
-            or 0
+        # Each DELETE checks again that the batch is expired: a SELECT first would lock
+        # nothing on SQLite, and a retry landing between the two would lose its batch.
+        # From the first DELETE on, the transaction holds the rows (SQLite: the database).
+        still_expired = select(Batch.id).where(Batch.id.in_(ids), _ended_before(cutoff))
+        documents = session.execute(
+            delete(Document)
+            .where(Document.batch_id.in_(still_expired))
+            .execution_options(synchronize_session=False)
         )
-        session.execute(delete(Document).where(Document.batch_id.in_(gone_ids)))
-        session.execute(delete(Batch).where(Batch.id.in_(gone_ids)))
+        gone = session.execute(
+            delete(Batch)
+            .where(Batch.id.in_(ids), _ended_before(cutoff))
+            .returning(Batch.id, Batch.tenant_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        report.documents += documents.rowcount  # type: ignore[attr-defined]
     report.batches += len(gone)
     storage = get_storage()
     for row in gone:

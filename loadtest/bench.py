@@ -312,7 +312,6 @@ def run(
             pipeline(paths[:1], stack, key)
             print(f"the idle stack's own CPU for {idle_seconds:g} s ...", flush=True)
             idle = idle_cpu(stack, idle_seconds)
-            stopped = process_trees(s.process.pid for s in stack.services)
             # Every side takes its turn in every round, so a machine that speeds up or
             # slows down (this one is shared) weighs on all alike; the median round is
             # reported.
@@ -320,17 +319,17 @@ def run(
             for number in range(1, rounds + 1):
                 say = f"round {number} of {rounds}:"
                 if long:
-                    results.append(_long_round(paths, known, stack, key, idle, number, say))
+                    results.append(_long_round(paths, known, stack, key, number, say))
                     print(f"  long ÷ separate {results[-1]['longRatio']:.3f}", flush=True)
                     continue
                 folder = workdir / f"floor-{number}"
                 print(f"{say} bare tesseract, {cores} at a time ...", flush=True)
-                with paused(stopped):
+                with paused(process_trees(s.process.pid for s in stack.services)):
                     cli = floor(paths, folder, cores, renderers)
                 bare = None
                 if api_engine:
                     print(f"{say} docpipe's engine bare, {cores} at a time ...", flush=True)
-                    with paused(stopped):
+                    with paused(process_trees(s.process.pid for s in stack.services)):
                         bare = engine_floor(paths, folder, cores, renderers)
                 print(f"{say} {pages_count} pages as one batch ...", flush=True)
                 piped = pipeline(paths, stack, key)
@@ -392,7 +391,6 @@ def _long_round(
     known: dict[str, str],
     stack: Any,
     key: str,
-    idle: float,
     number: int,
     say: str,
 ) -> dict[str, Any]:

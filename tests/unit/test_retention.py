@@ -199,3 +199,54 @@ def test_retention_is_off_by_default(home: Path, prefect: PrefectStandIn) -> Non
     assert run_retention_pass() == RetentionReport()
     assert rows_of(old) == (BatchStatus.COMPLETED, 2) and len(files_of(old)) == 10
     assert old.flow_run_id in prefect.flow_runs
+
+
+def test_a_batch_retried_while_a_pass_deletes_is_kept_whole(
+    home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry that commits after the pass chose its batches, just before it deletes them,
+    takes the batch back out of the pass: its rows and files stay."""
+    from sqlalchemy import event, update
+
+    from docpipe.db import engine_for
+
+    made = made_batch(prefect, BatchStatus.COMPLETED, ended_days_ago=400)
+    before = (rows_of(made), files_of(made))
+    settings_with(monkeypatch, retention_days=30, prefect_retention_days=0)
+    engine = engine_for(get_settings().database_url)
+    retried: list[str] = []
+
+    def retry_first(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE") and not retried:
+            retried.append(made.batch_id)
+            # Another process's retry, on its own connection, in the gap.
+            with engine.connect() as other:
+                other.execute(
+                    update(Batch)
+                    .where(Batch.id == made.batch_id)
+                    .values(status=BatchStatus.QUEUED, completed_at=None)
+                )
+                other.commit()
+
+    event.listen(engine, "before_cursor_execute", retry_first)
+    try:
+        report = run_retention_pass()
+    finally:
+        event.remove(engine, "before_cursor_execute", retry_first)
+
+    assert retried and report.batches == 0
+    assert rows_of(made) == (BatchStatus.QUEUED, before[0][1])
+    assert files_of(made) == before[1]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e9"])
+def test_retention_days_outside_what_a_calendar_holds_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from pydantic import ValidationError
+
+    from docpipe.config import Settings
+
+    monkeypatch.setenv("DOCPIPE_RETENTION_DAYS", value)
+    with pytest.raises(ValidationError, match="retention_days"):
+        Settings()
