@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: up test install lint bench loadtest clean
+.PHONY: up test install lint bench loadtest history clean
 
 up: install ## install everything, then run the service on its embedded defaults
 	.venv/bin/docpipe up
@@ -20,6 +20,9 @@ bench: install ## bare Tesseract vs the whole pipeline on the same pages (BENCH_
 
 loadtest: install ## Locust + VIP/standard scenarios + memory check; writes loadtest/results/
 	.venv/bin/python -m loadtest.run $(LOADTEST_ARGS)
+
+history: install ## a request's and a batch's cost, fresh and with 10,000 documents of history
+	.venv/bin/python -m loadtest.history $(HISTORY_ARGS)
 
 lint: install ## style, types, and the layers: imports point one way (contracts in pyproject.toml)
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports \

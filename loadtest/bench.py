@@ -307,7 +307,7 @@ def run(
         print("starting the stack ...", flush=True)
         stack.start()
         try:
-            key = _bench_tenant(settings.home, outputs)
+            key = bench_tenant(settings.home, outputs)
             # One small batch first, so neither side pays for a cold start.
             pipeline(paths[:1], stack, key)
             print(f"the idle stack's own CPU for {idle_seconds:g} s ...", flush=True)
@@ -485,7 +485,8 @@ def orientation_cost(pages: list[Path], workdir: Path) -> dict[str, float]:
     }
 
 
-def _bench_tenant(home: Path, outputs: str) -> str:
+def bench_tenant(home: Path, outputs: str) -> str:
+    """The VIP tenant `bench` in this home, making `outputs`; its API key."""
     created = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "docpipe"), "tenant", "create", "bench",
          "--tier", "vip", "--outputs", outputs, "--json"],

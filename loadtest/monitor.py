@@ -38,6 +38,15 @@ def is_tesseract(proc: psutil.Process) -> bool:
     return False
 
 
+def ui_flow_run_query_ms(prefect: httpx.Client) -> float:
+    """Milliseconds the Prefect server takes to answer what the UI's runs page asks for."""
+    started = time.perf_counter()
+    prefect.post(
+        "/flow_runs/filter", json={"limit": 50, "sort": "START_TIME_DESC"}
+    ).raise_for_status()
+    return (time.perf_counter() - started) * 1000
+
+
 def find_services(settings: Settings) -> dict[str, psutil.Process]:
     """The stack's processes for this installation's ports, found by their command lines."""
     found: dict[str, psutil.Process] = {}
@@ -156,10 +165,7 @@ class Monitor:
                 },
             )
             row[f"queued_{queue}"] = counted.json() if counted.is_success else None
-        started = time.perf_counter()
-        # What the UI's runs page asks for.
-        prefect.post("/flow_runs/filter", json={"limit": 50, "sort": "START_TIME_DESC"})
-        row["ui_query_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        row["ui_query_ms"] = round(ui_flow_run_query_ms(prefect), 1)
         with self.engine.connect() as connection:
             row["documents_open"] = connection.scalar(
                 select(func.count()).where(

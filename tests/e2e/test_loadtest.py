@@ -214,3 +214,46 @@ def test_the_loadtest_quotes_its_throughput_against_bare_tesseract(
     assert httpx.get(f"{stack.settings.api_url}/health", timeout=10).is_success
     [line] = _against_floor(bare["pagesPerSecond"] / 2, bare)
     assert "this run's throughput is **0.50x** of it" in line
+
+
+@pytest.mark.slow
+def test_history_measures_a_fresh_home_then_the_same_home_with_history(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from loadtest.history import FIGURES
+
+    home = tmp_path / "home"
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.history", "--batches", "2", "--documents", "6",
+         "--pages", "2", "--requests", "5", "--rounds", "1", "--out", str(tmp_path),
+         "--home", str(home)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads((tmp_path / "history.json").read_text())
+    assert figures["history"]["batches"] == 2 and figures["history"]["documents"] == 6
+    for phase in ("fresh", "withHistory"):
+        measured = figures[phase]
+        assert measured["orchestrationCpuMsPerDocument"] > 0
+        for name in ("statusMs", "listMs", "uiFlowRunQueryMs"):
+            assert 0 < measured[name]["p50"] <= measured[name]["p95"] <= measured[name]["max"]
+        assert measured["prefectDatabase"]["tables"]["flow_run"] > 0
+    for name, get in FIGURES.items():
+        ratio = get(figures["withHistory"]) / get(figures["fresh"])
+        assert figures["ratios"][name] == pytest.approx(ratio, abs=0.006)
+        assert figures["met"][name] == (figures["ratios"][name] <= figures["goal"])
+    before, after = (figures[p]["prefectDatabase"]["bytes"] for p in ("fresh", "withHistory"))
+    assert figures["prefectDatabaseGrowthBytes"] == after - before
+    assert "goal <= 1.2" in result.stdout and "Prefect's database:" in result.stdout
+    # The history went through the API and the flows, as the tenant's own batches: a
+    # warm-up, a measured batch per phase, and the two batches of history between them.
+    with create_engine(f"sqlite:///{home / 'docpipe.db'}").connect() as connection:
+        batches = connection.execute(
+            text("SELECT status, count(*) FROM batches WHERE tenant_id = 'bench' GROUP BY 1")
+        ).all()
+        ready = connection.scalar(text("SELECT count(*) FROM documents WHERE status = 'Ready'"))
+    assert batches == [("Completed", 5)] and ready == 1 + 2 + 6 + 2
