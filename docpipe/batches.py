@@ -19,6 +19,7 @@ from docpipe.db import session_scope
 from docpipe.errors import Conflict, NotFound, OverLimit
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
+    OPEN_DOCUMENT_STATUSES,
     Batch,
     BatchStatus,
     Document,
@@ -54,7 +55,13 @@ def create_batch(
     stored: list[str] = []
     try:
         with session_scope() as session:
-            batch = Batch(id=batch_id, tenant_id=tenant.id, tier=tenant.tier, source=source)
+            batch = Batch(
+                id=batch_id,
+                tenant_id=tenant.id,
+                tier=tenant.tier,
+                source=source,
+                document_count=len(staged.files),
+            )
             session.add(batch)
             document_ids = []
             for position, staged_file in enumerate(staged.files):
@@ -126,7 +133,7 @@ def check_tenant_limits(tenant_id: str) -> None:
             pages = session.scalar(
                 select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
                     Document.tenant_id == tenant_id,
-                    Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+                    Document.status.in_(list(OPEN_DOCUMENT_STATUSES)),
                 )
             )
             if (pages or 0) >= limit:
@@ -165,13 +172,16 @@ def next_to_dispatch(*, slots: int, vip_reserved: int) -> str | None:
             if not waiting or sum(in_flight.values()) >= cap:
                 continue
             tenants = {r.tenant_id for r in waiting}
-            last_started = dict(
-                session.execute(
-                    select(Batch.tenant_id, func.max(Batch.started_at))
-                    .where(Batch.tenant_id.in_(tenants), Batch.tier == tier)
-                    .group_by(Batch.tenant_id)
-                ).all()
-            )
+            # One look-up per waiting tenant: each is the newest entry of an index, where
+            # one grouped query reads every batch the tenants ever had.
+            last_started = {
+                t: session.scalar(
+                    select(func.max(Batch.started_at)).where(
+                        Batch.tenant_id == t, Batch.tier == tier
+                    )
+                )
+                for t in tenants
+            }
             never = datetime.min.replace(tzinfo=UTC)
             first_waiting = {r.tenant_id: i for i, r in reversed(list(enumerate(waiting)))}
             turn = min(
@@ -330,10 +340,12 @@ def set_status(batch_id: str, status: BatchStatus) -> None:
 
 
 def _count(batch: Batch) -> Outcomes:
-    """Record the batch's success and failure counts from its documents."""
+    """Record the batch's outcomes from its documents (every end state of a batch does)."""
     outcomes = Outcomes.of(d.status for d in batch.documents)
+    batch.document_count = outcomes.total
     batch.success_count = outcomes.succeeded
     batch.failure_count = outcomes.failed
+    batch.cancelled_count = outcomes.cancelled
     return outcomes
 
 
@@ -560,11 +572,12 @@ def outcomes_table(documents: list[Document]) -> pd.DataFrame:
 def mark_failed(batch_id: str, reason: str) -> None:
     """The flow itself broke: say so on the batch."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id)
+        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is not None:
             batch.status = BatchStatus.FAILED
             batch.error = reason[:2000]
             batch.completed_at = utcnow()
+            _count(batch)
 
 
 def find_batch(tenant_id: str, batch_id: str) -> Batch:
@@ -595,20 +608,54 @@ def get_batch_tenant(batch_id: str) -> str:
         return batch.tenant_id
 
 
-def find_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[Batch], int]:
+@dataclass(frozen=True)
+class ListedBatch:
+    """A batch as a page of the tenant's batches shows it: its outcomes, not its documents."""
+
+    id: str
+    status: BatchStatus
+    created_at: datetime
+    completed_at: datetime | None
+    outcomes: Outcomes
+
+
+def find_batches(tenant_id: str, *, limit: int, offset: int) -> tuple[list[ListedBatch], int]:
+    """A page of the tenant's batches, newest first, and how many it has.
+
+    A finished batch's outcomes are read from its row; only the open batches of the page
+    have their documents counted, so a page costs the same however long the history.
+    """
     with session_scope() as session:
         total = session.scalar(
             select(func.count()).select_from(Batch).where(Batch.tenant_id == tenant_id)
         )
-        batches = session.scalars(
+        page = session.scalars(
             select(Batch)
             .where(Batch.tenant_id == tenant_id)
-            .options(selectinload(Batch.documents))
             .order_by(Batch.created_at.desc(), Batch.id)
             .limit(limit)
             .offset(offset)
         ).all()
-        return list(batches), int(total or 0)
+        open_ids = [b.id for b in page if not b.status.is_final]
+        statuses: dict[str, list[DocumentStatus]] = {batch_id: [] for batch_id in open_ids}
+        if open_ids:
+            for batch_id, status, count in session.execute(
+                select(Document.batch_id, Document.status, func.count())
+                .where(Document.batch_id.in_(open_ids))
+                .group_by(Document.batch_id, Document.status)
+            ):
+                statuses[batch_id] += [status] * count
+        listed = [
+            ListedBatch(
+                b.id,
+                b.status,
+                b.created_at,
+                b.completed_at,
+                Outcomes.of(statuses[b.id]) if b.id in statuses else b.recorded_outcomes,
+            )
+            for b in page
+        ]
+        return listed, int(total or 0)
 
 
 def find_document(tenant_id: str, document_id: str) -> Document:

@@ -11,7 +11,17 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic.alias_generators import to_camel
-from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from docpipe.errors import DocpipeError
@@ -48,6 +58,8 @@ FINAL_DOCUMENT_STATUSES = frozenset(
         DocumentStatus.CANCELLED,
     }
 )
+# Named rather than "not final": an index finds these few among a long history.
+OPEN_DOCUMENT_STATUSES = frozenset(set(DocumentStatus) - FINAL_DOCUMENT_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -162,16 +174,28 @@ class Tenant(Base):
 
 class Batch(Base):
     __tablename__ = "batches"
+    # A tenant's batches newest first, the open ones (few, however long the history), and
+    # a tenant's latest start: what the batch list, the upload limits, dispatch and
+    # recovery look up.
+    __table_args__ = (
+        Index("ix_batches_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_batches_status_tenant_id", "status", "tenant_id"),
+        Index("ix_batches_tenant_id_tier_started_at", "tenant_id", "tier", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     tier: Mapped[Tier] = mapped_column(_enum(Tier))
     status: Mapped[BatchStatus] = mapped_column(_enum(BatchStatus), default=BatchStatus.QUEUED)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Its documents' outcomes, recorded whenever it reaches an end state, so a list of
+    # finished batches never reads their documents (an open batch's are counted live).
+    document_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     success_count: Mapped[int] = mapped_column(Integer, default=0)
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     flow_run_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), default="api")
@@ -184,13 +208,26 @@ class Batch(Base):
         back_populates="batch", order_by="Document.position"
     )
 
+    @property
+    def recorded_outcomes(self) -> Outcomes:
+        """Its outcomes as last recorded (current once it has an end state)."""
+        return Outcomes(
+            total=self.document_count,
+            finished=self.success_count + self.failure_count + self.cancelled_count,
+            succeeded=self.success_count,
+            failed=self.failure_count,
+            cancelled=self.cancelled_count,
+        )
+
 
 class Document(Base):
     __tablename__ = "documents"
+    # A tenant's documents by status: its unfinished ones, without reading its history.
+    __table_args__ = (Index("ix_documents_tenant_id_status", "tenant_id", "status"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id"), index=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     position: Mapped[int] = mapped_column(Integer)
     file_name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(8))

@@ -47,17 +47,15 @@ class DocumentInBatch(Schema):
 
 
 class _Counted(Schema):
-    """A batch's counts, from its documents' statuses as they are now.
+    """A batch's counts of its documents' outcomes.
 
     completedDocuments = successCount + failureCount + cancelledCount: a cancelled
     document has an end state but neither succeeded nor failed.
     """
 
-    documents: list[DocumentInBatch]
-
     @property
     def _outcomes(self) -> Outcomes:
-        return Outcomes.of(d.status for d in self.documents)
+        raise NotImplementedError
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -93,15 +91,26 @@ class BatchView(_Counted):
     completed_at: datetime | None
     flow_run_id: str | None
     error: str | None
+    documents: list[DocumentInBatch]
+
+    @property
+    def _outcomes(self) -> Outcomes:
+        """From its documents' statuses as they are now."""
+        return Outcomes.of(d.status for d in self.documents)
 
 
 class BatchSummaryView(_Counted):
+    """A batch in a page of batches: its counts, without its documents."""
+
     id: str
     status: BatchStatus
     created_at: datetime
     completed_at: datetime | None
-    # Read to count; a page of batches does not list their documents.
-    documents: list[DocumentInBatch] = Field(exclude=True)
+    outcomes: Outcomes = Field(exclude=True)
+
+    @property
+    def _outcomes(self) -> Outcomes:
+        return self.outcomes
 
     @computed_field  # type: ignore[prop-decorator]
     @property

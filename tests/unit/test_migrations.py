@@ -28,7 +28,7 @@ from sqlalchemy import (
 from docpipe import batches
 from docpipe.db import VERSION_TABLE, check_schema, engine_for, ensure_schema, upgrade_database
 from docpipe.errors import SchemaError
-from docpipe.models import Base, BatchStatus, DocumentStatus
+from docpipe.models import Base, BatchStatus, DocumentStatus, Outcomes
 from tests.helpers import postgres_schema, settings_with
 
 # The tables as docpipe 0.1 created them (Base.metadata.create_all), frozen here: the
@@ -134,14 +134,19 @@ def test_a_database_of_the_release_before_migrations_upgrades_in_place(
 ) -> None:
     release_0_1_database(empty_database)
 
-    assert upgrade_database(empty_database) == "0002"
+    assert upgrade_database(empty_database) == "0003"
 
     batch = batches.find_batch("acme", "b" * 36)
     assert batch.status == BatchStatus.COMPLETED and batch.created_at == WHEN
     assert [d.status for d in batch.documents] == [DocumentStatus.READY, DocumentStatus.OCR_FAILED]
     # Documents made before languages and outputs had them: they read as the defaults.
     assert [(d.language, d.outputs) for d in batch.documents] == [(None, None), (None, None)]
-    assert upgrade_database(empty_database) == "0002"  # again: nothing to do
+    # Its counts are recorded on it, as a batch that finishes now has them: the list of
+    # batches reads them there.
+    [listed], total = batches.find_batches("acme", limit=20, offset=0)
+    assert total == 1 and listed.outcomes == Outcomes.of(d.status for d in batch.documents)
+    assert listed.outcomes.total == 2
+    assert upgrade_database(empty_database) == "0003"  # again: nothing to do
 
 
 def test_a_fresh_database_gets_exactly_the_models_schema(empty_database: str) -> None:
@@ -176,7 +181,7 @@ def test_a_migration_that_breaks_halfway_leaves_nothing_half_made(
         assert set(inspect(connection).get_table_names()) == set()
 
     monkeypatch.setattr(Operations, "create_table", real)
-    assert upgrade_database(empty_database) == "0002"  # the next start simply does it
+    assert upgrade_database(empty_database) == "0003"  # the next start simply does it
 
 
 def test_a_schema_docpipe_did_not_make_is_refused_in_one_line(empty_database: str) -> None:
@@ -211,5 +216,5 @@ def test_docpipe_db_upgrade_creates_the_schema_and_says_its_revision(tmp_path: P
         [str(docpipe), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("is at revision 0002")
+    assert result.stdout.strip().endswith("is at revision 0003")
     assert (tmp_path / "home" / "docpipe.db").exists()
