@@ -1,8 +1,9 @@
-"""The embedded Prefect server: `prefect server start`, with two changes.
+"""The embedded Prefect server: `prefect server start`, with three changes.
 
 - Its task queue looks for due work once a second instead of four times (`tune_docket`).
 - On SQLite, its transactions take the write lock when they begin, so two writers wait
   for each other instead of one failing with a 503 (`immediate_sqlite_transactions`).
+- On SQLite, its flow runs get the index the UI's run list is sorted by (`index_run_list`).
 
 The server's housekeeping runs through docket, a task queue in its own process, whose
 worker looks for due tasks four times a second with no Prefect setting to change it: a
@@ -80,6 +81,45 @@ def immediate_sqlite_transactions() -> bool:
     return True
 
 
+RUN_LIST_INDEX = "docpipe_ix_flow_run__coalesce_start_time_desc"
+
+
+def index_run_list() -> bool:
+    """Once Prefect's migrations have run, index its SQLite flow runs as the UI's run list
+    sorts them (newest start, or expected start, first); whether it could.
+
+    Prefect's model declares that index, but its SQLite migrations leave it out, so every
+    look at the list read and sorted every flow run the server ever had, and the ingest
+    schedule alone adds one a minute. Created if missing at every start, so a Prefect
+    upgrade that rebuilds the table gets it back; PostgreSQL has Prefect's own.
+    """
+    from prefect.server.database.configurations import AioSqliteConfiguration
+    from prefect.server.database.interface import PrefectDBInterface
+    from sqlalchemy import text
+
+    original = getattr(PrefectDBInterface, "create_db", None)
+    if original is None:
+        log.warning("Prefect no longer creates its database where docpipe expects it")
+        return False
+    if getattr(original, "_docpipe_indexed", False):
+        return True
+
+    async def create_db(self: PrefectDBInterface) -> None:
+        await original(self)
+        if isinstance(self.database_config, AioSqliteConfiguration):
+            async with (await self.engine()).begin() as connection:
+                await connection.execute(
+                    text(
+                        f"CREATE INDEX IF NOT EXISTS {RUN_LIST_INDEX} "
+                        "ON flow_run (coalesce(start_time, expected_start_time) DESC)"
+                    )
+                )
+
+    create_db._docpipe_indexed = True  # type: ignore[attr-defined]
+    PrefectDBInterface.create_db = create_db  # type: ignore[method-assign]
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -93,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     tune_docket()
     immediate_sqlite_transactions()
+    index_run_list()
     sys.argv = ["prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     app()
 

@@ -1,4 +1,5 @@
-"""The embedded Prefect server: no event history or automations unless they are asked for."""
+"""The embedded Prefect server: no event history or automations unless they are asked for;
+the UI's run list read from an index."""
 
 from __future__ import annotations
 
@@ -74,3 +75,22 @@ def test_automations_on_keep_the_event_history(stack_with_automations: Any) -> N
         stack, batch["flowRunId"], wait=6 * PERSISTER_FLUSH_SECONDS, until=running
     )
     assert running in names
+
+
+def test_the_uis_run_list_is_read_in_order_from_an_index_not_sorted_whole(stack: Any) -> None:
+    """Newest first or oldest first, as the UI lists runs: without the index, each look read
+    and sorted every flow run the server ever had."""
+    import sqlite3
+
+    import sqlalchemy as sa
+    from prefect.server.database import orm_models
+    from prefect.server.schemas.sorting import FlowRunSort
+    from sqlalchemy.dialects import sqlite
+
+    database = stack.settings.prefect_home / "prefect.db"
+    for sort in (FlowRunSort.START_TIME_DESC, FlowRunSort.START_TIME_ASC):
+        query = sa.select(orm_models.FlowRun).order_by(*sort.as_sql_sort()).limit(50)
+        sql = query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        assert not [step for step in plan if "TEMP B-TREE" in step], (sort, plan)

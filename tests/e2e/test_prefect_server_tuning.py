@@ -104,3 +104,14 @@ def test_concurrent_writers_wait_their_turn_instead_of_getting_a_503(stack: Any)
     assert statuses.count(503) == 0, f"{statuses.count(503)} of {len(statuses)} answers were 503"
     assert len(statuses) == writers * rounds * 3
     assert all(200 <= status < 300 for status in statuses), sorted(set(statuses))
+
+
+def test_a_prefect_that_creates_its_database_elsewhere_runs_without_the_run_list_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.server.database.interface import PrefectDBInterface
+
+    from docpipe.runtime.prefect_server import index_run_list
+
+    monkeypatch.delattr(PrefectDBInterface, "create_db")
+    assert index_run_list() is False
