@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from PIL import Image, ImageDraw, ImageFont
 
 from docpipe.home import prefect_auth_headers
@@ -185,6 +186,10 @@ def measure(
         "listMs": taken["list"],
         "uiFlowRunQueryMs": taken["uiFlowRunQuery"],
         "prefectDatabase": database_size(stack.settings.prefect_home / "prefect.db"),
+        "residentMb": {
+            service.name: round(psutil.Process(service.process.pid).memory_info().rss / 2**20)
+            for service in stack.services
+        },
         "allRounds": runs,
     }
 
@@ -295,6 +300,10 @@ def _print(figures: dict[str, Any], written: Path) -> None:
             f"  Prefect's database: {before:.1f} MB -> {after:.1f} MB "
             f"(+{growth / 2**20:.1f} MB, {growth / h['documents'] / 1024:.1f} kB a document)"
         )
+    memory = ", ".join(
+        f"{name} {fresh['residentMb'][name]} -> {mb} MB" for name, mb in grown["residentMb"].items()
+    )
+    lines.append(f"  memory: {memory}")
     lines.append(f"  written to {written}")
     print("\n".join(lines))
 

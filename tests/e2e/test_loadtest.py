@@ -242,6 +242,7 @@ def test_history_measures_a_fresh_home_then_the_same_home_with_history(tmp_path:
         for name in ("statusMs", "listMs", "uiFlowRunQueryMs"):
             assert 0 < measured[name]["p50"] <= measured[name]["p95"] <= measured[name]["max"]
         assert measured["prefectDatabase"]["tables"]["flow_run"] > 0
+        assert set(measured["residentMb"]) == {"prefect-server", "warm-starter", "worker", "api"}
     for name, get in FIGURES.items():
         ratio = get(figures["withHistory"]) / get(figures["fresh"])
         assert figures["ratios"][name] == pytest.approx(ratio, abs=0.006)
