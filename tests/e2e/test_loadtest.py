@@ -20,6 +20,21 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_command(module: str, *args: str) -> str:
+    """`python -m <module> args...` from the repository, as `make` runs it; what it
+    printed, after checking it succeeded."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def test_pages_are_the_same_for_the_same_seed(tmp_path: Path) -> None:
     first = cached_pages(2, tmp_path / "a")
     second = cached_pages(2, tmp_path / "b")
@@ -37,27 +52,10 @@ def test_character_error_rate(reference: str, hypothesis: str, rate: float) -> N
 
 @pytest.mark.slow
 def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.bench",
-            "--pages",
-            "2",
-            "--idle-seconds",
-            "5",
-            "--rounds",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    stdout = run_command(
+        "loadtest.bench", "--pages", "2", "--idle-seconds", "5", "--rounds", "2",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert figures["pages"] == 2 and figures["succeeded"] == 2 and figures["failed"] == 0
     names = ("floorSeconds", "cliFloorSeconds", "engineFloorSeconds", "pipelineSeconds")
@@ -76,22 +74,16 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
         assert (each["succeeded"], each["failed"]) == (2, 0)
         assert each["cerPipeline"] <= each["cerFloor"] + 0.001
     assert figures["ratio"] in [r["ratio"] for r in figures["allRounds"]]
-    assert "ratio to its engine's floor:" in result.stdout and "ms/document" in result.stdout
-    assert "faster than the program:" in result.stdout
+    assert "ratio to its engine's floor:" in stdout and "ms/document" in stdout
+    assert "faster than the program:" in stdout
 
 
 @pytest.mark.slow
 def test_bench_long_mode_runs_one_long_pdf_against_one_page_pdfs(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench", "--long", "--pages", "3",
-         "--idle-seconds", "1", "--rounds", "1", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    stdout = run_command(
+        "loadtest.bench", "--long", "--pages", "3", "--idle-seconds", "1", "--rounds", "1",
+        "--out", str(tmp_path),
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((tmp_path / "bench-long.json").read_text())
     assert figures["mode"] == "long" and figures["pages"] == 3
     assert figures["succeeded"] == {"separate": 3, "long": 1}
@@ -100,7 +92,7 @@ def test_bench_long_mode_runs_one_long_pdf_against_one_page_pdfs(tmp_path: Path)
     assert figures["longRatio"] == pytest.approx(ratio, abs=0.005)  # of unrounded seconds
     # Every page of the long PDF was read, in order: its text is as good as the pages'.
     assert figures["cerLong"] <= figures["cerSeparate"] + 0.001 < 0.05
-    assert "long ÷ separate:" in result.stdout
+    assert "long ÷ separate:" in stdout
 
 
 def run_locust(stack: Any, out: Path, run_time: str, vip: Any, standard: Any) -> str:
@@ -223,17 +215,10 @@ def test_history_measures_a_fresh_home_then_the_same_home_with_history(tmp_path:
     from loadtest.history import FIGURES
 
     home = tmp_path / "home"
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.history", "--batches", "2", "--documents", "6",
-         "--pages", "2", "--requests", "5", "--rounds", "1", "--out", str(tmp_path),
-         "--home", str(home)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    stdout = run_command(
+        "loadtest.history", "--batches", "2", "--documents", "6", "--pages", "2",
+        "--requests", "5", "--rounds", "1", "--out", str(tmp_path), "--home", str(home),
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((tmp_path / "history.json").read_text())
     assert figures["history"]["batches"] == 2 and figures["history"]["documents"] == 6
     for phase in ("fresh", "withHistory"):
@@ -249,7 +234,7 @@ def test_history_measures_a_fresh_home_then_the_same_home_with_history(tmp_path:
         assert figures["met"][name] == (figures["ratios"][name] <= figures["goal"])
     before, after = (figures[p]["prefectDatabase"]["bytes"] for p in ("fresh", "withHistory"))
     assert figures["prefectDatabaseGrowthBytes"] == after - before
-    assert "goal <= 1.2" in result.stdout and "Prefect's database:" in result.stdout
+    assert "goal <= 1.2" in stdout and "Prefect's database:" in stdout
     # The history went through the API and the flows, as the tenant's own batches: a
     # warm-up, a measured batch per phase, and the two batches of history between them.
     with create_engine(f"sqlite:///{home / 'docpipe.db'}").connect() as connection:
