@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -463,6 +463,10 @@ class PagePass:
     dpi: int
     renderers: tuple[str, ...]
 
+    def request(self) -> bytes:
+        """The pass as docpipe.ocr_server reads it: one JSON line."""
+        return json.dumps(asdict(self)).encode() + b"\n"
+
 
 class CliEngine:
     """Debian's `tesseract` program, one process per page (through pytesseract's files)."""
@@ -491,16 +495,9 @@ class ApiEngine:
 
     def run(self, page: PagePass, *, timeout: float) -> None:
         child = self._child()
-        request = {
-            "input": page.input,
-            "base": page.base,
-            "language": page.language,
-            "dpi": page.dpi,
-            "renderers": list(page.renderers),
-        }
         assert child.stdin is not None and child.stdout is not None
         try:
-            child.stdin.write(json.dumps(request).encode() + b"\n")
+            child.stdin.write(page.request())
             child.stdin.flush()
             ready, _, _ = select.select([child.stdout], [], [], timeout)
             line = child.stdout.readline() if ready else None

@@ -73,7 +73,7 @@ def engine_floor(
     import queue
     import sys
 
-    from docpipe.ocr import _tessdata
+    from docpipe.ocr import PagePass, _tessdata
 
     out = workdir / "engine-floor"
     out.mkdir(parents=True, exist_ok=True)
@@ -90,15 +90,9 @@ def engine_floor(
     ]
 
     def read(server: subprocess.Popen[bytes], page: Path) -> None:
-        request = {
-            "input": str(page),
-            "base": str(out / page.stem),
-            "language": "eng",
-            "dpi": DPI,
-            "renderers": renderers.split(),
-        }
+        request = PagePass(str(page), str(out / page.stem), "eng", DPI, tuple(renderers.split()))
         assert server.stdin is not None and server.stdout is not None
-        server.stdin.write(json.dumps(request).encode() + b"\n")
+        server.stdin.write(request.request())
         server.stdin.flush()
         if "ok" not in json.loads(server.stdout.readline()):
             raise RuntimeError(f"the engine could not read {page}")
