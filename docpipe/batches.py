@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from docpipe.config import get_settings
-from docpipe.db import session_scope
+from docpipe.db import database_now, session_scope
 from docpipe.errors import Conflict, NotFound, OverLimit
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
@@ -235,7 +235,22 @@ def heartbeat(batch_id: str) -> None:
     with session_scope() as session:
         batch = session.get(Batch, batch_id)
         if batch is not None:
-            batch.heartbeat_at = utcnow()
+            batch.heartbeat_at = database_now(session)
+
+
+def start_beat_clock(batch_id: str, flow_run_id: str) -> None:
+    """Its flow run is Running but has not beaten yet: its stale_after_seconds count from
+    now, by the database's clock (Prefect's start time is by another machine's)."""
+    with session_scope() as session:
+        session.execute(
+            update(Batch)
+            .where(
+                Batch.id == batch_id,
+                Batch.flow_run_id == flow_run_id,
+                Batch.heartbeat_at.is_(None),
+            )
+            .values(heartbeat_at=database_now(session))
+        )
 
 
 class Heartbeat:
@@ -386,7 +401,7 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
     """
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        if (reason := _refusal(batch_id, batch, flow_run_id)) is not None:
+        if (reason := _refusal(session, batch_id, batch, flow_run_id)) is not None:
             return _refused(batch_id, reason)
         assert batch is not None
         pending = _to_do(batch)
@@ -394,8 +409,8 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
             batch.submissions += 1
             batch.flow_run_id = flow_run_id
         batch.status = BatchStatus.PROCESSING
-        batch.heartbeat_at = utcnow()
-        batch.started_at = batch.started_at or utcnow()
+        batch.heartbeat_at = database_now(session)
+        batch.started_at = batch.started_at or batch.heartbeat_at
         batch.completed_at = None
         return BatchPlan(
             batch_id=batch.id,
@@ -414,7 +429,7 @@ def refusal(batch_id: str, flow_run_id: str | None, *, from_outside: bool = Fals
     docpipe has not taken in yet, which may not start while another run is on its way."""
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        return _refusal(batch_id, batch, flow_run_id, from_outside=from_outside)
+        return _refusal(session, batch_id, batch, flow_run_id, from_outside=from_outside)
 
 
 # What a run redoes of a finished batch: a document that failed validation would fail it
@@ -429,7 +444,12 @@ def _to_do(batch: Batch) -> list[Document]:
 
 
 def _refusal(
-    batch_id: str, batch: Batch | None, flow_run_id: str | None, *, from_outside: bool = False
+    session: Session,
+    batch_id: str,
+    batch: Batch | None,
+    flow_run_id: str | None,
+    *,
+    from_outside: bool = False,
 ) -> str | None:
     if batch is None:
         return f"no batch {batch_id!r}"
@@ -442,21 +462,22 @@ def _refusal(
             f"batch {batch_id} is {batch.status.value} with nothing left to redo: its failed "
             "documents failed validation (retry with includeInvalid=true to check them again)"
         )
-    if _held_by_another_run(batch, flow_run_id):
+    if _held_by_another_run(session, batch, flow_run_id):
         return f"batch {batch_id} is being processed by flow run {batch.flow_run_id}"
     if from_outside and not batch.status.is_final and batch.flow_run_id not in (None, flow_run_id):
         return f"batch {batch_id} already has flow run {batch.flow_run_id} on its way"
     return None
 
 
-def _held_by_another_run(batch: Batch, flow_run_id: str | None) -> bool:
-    """Whether another flow run is processing the batch now (it beat recently)."""
+def _held_by_another_run(session: Session, batch: Batch, flow_run_id: str | None) -> bool:
+    """Whether another flow run is processing the batch now (it beat recently, by the
+    database's clock, which wrote the beat)."""
     beat = batch.heartbeat_at or batch.started_at
     return (
         batch.status == BatchStatus.PROCESSING
         and batch.flow_run_id not in (None, flow_run_id)
         and beat is not None
-        and utcnow() - beat < timedelta(seconds=get_settings().stale_after_seconds)
+        and database_now(session) - beat < timedelta(seconds=get_settings().stale_after_seconds)
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -58,6 +59,17 @@ def _session_factory(url: str) -> sessionmaker[Session]:
 def session_scope() -> AbstractContextManager[Session]:
     """A session in a transaction: committed on success, rolled back on any error."""
     return _session_factory(get_settings().database_url).begin()
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock, in UTC: heartbeats are written and judged by this one clock,
+    whichever machine's process writes or judges them (their clocks may differ)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # CURRENT_TIMESTAMP has whole seconds only; SQLite's 'now' is UTC.
+        value = session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    # PostgreSQL's now() is when the transaction began: these sessions are short.
+    return session.scalars(select(func.now())).one().astimezone(UTC)
 
 
 def upgrade_database(url: str | None = None) -> str:

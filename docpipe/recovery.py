@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from docpipe import batches, orchestrator
 from docpipe.config import get_settings
-from docpipe.db import session_scope
+from docpipe.db import database_now, session_scope
 from docpipe.dispatch import adopt_flow_run, cancelled_in_prefect, dispatch, submit_batch
-from docpipe.models import Batch, BatchStatus, camel_keys, utcnow
+from docpipe.models import Batch, BatchStatus, camel_keys
 from docpipe.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
     With `sweep`, first remove what killed uploads left (`sweep_orphans`).
     """
     settings = get_settings()
-    now = utcnow()
     report = RecoveryReport(orphans_removed=sweep_orphans() if sweep else [])
     with session_scope() as session:
+        # Heartbeats are written by the database's clock: judged by it too, never by this
+        # machine's, which may be minutes from the writer's.
+        now = database_now(session)
         candidates = [
             _Candidate(b.id, b.status, b.flow_run_id, b.created_at, b.heartbeat_at, b.submissions)
             for b in session.scalars(
@@ -78,7 +80,7 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
         state = states.get(batch.flow_run_id)
         if state is None:
             continue
-        state_type, started = state
+        state_type, _started = state
         if state_type in ("CANCELLING", "CANCELLED"):
             # Someone cancelled it in Prefect (docpipe's own cancel ends the batch first):
             # the batch ends Cancelled, as if cancelled through the API.
@@ -87,11 +89,16 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
             continue
         if state_type in ("COMPLETED", "FAILED", "CRASHED"):
             reason = f"its flow run ended {state_type.lower()} without finishing the batch"
-        elif state_type == "RUNNING" and now - (batch.heartbeat_at or started or now) >= stale:
+        elif state_type == "RUNNING":
+            if batch.heartbeat_at is None:
+                batches.start_beat_clock(batch.id, batch.flow_run_id)
+                continue  # its first beat is on its way; stale only if none comes in time
+            if now - batch.heartbeat_at < stale:
+                continue  # alive
             reason = f"its flow run stopped reporting for over {stale.total_seconds():g} s"
             orchestrator.mark_crashed(batch.flow_run_id, reason)
         else:
-            continue  # scheduled, pending, or running and alive
+            continue  # scheduled or pending
         if batch.submissions >= settings.max_submissions:
             batches.mark_failed(batch.id, f"gave up after {batch.submissions} flow runs: {reason}")
             report.failed.append(batch.id)
