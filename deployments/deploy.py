@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from prefect import flow
+from prefect._internal.versioning import VersionType
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY, temporary_settings
 
 from docpipe import orchestrator
 from docpipe.config import Settings, get_settings
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Flow runs start through docpipe's warm starter (docpipe/runtime/warm.py): forked from a
 # process that has Prefect and the flows imported already.
 FLOW_RUN_COMMAND = "python -m docpipe.runtime.warm"
@@ -29,7 +29,12 @@ TAGS = ["docpipe"]
 
 @dataclass(frozen=True)
 class Deployment:
-    """One flow deployed on the pool; `schedule` names the setting of its interval (s)."""
+    """One flow deployed on the pool; `schedule` names the setting of its interval (s).
+
+    The entrypoint is a module path (`flows.x.y`), never a file: a flow run imports it
+    from wherever its worker's Python finds docpipe (a checkout at any path, or the
+    installed package), so nothing deployed names a folder of the deploying machine.
+    """
 
     entrypoint: str
     queue: str
@@ -38,7 +43,7 @@ class Deployment:
 
     @property
     def name(self) -> str:
-        return self.entrypoint.rsplit(":", 1)[1].replace("_", "-")
+        return self.entrypoint.rsplit(".", 1)[1].replace("_", "-")
 
     def interval(self, settings: Settings) -> float | None:
         return float(getattr(settings, self.schedule)) if self.schedule else None
@@ -47,7 +52,7 @@ class Deployment:
 # deployments/prefect.yaml describes the same ones (tests/unit/test_deployments.py).
 DEPLOYMENTS = (
     Deployment(
-        "flows/process_batch.py:process_batch",
+        "flows.process_batch.process_batch",
         # docpipe submits each run to its tenant tier's queue; one started from the UI or
         # Python arrives on this one, which no worker takes from, and is moved from there.
         queue=orchestrator.INCOMING_QUEUE,
@@ -57,14 +62,14 @@ DEPLOYMENTS = (
     # The scheduled flows are light work that unblocks others: they go on the queue that
     # is served first.
     Deployment(
-        "flows/recover_batches.py:recover_batches",
+        "flows.recover_batches.recover_batches",
         queue="critical",
         description="Submit batches Prefect never received; resubmit ones whose run died. "
         "The API also runs this pass, every DOCPIPE_RECOVERY_INTERVAL_SECONDS.",
         schedule="recovery_schedule_seconds",
     ),
     Deployment(
-        "flows/ingest_folder.py:ingest_folder",
+        "flows.ingest_folder.ingest_folder",
         queue="critical",
         description="Turn settled files in the inbox (one folder per tenant) into batches.",
         schedule="ingest_interval_seconds",
@@ -72,7 +77,7 @@ DEPLOYMENTS = (
     # Scheduled even while retention is off (the default): its runs say so, and turning it
     # on takes only the setting where the worker runs, not another deploy.
     Deployment(
-        "flows/expire_history.py:expire_history",
+        "flows.expire_history.expire_history",
         queue="critical",
         description="Delete batches finished more than DOCPIPE_RETENTION_DAYS ago, with "
         "their files, runs and artifacts, and docpipe's runs older than "
@@ -83,26 +88,25 @@ DEPLOYMENTS = (
 
 
 def _deploy(pool: str, deployment: Deployment, interval: float | None) -> str:
-    """Register one flow from the local source tree on the pool; returns its id.
+    """Register one flow on the pool, by module path; returns its id.
 
-    An interval of 0 (or none) means no schedule, and removes one deployed before: Prefect
-    keeps the old schedule when given none unless told to clear it.
+    No storage, pull steps or path: a deployment made before with them loses them. The
+    version is Prefect's simple one: inferring it from git would store the checkout's
+    remote. An interval of 0 (or none) means no schedule, and removes one deployed before:
+    Prefect keeps the old schedule when given none unless told to clear it.
     """
-    source = flow.from_source(source=str(PROJECT_DIR), entrypoint=deployment.entrypoint)
+    runner = RunnerDeployment.from_flow(
+        load_flow_from_entrypoint(deployment.entrypoint),
+        name=deployment.name,
+        interval=interval or None,
+        description=deployment.description,
+        tags=TAGS,
+        version_type=VersionType.SIMPLE,
+        work_queue_name=deployment.queue,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
     with temporary_settings(updates={PREFECT_DEPLOYMENTS_CLEAR_SCHEDULES_ON_EMPTY: True}):
-        deployment_id = source.deploy(  # type: ignore[union-attr]
-            name=deployment.name,
-            work_pool_name=pool,
-            work_queue_name=deployment.queue,
-            description=deployment.description,
-            interval=interval or None,
-            schedules=None if interval else [],
-            tags=TAGS,
-            build=False,
-            push=False,
-            print_next_steps=False,
-            ignore_warnings=True,
-        )
+        deployment_id = runner.apply(work_pool_name=pool, schedules=None if interval else [])
     return str(deployment_id)
 
 

@@ -52,16 +52,36 @@ def _owner_only_files(
 
 
 @app.command()
-def up() -> None:
-    """Start the Prefect server, pool, deployments, a worker and the API; Ctrl-C stops all."""
+def up(
+    server: Annotated[
+        bool,
+        typer.Option(
+            help="Run the Prefect server here; --no-server uses the one at "
+            "DOCPIPE_PREFECT_API_URL (with its secret in DOCPIPE_PREFECT_AUTH_STRING)."
+        ),
+    ] = True,
+    worker: Annotated[
+        bool, typer.Option(help="Run a worker here; --no-worker leaves the runs to others.")
+    ] = True,
+    api: Annotated[bool, typer.Option(help="Run the API here.")] = True,
+) -> None:
+    """Start the Prefect server, pool, deployments, a worker and the API; Ctrl-C stops all.
+
+    Leave any of them to other machines; pool and deployments are made or updated either way.
+
+    Example: docpipe up --no-worker
+    """
     from docpipe.ocr import tesseract_version
     from docpipe.runtime.stack import Stack
 
     settings = get_settings()
-    try:
-        typer.echo(f"tesseract {tesseract_version()}")
-    except DocpipeError as e:
-        raise typer.Exit(_fail(str(e))) from e
+    if not (server or worker or api):
+        raise typer.Exit(_fail("nothing to run: leave at least one of server, worker and API"))
+    if worker:  # only a worker reads pages
+        try:
+            typer.echo(f"tesseract {tesseract_version()}")
+        except DocpipeError as e:
+            raise typer.Exit(_fail(str(e))) from e
     typer.echo(f"starting docpipe in {settings.home} ...")
     ui = settings.prefect_api_url.removesuffix("/api")
     secret = (
@@ -69,13 +89,17 @@ def up() -> None:
         if settings.prefect_auth_string is not None
         else f"the line in {settings.home / AUTH_STRING_FILE}"
     )
+    stack = Stack(settings)
+    lines = [
+        *([f"  API docs:   {settings.api_url}/docs"] if api else []),
+        f"  Prefect UI: {ui}  (sign in with {secret})",
+        *([] if worker else [f"  no worker here: runs wait for one on pool {settings.work_pool}"]),
+        f"  logs:       {settings.home / 'logs'}",
+    ]
     _run_until_stopped(
-        Stack(settings),
-        None,
-        f"docpipe is up.\n"
-        f"  API docs:   {settings.api_url}/docs\n"
-        f"  Prefect UI: {ui}  (sign in with {secret})\n"
-        f"  logs:       {settings.home / 'logs'}\n"
+        stack,
+        lambda: stack.start(server=server, worker=worker, api=api),
+        "docpipe is up.\n" + "\n".join(lines) + "\n"
         # The same home as this service's: a tenant made in another is not this one's.
         f"Make a tenant:  DOCPIPE_HOME={shlex.quote(str(settings.home))} "
         ".venv/bin/docpipe tenant create acme --tier standard",

@@ -23,10 +23,13 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home.")
     storage_url: str = Field("", description="fsspec URL for documents; default home/blobs.")
 
+    # Bind addresses: 0.0.0.0 (or a machine's address) serves other machines too; then
+    # the Prefect server needs DOCPIPE_PREFECT_AUTH_STRING (docs/operations.md).
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     prefect_host: str = "127.0.0.1"
     prefect_port: int = 4200
+    # Where this machine's workers, API and CLI reach Prefect: another machine's server.
     prefect_api_url: str = Field("", description="Default http://prefect_host:prefect_port/api.")
     # The Prefect server's API secret. Unset, the first start generates one into home
     # (docpipe/home.py); Prefect's own variable is honoured, as operators know it.
@@ -150,7 +153,7 @@ class Settings(BaseSettings):
         if self.prefect_retention_days is None:
             self.prefect_retention_days = self.retention_days
         if not self.prefect_api_url:
-            self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
+            self.prefect_api_url = f"http://{_reachable(self.prefect_host)}:{self.prefect_port}/api"
         return self
 
     @property
@@ -163,7 +166,13 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
+        return f"http://{_reachable(self.api_host)}:{self.api_port}"
+
+
+def _reachable(host: str) -> str:
+    """The address this machine reaches a server bound to `host` at: a wildcard is no
+    address to connect to."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
 
 
 @lru_cache

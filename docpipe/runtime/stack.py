@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -21,9 +22,11 @@ from pydantic import SecretStr
 
 from docpipe.config import Settings
 from docpipe.db import upgrade_database
-from docpipe.home import prefect_auth_string, prepare_home
+from docpipe.home import prefect_auth_headers, prefect_auth_string, prepare_home
 
 log = logging.getLogger(__name__)
+# Where this docpipe was imported from (a checkout, or site-packages): the services run
+# there, so `python -m` finds the same code. Nothing deployed names it.
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 STOP_SECONDS = 8.0
 DEFAULT_WORKER_NAME = "docpipe-worker"
@@ -45,7 +48,6 @@ def service_env(settings: Settings) -> dict[str, str]:
                 # Secrets travel under their own names below, never as '**********'.
                 if value is not None and not isinstance(value, SecretStr)
             },
-            "DOCPIPE_PROJECT_DIR": str(PROJECT_DIR),
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,
             "PREFECT_SERVER_API_HOST": settings.prefect_host,
@@ -92,6 +94,46 @@ def service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is this machine's alone (a name other than localhost is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_server_auth(settings: Settings) -> None:
+    """Refuse to serve Prefect beyond loopback with a secret generated into this home: the
+    other machines' workers and APIs must be given it, so the operator sets it."""
+    if not is_loopback(settings.prefect_host) and settings.prefect_auth_string is None:
+        raise RuntimeError(
+            f"DOCPIPE_PREFECT_HOST={settings.prefect_host} serves Prefect beyond this machine: "
+            "set its secret in DOCPIPE_PREFECT_AUTH_STRING (user:password) first"
+        )
+
+
+def check_existing_server(settings: Settings) -> None:
+    """That the Prefect server at prefect_api_url answers, and accepts this home's secret."""
+    url = settings.prefect_api_url
+    try:
+        httpx.get(f"{url}/health", timeout=5).raise_for_status()
+        answer = httpx.get(
+            f"{url}/admin/version", headers=prefect_auth_headers(settings), timeout=5
+        )
+    except httpx.HTTPError as e:
+        raise RuntimeError(
+            f"no Prefect server answers at {url} ({e}): start one, or point "
+            "DOCPIPE_PREFECT_API_URL at it"
+        ) from e
+    if answer.status_code in (401, 403):
+        raise RuntimeError(
+            f"the Prefect server at {url} refused this home's secret: set "
+            "DOCPIPE_PREFECT_AUTH_STRING to the one it was started with"
+        )
+
+
 def ui_origins(settings: Settings) -> list[str]:
     """The origins the Prefect UI is served from: the only ones allowed to call its API."""
     hosts = [settings.prefect_host]
@@ -133,13 +175,20 @@ class Stack:
     def log_dir(self) -> Path:
         return self.settings.home / "logs"
 
-    def start(self, *, worker: bool = True, api: bool = True) -> None:
+    def start(self, *, server: bool = True, worker: bool = True, api: bool = True) -> None:
+        """Start these roles; without `server`, pool and deployments go to the Prefect
+        server at DOCPIPE_PREFECT_API_URL, which must answer and take this home's secret."""
+        if server:
+            check_server_auth(self.settings)
         prepare_home(self.settings)
         upgrade_database(self.settings.database_url)
         self.settings.prefect_home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.start_server()
+            if server:
+                self.start_server()
+            else:
+                check_existing_server(self.settings)
             self.deploy()
             if worker:
                 self.start_warm_starter()
