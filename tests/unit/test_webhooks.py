@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from docpipe import batches, webhooks
+from docpipe.db import session_scope
 from docpipe.dispatch import cancel
 from docpipe.errors import WebhookRefused
+from docpipe.models import Batch, WebhookDelivery, utcnow
 from docpipe.recovery import run_recovery_pass
+from docpipe.retention import run_retention_pass
 from docpipe.tenants import rotate_webhook_secret, set_webhook
 from tests import documents
 from tests.helpers import files_part, settings_with
@@ -221,3 +226,24 @@ def test_no_webhook_no_delivery(home: Path, prefect: PrefectStandIn) -> None:
     cancel(tenant_id, batch_id)
     assert batches.find_batch(tenant_id, batch_id).webhook is None
     assert webhooks.send_due() == []
+
+
+def test_retention_deletes_a_batch_with_its_delivery(
+    home: Path, monkeypatch: pytest.MonkeyPatch, prefect: PrefectStandIn
+) -> None:
+    settings_with(monkeypatch, webhook_allow_private="true", retention_days=1)
+    prefect.reachable = False
+    batch_id = accepted_batch(home)
+    tenant_id = batches.get_batch_tenant(batch_id)
+    set_webhook(tenant_id, "http://127.0.0.1:9/hook")
+    cancel(tenant_id, batch_id)
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        batch.completed_at = utcnow() - timedelta(days=2)
+    prefect.reachable = True
+
+    assert run_retention_pass().batches == 1
+
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
