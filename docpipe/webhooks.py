@@ -213,6 +213,21 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
+def is_due(batch_id: str) -> bool:
+    """Whether the batch has a delivery waiting for an attempt now."""
+    with session_scope() as session:
+        return (
+            session.scalar(
+                select(WebhookDelivery.batch_id).where(
+                    WebhookDelivery.batch_id == batch_id,
+                    WebhookDelivery.state == DeliveryState.PENDING,
+                    WebhookDelivery.next_attempt_at <= utcnow(),
+                )
+            )
+            is not None
+        )
+
+
 def send_due(batch_id: str | None = None, *, limit: int = 50) -> list[str]:
     """Make one attempt at each delivery that is due (of this batch only, if given); the
     ids of those delivered. Never raises for a receiver's failure: it is recorded."""

@@ -73,8 +73,9 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     if plan.source == "inbox":
         deliver_results(batch_id, return_state=True)  # the batch is done whatever this does
     dispatch()  # this batch's slot is free: the next one whose turn it is starts now
-    # After the next batch has started; its own retries never hold this run.
-    send_webhook(batch_id, return_state=True)
+    if webhooks.is_due(batch_id):  # a task run only for a batch with a webhook
+        # After the next batch was handed over; its retries are not this run's to wait for.
+        send_webhook(batch_id, return_state=True)
     return orchestrator.finished_state(summary, outcome=summary["outcome"])
 
 
