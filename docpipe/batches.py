@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from docpipe import webhooks
 from docpipe.config import get_settings
 from docpipe.db import database_now, session_scope
 from docpipe.errors import Conflict, NotFound, OverLimit
@@ -43,11 +44,17 @@ class CreatedBatch:
 
 
 def create_batch(
-    tenant: Tenant, staged: StagedBatch, *, source: str = "api", language: str | None = None
+    tenant: Tenant,
+    staged: StagedBatch,
+    *,
+    source: str = "api",
+    language: str | None = None,
+    callback_url: str | None = None,
 ) -> CreatedBatch:
     """Store the staged files and their rows together: all of them, or none.
 
     Its documents are read in `language`, else the tenant's languages, else the settings'.
+    Its end is POSTed to `callback_url` (checked already), else to the tenant's webhook.
     """
     storage = get_storage()
     language = language or tenant.languages or get_settings().ocr_language
@@ -61,6 +68,7 @@ def create_batch(
                 tier=tenant.tier,
                 source=source,
                 document_count=len(staged.files),
+                callback_url=callback_url,
             )
             session.add(batch)
             document_ids = []
@@ -298,7 +306,7 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
         session.expire_all()
         batch.status = BatchStatus.CANCELLED
         batch.completed_at = now
-        _count(batch)
+        _ended(session, batch, _count(batch))
         return batch.flow_run_id
 
 
@@ -531,7 +539,7 @@ class BatchSummary:
 
     def rows(self) -> list[dict[str, Any]]:
         """The outcomes table as plain rows, missing values as None."""
-        return self.table.astype(object).where(self.table.notna(), None).to_dict("records")
+        return _plain_rows(self.table)
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -558,6 +566,7 @@ def close_batch(batch_id: str) -> BatchSummary:
         if batch.status != BatchStatus.CANCELLED:  # a cancel that raced the last document
             batch.completed_at = utcnow()
             batch.status = BatchStatus.COMPLETED
+            _ended(session, batch, outcomes)
         assert batch.completed_at is not None
         return BatchSummary(
             batch_id,
@@ -595,15 +604,49 @@ def mark_failed(batch_id: str, reason: str) -> None:
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is not None:
+            was = batch.status
             batch.status = BatchStatus.FAILED
             batch.error = reason[:2000]
             batch.completed_at = utcnow()
-            _count(batch)
+            outcomes = _count(batch)
+            if was != BatchStatus.FAILED:
+                _ended(session, batch, outcomes)
+
+
+def _ended(session: Session, batch: Batch, outcomes: Outcomes) -> None:
+    """The batch has just ended: its webhook goes in the outbox in this same transaction,
+    so the end and its notice are committed together (docpipe/webhooks.py)."""
+
+    def summary() -> dict[str, Any]:
+        return {
+            "batchId": batch.id,
+            "tenantId": batch.tenant_id,
+            "status": batch.status.value,
+            "createdAt": batch.created_at,
+            "completedAt": batch.completed_at,
+            "error": batch.error,
+            "total": outcomes.total,
+            "succeeded": outcomes.succeeded,
+            "failed": outcomes.failed,
+            "cancelled": outcomes.cancelled,
+            "documents": [
+                {k: v for k, v in row.items() if k != "ocrSeconds"}
+                for row in _plain_rows(outcomes_table(batch.documents))
+            ],
+        }
+
+    webhooks.record_end(session, batch, summary)
+
+
+def _plain_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return table.astype(object).where(table.notna(), None).to_dict("records")  # type: ignore[return-value]
 
 
 def find_batch(tenant_id: str, batch_id: str) -> Batch:
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = session.get(
+            Batch, batch_id, options=[selectinload(Batch.documents), selectinload(Batch.webhook)]
+        )
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         return batch

@@ -411,6 +411,74 @@ def tenant_revoke(
     typer.echo(f"tenant {tenant_id}: API key revoked")
 
 
+SIGNING_NOTE = (
+    "Each delivery is signed: X-Docpipe-Signature: sha256=<hex HMAC-SHA256 of "
+    "'<X-Docpipe-Timestamp>.<body>' under this secret> (docs/operations.md#webhooks)."
+)
+
+
+@tenant_app.command("set-webhook")
+def tenant_set_webhook(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL", help="http(s) URL each batch's end is POSTed to; 'none' for none."
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """POST each of the tenant's batches, when it ends, to URL, signed; the first time, print
+    the signing secret (shown only this once).
+
+    Example: docpipe tenant set-webhook acme https://hooks.example.com/docpipe
+    """
+    from docpipe.tenants import set_webhook
+
+    _current_schema()
+    try:
+        secret = set_webhook(tenant_id, url)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    if as_json:
+        typer.echo(json.dumps({"tenantId": tenant_id, "webhookSecret": secret}))
+    elif url == "none":
+        typer.echo(f"tenant {tenant_id}: no webhook")
+    elif secret is None:
+        typer.echo(
+            f"tenant {tenant_id}: webhook {url}\nits secret is unchanged "
+            "(rotate-webhook-secret makes a new one)"
+        )
+    else:
+        typer.echo(
+            f"tenant {tenant_id}: webhook {url}\nwebhook secret: {secret}\n"
+            f"Keep it: it is not shown again. {SIGNING_NOTE}"
+        )
+
+
+@tenant_app.command("rotate-webhook-secret")
+def tenant_rotate_webhook_secret(
+    tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Give a tenant a new webhook secret (shown only this once); deliveries are signed with
+    it from now on."""
+    from docpipe.tenants import rotate_webhook_secret
+
+    _current_schema()
+    try:
+        secret = rotate_webhook_secret(tenant_id)
+    except DocpipeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    if as_json:
+        typer.echo(json.dumps({"tenantId": tenant_id, "webhookSecret": secret}))
+    else:
+        typer.echo(
+            f"tenant {tenant_id}\nnew webhook secret: {secret}\n"
+            f"The old one signs nothing more. {SIGNING_NOTE}"
+        )
+
+
 @tenant_app.command("list")
 def tenant_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

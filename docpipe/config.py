@@ -115,6 +115,21 @@ class Settings(BaseSettings):
     prefect_retention_days: float | None = Field(None, ge=0, le=36500, allow_inf_nan=False)
     retention_schedule_seconds: float = Field(86400.0, ge=0, allow_inf_nan=False)
 
+    # Completion webhooks: an attempt's whole time, and how many attempts a batch's end
+    # gets, the n-th retry webhook_backoff_seconds * 2**(n-1) after the one before (at
+    # most an hour). The API looks for due deliveries every webhook_poll_seconds (0:
+    # never; the flow run's first attempt and the recovery passes still send).
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300, allow_inf_nan=False)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(10.0, ge=0, le=3600, allow_inf_nan=False)
+    webhook_poll_seconds: float = Field(2.0, ge=0, allow_inf_nan=False)
+    # Webhooks to loopback, private, link-local and other non-public addresses: refused
+    # unless this is true (tests, receivers on the same network on premises).
+    webhook_allow_private: bool = False
+    # Encrypts the tenants' webhook secrets in the database. Unset, the first use
+    # generates one into home (docpipe/home.py); machines sharing a database need the same.
+    webhook_key: SecretStr | None = None
+
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     # Where a folder batch's results go when it completes: <outbox>/<tenant>/.
     outbox: Path = Field(Path(), description="Results of folder batches; default home/outbox.")

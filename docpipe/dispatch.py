@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 from filelock import FileLock
 
-from docpipe import batches, orchestrator
+from docpipe import batches, orchestrator, webhooks
 from docpipe.config import Settings, get_settings
-from docpipe.errors import Conflict
+from docpipe.errors import Conflict, DocpipeError
 from docpipe.models import BatchStatus, Tenant
 from docpipe.ocr import check_languages
 from docpipe.uploads import stage_files
@@ -32,18 +32,27 @@ def accept_batch(
     settings: Settings,
     *,
     language: str | None = None,
+    callback_url: str | None = None,
 ) -> batches.CreatedBatch:
     """Check and store an upload as one batch, then start it if it is its turn.
 
-    `language` (Tesseract's codes joined by '+') overrides the tenant's for this batch.
-    The staging copies are gone before Prefect is asked: a slow Prefect holds no disk.
+    `language` (Tesseract's codes joined by '+') overrides the tenant's for this batch;
+    `callback_url`, the tenant's webhook. The staging copies are gone before Prefect is
+    asked: a slow Prefect holds no disk.
     """
     language = check_languages(
         language or tenant.languages or settings.ocr_language,
         max_languages=settings.ocr_max_languages,
     )
+    if callback_url is not None:
+        callback_url = webhooks.check_url(callback_url)
+        if tenant.webhook_secret is None:
+            raise DocpipeError(
+                "a callbackUrl needs the tenant's webhook secret, to sign with: ask for "
+                "`docpipe tenant rotate-webhook-secret <tenant>`"
+            )
     with stage_files(files, settings) as staged:
-        created = batches.create_batch(tenant, staged, language=language)
+        created = batches.create_batch(tenant, staged, language=language, callback_url=callback_url)
     dispatch()
     return created
 

@@ -21,6 +21,10 @@ class UnknownLanguage(DocpipeError):
     """An OCR language Tesseract has no data for here, or not a language name at all."""
 
 
+class WebhookRefused(DocpipeError):
+    """A webhook URL docpipe will not send to: not http(s), or not a public address."""
+
+
 class SchemaError(DocpipeError):
     """The database's schema is not this release's, and docpipe cannot make it so."""
 

@@ -1,4 +1,5 @@
-"""The service's home: owner-only on disk, and the secret its Prefect server asks for."""
+"""The service's home: owner-only on disk, the secret its Prefect server asks for, and the
+key that encrypts the tenants' webhook secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from docpipe.config import Settings
@@ -14,6 +16,7 @@ from docpipe.config import Settings
 # OCR text and the logs are tenants' data.
 PRIVATE_UMASK = 0o077
 AUTH_STRING_FILE = "prefect-auth-string"
+WEBHOOK_KEY_FILE = "webhook-key"
 AUTH_USER = "docpipe"
 
 
@@ -46,12 +49,29 @@ def prefect_auth_string(settings: Settings) -> str:
     """
     if settings.prefect_auth_string is not None:
         return settings.prefect_auth_string.get_secret_value()
-    path = settings.home / AUTH_STRING_FILE
+    return _private_value(
+        settings, AUTH_STRING_FILE, lambda: f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
+    )
+
+
+def webhook_key(settings: Settings) -> str:
+    """The key that encrypts the tenants' webhook secrets: DOCPIPE_WEBHOOK_KEY, or one
+    generated into the home at first use, as the Prefect secret is (a Fernet key)."""
+    if settings.webhook_key is not None:
+        return settings.webhook_key.get_secret_value()
+    return _private_value(
+        settings, WEBHOOK_KEY_FILE, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()
+    )
+
+
+def _private_value(settings: Settings, name: str, make: Callable[[], str]) -> str:
+    """The value in the home's owner-only file `name`, made by `make` if there is none."""
+    path = settings.home / name
     with contextlib.suppress(FileNotFoundError):
         return _read_private(path)
     prepare_home(settings)
-    value = f"{AUTH_USER}:{secrets.token_urlsafe(32)}"
-    partial = path.with_name(f".{AUTH_STRING_FILE}.{os.getpid()}")
+    value = make()
+    partial = path.with_name(f".{name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(value + "\n")

@@ -170,6 +170,10 @@ class Tenant(Base):
     # settings' defaults.
     languages: Mapped[str | None] = mapped_column(String(64))
     outputs: Mapped[str | None] = mapped_column(String(64))
+    # Where a batch's end is POSTed, and the secret that signs it, encrypted at rest
+    # (docpipe/webhooks.py): HMAC needs the secret itself, not a hash of it.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class Batch(Base):
@@ -203,10 +207,13 @@ class Batch(Base):
     # bound on how often recovery resubmits a batch that keeps crashing.
     submissions: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None]
+    # This upload's own webhook URL, in place of its tenant's.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="batch", order_by="Document.position"
     )
+    webhook: Mapped[WebhookDelivery | None] = relationship(lazy="raise", viewonly=True)
 
     @property
     def recorded_outcomes(self) -> Outcomes:
@@ -255,3 +262,46 @@ class Document(Base):
         if self.outputs:
             return list(parse_outputs(self.outputs))
         return [Output.TEXT] if self.text_key else []
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # every attempt was used
+
+
+class WebhookDelivery(Base):
+    """The outbox: the webhook of a batch's latest end, written in the same transaction as
+    the end, and sent until delivered or out of attempts (docpipe/webhooks.py)."""
+
+    __tablename__ = "webhook_deliveries"
+    # The due ones, however many were delivered before.
+    __table_args__ = (
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Which end of the batch this is (a retried batch ends again): part of the delivery's
+    # id, and what a sender checks before it records an attempt's outcome.
+    sequence: Mapped[int] = mapped_column(Integer, default=1)
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[DeliveryState] = mapped_column(
+        _enum(DeliveryState), default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime | None]
+    # A sender holds the delivery until then, so two never send the same attempt at once.
+    leased_until: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+    @property
+    def delivery_id(self) -> str:
+        """The idempotency id a receiver sees (X-Docpipe-Delivery): one per end of a batch."""
+        return f"{self.batch_id}.{self.event}.{self.sequence}"

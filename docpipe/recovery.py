@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import anyio
 from sqlalchemy import select
 
-from docpipe import batches, orchestrator
+from docpipe import batches, orchestrator, webhooks
 from docpipe.config import get_settings
 from docpipe.db import database_now, session_scope
 from docpipe.dispatch import adopt_flow_run, cancelled_in_prefect, dispatch, submit_batch
@@ -31,6 +31,7 @@ class RecoveryReport:
     failed: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    webhooks_delivered: list[str] = field(default_factory=list)
     prefect_reachable: bool = True
 
 
@@ -45,10 +46,18 @@ class _Candidate:
 
 
 def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
-    """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died.
+    """Submit batches Prefect never got; resubmit, boundedly, the ones whose flow run died;
+    then send the webhooks that are due, those of batches it failed included.
 
     With `sweep`, first remove what killed uploads left (`sweep_orphans`).
     """
+    report = _recover(sweep=sweep)
+    # Also while Prefect is down: a webhook needs only the database and the receiver.
+    report.webhooks_delivered = webhooks.send_due()
+    return report
+
+
+def _recover(*, sweep: bool) -> RecoveryReport:
     settings = get_settings()
     report = RecoveryReport(orphans_removed=sweep_orphans() if sweep else [])
     with session_scope() as session:
@@ -160,7 +169,7 @@ async def recover_periodically(
             if sweep:
                 swept_at = time.monotonic()
             if any((report.submitted, report.resubmitted, report.failed, report.cancelled)) or (
-                report.orphans_removed
+                report.orphans_removed or report.webhooks_delivered
             ):
                 log.warning("recovery: %s", camel_keys(asdict(report)))
         await anyio.sleep(interval)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from docpipe import webhooks
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Conflict, DocpipeError, NotFound, Unauthorized
@@ -110,6 +112,40 @@ def _replace_key_hash(tenant_id: str, key_hash: str) -> None:
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id!r}")
         tenant.api_key_hash = key_hash
+
+
+NO_WEBHOOK = "none"  # as a webhook URL: send none
+
+
+def set_webhook(tenant_id: str, url: str) -> str | None:
+    """Send the tenant's batch ends to `url` (`none`: to nowhere); checked as it would be
+    at delivery. Returns the webhook secret if this made one (shown only this once): a
+    tenant that has one keeps it (`rotate_webhook_secret` for a new one)."""
+    checked = None if url == NO_WEBHOOK else webhooks.check_url(url)
+    with session_scope() as session:
+        tenant = _tenant(session, tenant_id)
+        tenant.webhook_url = checked
+        if checked is None or tenant.webhook_secret is not None:
+            return None
+        secret = webhooks.new_secret()
+        tenant.webhook_secret = webhooks.seal(secret)
+        return secret
+
+
+def rotate_webhook_secret(tenant_id: str) -> str:
+    """Give the tenant a new webhook secret, shown only this once; deliveries from now on
+    are signed with it, retries of earlier ones included."""
+    secret = webhooks.new_secret()
+    with session_scope() as session:
+        _tenant(session, tenant_id).webhook_secret = webhooks.seal(secret)
+    return secret
+
+
+def _tenant(session: Session, tenant_id: str) -> Tenant:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    return tenant
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,20 @@ from typing import Any
 from prefect import State, flow, get_run_logger, runtime, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from docpipe import batches, orchestrator, pipeline
+from docpipe import batches, orchestrator, pipeline, webhooks
 from docpipe.config import get_settings
 from docpipe.dispatch import dispatch
 from docpipe.models import Tier
 from docpipe.ocr import lower_process_priority
-from tasks import deliver_results, process_document, summarize_batch
+from tasks import deliver_results, process_document, send_webhook, summarize_batch
 
 
 def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
     """The flow itself broke (not a document): the batch ends Failed with the reason."""
-    batches.mark_failed(flow_run.parameters["batch_id"], state.message or state.name)
+    batch_id = flow_run.parameters["batch_id"]
+    batches.mark_failed(batch_id, state.message or state.name)
     dispatch()
+    webhooks.send_due(batch_id)
 
 
 @flow(
@@ -71,6 +73,9 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     if plan.source == "inbox":
         deliver_results(batch_id, return_state=True)  # the batch is done whatever this does
     dispatch()  # this batch's slot is free: the next one whose turn it is starts now
+    if webhooks.is_due(batch_id):  # a task run only for a batch with a webhook
+        # After the next batch was handed over; its retries are not this run's to wait for.
+        send_webhook(batch_id, return_state=True)
     return orchestrator.finished_state(summary, outcome=summary["outcome"])
 
 

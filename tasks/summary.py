@@ -1,5 +1,5 @@
 """The batch's closing steps: count outcomes and publish them; hand a folder batch's results
-back to its folder's side."""
+back to its folder's side; send the batch's end to its webhook."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from docpipe import batches, inbox, orchestrator
+from docpipe import batches, inbox, orchestrator, webhooks
 
 
 @task(name="summarize_batch", cache_policy=NO_CACHE, task_run_name="summarize-{batch_id}")
@@ -32,3 +32,10 @@ def deliver_results(batch_id: str) -> list[str]:
     written = inbox.write_results(batch_id)
     get_run_logger().info("wrote %d result files to the outbox", len(written))
     return written
+
+
+@task(name="send_webhook", cache_policy=NO_CACHE, task_run_name="webhook-{batch_id}")
+def send_webhook(batch_id: str) -> list[str]:
+    """Make the first attempt at the batch's webhook now; later ones are the API's and
+    recovery's (each attempt is claimed once, whoever makes it)."""
+    return webhooks.send_due(batch_id)

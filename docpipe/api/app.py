@@ -25,6 +25,7 @@ from docpipe.errors import DocpipeError, InvalidUpload
 from docpipe.home import prepare_home
 from docpipe.recovery import recover_periodically
 from docpipe.tenants import authenticate
+from docpipe.webhooks import deliver_periodically
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,20 @@ log = logging.getLogger(__name__)
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     prepare_home(get_settings())
     upgrade_database()  # the schema is current before the first request
-    interval = get_settings().recovery_interval_seconds
-    recovering = asyncio.create_task(recover_periodically(interval)) if interval > 0 else None
+    settings = get_settings()
+    loops = [
+        asyncio.create_task(loop(interval))
+        for loop, interval in (
+            (recover_periodically, settings.recovery_interval_seconds),
+            (deliver_periodically, settings.webhook_poll_seconds),
+        )
+        if interval > 0
+    ]
     yield
-    if recovering is not None:
-        recovering.cancel()
+    for task in loops:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await recovering
+            await task
 
 
 def _no_reprs(problem: str) -> str:

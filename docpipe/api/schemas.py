@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from pydantic.alias_generators import to_camel
 
-from docpipe.models import BatchStatus, DocumentStatus, Outcomes, Output
+from docpipe.models import BatchStatus, DeliveryState, DocumentStatus, Outcomes, Output
 
 
 class Schema(BaseModel):
@@ -83,6 +83,20 @@ class _Counted(Schema):
         return self._outcomes.cancelled
 
 
+class WebhookView(Schema):
+    """The delivery of the batch's latest end to its webhook."""
+
+    delivery_id: str = Field(description="Its X-Docpipe-Delivery: the same for every attempt.")
+    event: str = Field(description="batch.completed, batch.cancelled or batch.failed")
+    url: str
+    state: DeliveryState = Field(description="pending, delivered, or failed (attempts used up)")
+    attempts: int
+    last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+
+
 class BatchView(_Counted):
     id: str
     tenant_id: str
@@ -91,6 +105,9 @@ class BatchView(_Counted):
     completed_at: datetime | None
     flow_run_id: str | None
     error: str | None
+    webhook: WebhookView | None = Field(
+        description="Its end's webhook delivery; null until it ends, or with no webhook."
+    )
     documents: list[DocumentInBatch]
 
     @property

@@ -91,6 +91,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         # a whole CA bundle, and a flow run makes about ten clients. One CA is as good as
         # all of them when none is ever asked for.
         env["PREFECT_API_SSL_CERT_FILE"] = str(_one_ca_file(settings.home))
+    if settings.webhook_key is not None:
+        env["DOCPIPE_WEBHOOK_KEY"] = settings.webhook_key.get_secret_value()
     return env
 
 

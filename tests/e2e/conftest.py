@@ -32,6 +32,10 @@ def docpipe_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # Short enough for the tests of stalled requests to wait them out.
         "DOCPIPE_REQUEST_HEAD_TIMEOUT_SECONDS": "3",
         "DOCPIPE_REQUEST_IDLE_TIMEOUT_SECONDS": "3",
+        # The webhook tests' receivers listen on loopback, and their retries come quickly.
+        "DOCPIPE_WEBHOOK_ALLOW_PRIVATE": "true",
+        "DOCPIPE_WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "DOCPIPE_WEBHOOK_POLL_SECONDS": "0.5",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

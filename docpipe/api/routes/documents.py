@@ -28,6 +28,12 @@ LANGUAGE_HELP = (
 )
 LanguageQuery = Annotated[str | None, Query(alias="language", description=LANGUAGE_HELP)]
 LanguageForm = Annotated[str | None, Form(alias="language", description=LANGUAGE_HELP)]
+CALLBACK_HELP = (
+    "POST this batch's end here instead of to the tenant's webhook, signed with the "
+    "tenant's webhook secret (docs/operations.md#webhooks); http(s), public addresses only."
+)
+CallbackQuery = Annotated[str | None, Query(alias="callbackUrl", description=CALLBACK_HELP)]
+CallbackForm = Annotated[str | None, Form(alias="callbackUrl", description=CALLBACK_HELP)]
 
 
 def _accept(
@@ -36,11 +42,19 @@ def _accept(
     settings: SettingsDep,
     language: str | None,
     language_field: str | None,
+    callback: str | None = None,
+    callback_field: str | None = None,
 ) -> batches.CreatedBatch:
     if language and language_field and language != language_field:
         raise DocpipeError("language is given twice (query and form field), differently")
+    if callback and callback_field and callback != callback_field:
+        raise DocpipeError("callbackUrl is given twice (query and form field), differently")
     return dispatch.accept_batch(
-        tenant, [(f.filename, f.file) for f in files], settings, language=language or language_field
+        tenant,
+        [(f.filename, f.file) for f in files],
+        settings,
+        language=language or language_field,
+        callback_url=callback or callback_field or None,
     )
 
 
@@ -51,9 +65,11 @@ def bulk_upload(
     settings: SettingsDep,
     language: LanguageQuery = None,
     language_field: LanguageForm = None,
+    callback: CallbackQuery = None,
+    callback_field: CallbackForm = None,
 ) -> BatchAccepted:
     """Upload a batch (PDF, PNG, JPEG, TIFF); every file is checked before any is kept."""
-    created = _accept(tenant, files, settings, language, language_field)
+    created = _accept(tenant, files, settings, language, language_field, callback, callback_field)
     return BatchAccepted(
         batch_id=created.batch_id,
         document_ids=created.document_ids,
@@ -69,9 +85,11 @@ def upload(
     settings: SettingsDep,
     language: LanguageQuery = None,
     language_field: LanguageForm = None,
+    callback: CallbackQuery = None,
+    callback_field: CallbackForm = None,
 ) -> DocumentAccepted:
     """Upload one document: a batch of one."""
-    created = _accept(tenant, [file], settings, language, language_field)
+    created = _accept(tenant, [file], settings, language, language_field, callback, callback_field)
     return DocumentAccepted(
         document_id=created.document_ids[0],
         batch_id=created.batch_id,
