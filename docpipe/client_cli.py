@@ -360,7 +360,8 @@ def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:
     """Print a batch: its counts, then its documents (only those that failed, after an
     upload); the exit status its outcome calls for."""
     ended = batch["status"] in FINAL_STATUSES
-    code = 1 if ended and batch["successCount"] < batch["totalDocuments"] else 0
+    all_ready = batch["status"] == "Completed" and batch["successCount"] == batch["totalDocuments"]
+    code = 1 if ended and not all_ready else 0
     if as_json:
         _print_json(batch)
         return code
