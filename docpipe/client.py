@@ -90,7 +90,8 @@ def document_files(paths: Iterable[str | Path]) -> list[Path]:
         if not path.is_dir():
             found.append(path)
             continue
-        for folder, folders, names in sorted(os.walk(path)):
+        for folder, folders, names in os.walk(path):
+            # Pruned and ordered in place: the walk goes on into what is left, in this order.
             folders[:] = sorted(f for f in folders if not f.startswith("."))
             found += [
                 Path(folder) / name

@@ -106,7 +106,7 @@ def test_all_good_exits_0_and_json_outputs_parse(
 
     uploaded = client(
         "upload", *map(str, sorted(folder.iterdir())), "--wait", "--json", "--tenant", tenant_id,
-        url=url, key=key, home=tmp_path,
+        "--language", "eng", url=url, key=key, home=tmp_path,
     )  # fmt: skip
 
     assert uploaded.returncode == 0, uploaded.stderr
@@ -116,6 +116,9 @@ def test_all_good_exits_0_and_json_outputs_parse(
         2,
         tenant_id,
     )
+    watched = client("status", batch["id"], "--watch", url=url, key=key, home=tmp_path)
+    assert watched.returncode == 0, watched.stderr
+    assert f"batch {batch['id']}: Completed, 2 of 2 succeeded, 0 failed" in watched.stdout
     listed = json.loads(client("batches", "--json", url=url, key=key, home=tmp_path).stdout)
     assert [b["id"] for b in listed["items"]] == [batch["id"]]
     shown = client("batches", url=url, key=key, home=tmp_path)
