@@ -40,6 +40,7 @@ from docpipe.client import (
 
 app = typer.Typer()
 USAGE_ERROR = 2
+INTERRUPTED = 130  # as a shell reports Ctrl-C
 # Ids are shown whole, to be copied into the next command.
 ID_WIDTH = 36
 
@@ -86,6 +87,10 @@ def _client(
         raise typer.Exit(_fail(str(e))) from None
     except ClientError as e:
         raise typer.Exit(_fail(str(e))) from None
+    except KeyboardInterrupt:
+        # Not 1, which says documents failed; a batch already accepted goes on.
+        typer.echo("interrupted: a batch already sent goes on (docpipe status BATCH)", err=True)
+        raise typer.Exit(INTERRUPTED) from None
 
 
 @app.command("upload", short_help="Upload files as one batch [--wait for it].")
