@@ -1,4 +1,4 @@
-"""`docpipe ...`: run the service, manage tenants, deploy."""
+"""`docpipe ...`: run the service, manage tenants, deploy; and a tenant's client commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from docpipe import client_cli
 from docpipe.config import get_settings
 from docpipe.errors import DocpipeError
 from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
@@ -23,11 +24,17 @@ from docpipe.models import Outcomes, Tier, camel_keys
 if TYPE_CHECKING:
     from docpipe.runtime.stack import Stack
 
-app = typer.Typer(help="docpipe: batch OCR of scanned documents on Prefect.", no_args_is_help=True)
+app = typer.Typer(
+    help="docpipe: batch OCR of scanned documents on Prefect.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 tenant_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 db_app = typer.Typer(help="The database's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+# A tenant's commands (upload, status, text ...) live in their own module, under `docpipe` itself.
+app.add_typer(client_cli.app)
 
 
 def _print_version(asked: bool) -> None:

@@ -24,10 +24,13 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 def named_tenant(
     tenant: TenantDep,
-    tenant_id: Annotated[str, Query(alias="tenantId", description="Must be the API key's tenant.")],
+    tenant_id: Annotated[
+        str | None,
+        Query(alias="tenantId", description="Must be the API key's tenant; default: that one."),
+    ] = None,
 ) -> Tenant:
-    """The tenant the request names, which must be the API key's own."""
-    if tenant_id != tenant.id:
+    """The tenant the request names, which must be the API key's own (the key's by default)."""
+    if tenant_id is not None and tenant_id != tenant.id:
         raise Forbidden("tenantId is not the API key's tenant")
     return tenant
 

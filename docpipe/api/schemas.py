@@ -199,6 +199,16 @@ class Languages(Schema):
     default: str = Field(description="The languages this tenant's uploads are read in by default")
 
 
+class Limits(Schema):
+    """What an upload may hold, so a client can name a file too large before sending it."""
+
+    max_file_bytes: int = Field(description="Bytes one file may have (DOCPIPE_MAX_FILE_BYTES)")
+    max_batch_documents: int = Field(
+        description="Files one upload may hold (DOCPIPE_MAX_BATCH_DOCUMENTS)"
+    )
+    max_request_bytes: int = Field(description="Bytes one upload's whole body may have")
+
+
 class Health(Schema):
     status: str
     database: bool

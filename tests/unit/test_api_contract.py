@@ -121,7 +121,6 @@ def test_more_files_than_a_batch_allows_is_rejected(
     ("path", "kwargs", "message"),
     [
         pytest.param(UPLOAD + "?tenantId={t}", {}, "files", id="no-files"),
-        pytest.param(UPLOAD, {"files": [("files", ("a.png", b"x"))]}, "tenantId", id="no-tenant"),
         pytest.param(
             UPLOAD + "?tenantId={t}",
             {"content": b"not multipart", "headers": {"Content-Type": "text/plain"}},
@@ -142,6 +141,29 @@ def test_malformed_requests_get_400_with_a_reason(
     response = client.request(method, path.format(t=tenant_id), headers=headers, **kwargs)
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_without_tenant_id_an_upload_and_the_list_are_the_keys_tenants(
+    client: TestClient, tenant: tuple[str, str]
+) -> None:
+    tenant_id, key = tenant
+    response = client.post(UPLOAD, headers={"X-API-Key": key}, files=files_part(good_files(1)))
+    assert response.status_code == 202, response.text
+    batch = client.get(response.json()["statusUrl"], headers={"X-API-Key": key}).json()
+    assert batch["tenantId"] == tenant_id
+    listed = client.get("/api/batches", headers={"X-API-Key": key}).json()
+    assert [b["id"] for b in listed["items"]] == [batch["id"]]
+
+
+def test_the_limits_are_told_to_a_key_only(client: TestClient, tenant: tuple[str, str]) -> None:
+    limits = client.get("/api/limits", headers={"X-API-Key": tenant[1]})
+    assert limits.status_code == 200
+    assert limits.json() == {
+        "maxFileBytes": TEST_MAX_FILE_BYTES,
+        "maxBatchDocuments": 100,
+        "maxRequestBytes": 100 * (TEST_MAX_FILE_BYTES + 64 * 1024) + 1024 * 1024,
+    }
+    assert client.get("/api/limits").status_code == 401
 
 
 def test_single_upload_is_a_batch_of_one(client: TestClient, tenant: tuple[str, str]) -> None:

@@ -18,8 +18,8 @@ def layer_of(path: Path) -> str:
     parts = path.relative_to(ROOT).parts
     if parts[0] == "docpipe" and len(parts) > 2:
         return f"docpipe.{parts[1]}"  # api, runtime, migrations
-    if parts[0] == "docpipe" and parts[1] == "cli.py":
-        return "docpipe.cli"
+    if parts[0] == "docpipe" and parts[1] in ("cli.py", "client_cli.py", "client.py"):
+        return f"docpipe.{parts[1].removesuffix('.py')}"
     return "domain" if parts[0] == "docpipe" else parts[0]
 
 
@@ -63,10 +63,15 @@ def test_the_contracts_name_every_domain_module() -> None:
         ]
     }
     domain = {f"docpipe.{m}" for m in contracts["docpipe"]["layers"][-1].split(" : ")}
+    client = {"docpipe.client", "docpipe.client_cli"}
     on_disk = {f"docpipe.{p.stem}" for p in (ROOT / "docpipe").glob("*.py")} - {
         "docpipe.__init__",
         "docpipe.cli",
+        *client,
     }
     assert domain == on_disk
+    # The client is above the domain, and barred from every module of the server.
+    assert set(contracts["client"]["source_modules"]) == client
+    assert domain <= set(contracts["client"]["forbidden_modules"])
     assert set(contracts["layers"]["layers"][-1].split(" : ")) == domain
     assert set(contracts["one-door"]["source_modules"]) == domain - {"docpipe.orchestrator"}

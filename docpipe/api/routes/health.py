@@ -1,4 +1,5 @@
-"""Liveness (does the database answer, does Prefect?), and what this docpipe can read."""
+"""Liveness (does the database answer, does Prefect?), what this docpipe can read, and its
+limits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from sqlalchemy import text
 
 from docpipe import orchestrator
 from docpipe.api.deps import SettingsDep, TenantDep
-from docpipe.api.schemas import ErrorBody, Health, Languages
+from docpipe.api.limits import body_limit
+from docpipe.api.schemas import ErrorBody, Health, Languages, Limits
 from docpipe.db import session_scope
 from docpipe.ocr import installed_languages
 
@@ -34,4 +36,14 @@ def languages(tenant: TenantDep, settings: SettingsDep) -> Languages:
     """The OCR languages installed, for `language=` on an upload; and this tenant's own."""
     return Languages(
         installed=installed_languages(), default=tenant.languages or settings.ocr_language
+    )
+
+
+@router.get("/api/limits", tags=["documents"], responses={401: {"model": ErrorBody}})
+def limits(_: TenantDep, settings: SettingsDep) -> Limits:
+    """The upload limits: a client checks its files against them before sending any."""
+    return Limits(
+        max_file_bytes=settings.max_file_bytes,
+        max_batch_documents=settings.max_batch_documents,
+        max_request_bytes=body_limit(settings.max_batch_documents, settings.max_file_bytes),
     )

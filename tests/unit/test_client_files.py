@@ -1,0 +1,53 @@
+"""What `docpipe upload` sends: a directory's documents, checked against the limits first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docpipe.client import InvalidFiles, Limits, check_files, document_files
+
+
+def test_a_directory_gives_its_documents_by_suffix_and_no_hidden_or_linked_ones(
+    tmp_path: Path,
+) -> None:
+    for name in ["b.PDF", "a.png", "notes.txt", ".hidden.png", "sub/c.tiff", ".git/d.png"]:
+        (tmp_path / "scans" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "scans" / name).write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "e.png").write_bytes(b"x")
+    (tmp_path / "scans" / "link").symlink_to(tmp_path / "elsewhere")
+    named = tmp_path / "notes.txt"  # named outright: sent whatever its name
+
+    found = document_files([tmp_path / "scans", named])
+
+    scans = tmp_path / "scans"
+    assert found == [scans / "a.png", scans / "b.PDF", scans / "sub" / "c.tiff", named]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message", "named"),
+    [
+        pytest.param({"a.png": 11}, "1 files cannot be sent", ["a.png"], id="too-large"),
+        pytest.param({"a.png": 0}, "1 files cannot be sent", ["a.png"], id="empty"),
+        pytest.param({"a.png": 1, "b.png": 1, "c.png": 1}, "3 files; one batch", [], id="many"),
+        pytest.param({}, "no documents", [], id="none"),
+    ],
+)
+def test_files_the_api_would_refuse_are_named(
+    tmp_path: Path, sizes: dict[str, int], message: str, named: list[str]
+) -> None:
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    with pytest.raises(InvalidFiles, match=message) as refused:
+        check_files([tmp_path / n for n in sizes], Limits(max_file_bytes=10, max_batch_documents=2))
+    assert [Path(n).name for n, _ in refused.value.invalid_files] == named
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InvalidFiles) as refused:
+        check_files([tmp_path / "gone.pdf"], Limits(max_file_bytes=10, max_batch_documents=2))
+    assert refused.value.invalid_files == [
+        (str(tmp_path / "gone.pdf"), "No such file or directory")
+    ]
