@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,22 @@ def ui_flow_run_query_ms(prefect: httpx.Client) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def due_runs(prefect: httpx.Client, queue: str, now: datetime) -> int | None:
+    """Flow runs on a work queue that wait to start: due (Scheduled or Late, expected to
+    start by `now`) or Pending. Runs a schedule made for later are not waiting yet."""
+    counted = prefect.post(
+        "/flow_runs/count",
+        json={
+            "flow_runs": {
+                "state": {"type": {"any_": ["SCHEDULED", "PENDING"]}},
+                "expected_start_time": {"before_": now.isoformat()},
+            },
+            "work_pool_queues": {"name": {"any_": [queue]}},
+        },
+    )
+    return int(counted.json()) if counted.is_success else None
+
+
 def find_services(settings: Settings) -> dict[str, psutil.Process]:
     """The stack's processes for this installation's ports, found by their command lines."""
     found: dict[str, psutil.Process] = {}
@@ -64,10 +83,14 @@ def find_services(settings: Settings) -> dict[str, psutil.Process]:
 
 @dataclass
 class Monitor:
+    """Samples every `interval` seconds into `out` (CSV); the phases of the run, marked with
+    phase(), go beside it in phases.json, on the same clock."""
+
     settings: Settings
     out: Path
     interval: float = 1.0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.services = find_services(self.settings)
@@ -78,7 +101,20 @@ class Monitor:
         self.children_seen: dict[int, set[int]] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC)  # where t=0 is, for what is timed by the clock
         self.thread.start()
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Mark a phase of the run (warm-up, VIP arrival...): the report's plots show it."""
+        start = self.elapsed()
+        try:
+            yield
+        finally:
+            self.phases.append({"name": name, "start": start, "end": self.elapsed()})
 
     def stop(self) -> list[dict[str, Any]]:
         self.stopped.set()
@@ -87,6 +123,10 @@ class Monitor:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
+        (self.out.parent / "phases.json").write_text(
+            json.dumps({"origin": self.started_at.isoformat(), "phases": self.phases}, indent=2)
+            + "\n"
+        )
         self.engine.dispose()
         return self.rows
 
@@ -134,7 +174,7 @@ class Monitor:
                     continue
 
     def _sample(self, prefect: httpx.Client) -> dict[str, Any]:
-        row: dict[str, Any] = {"t": round(time.monotonic() - self.started, 1)}
+        row: dict[str, Any] = {"t": self.elapsed()}
         flow_runs_rss = flow_runs_cpu = tesseract_cpu = 0.0
         for role, proc in self.services.items():
             row[f"rss_{role}_mb"] = round(proc.memory_info().rss / 2**20, 1)
@@ -156,15 +196,9 @@ class Monitor:
         row["rss_flow_runs_mb"] = round(flow_runs_rss, 1)
         row["cpu_flow_runs"] = round(flow_runs_cpu, 3)
         row["cpu_tesseract"] = round(tesseract_cpu, 3)
+        now = datetime.now(UTC)
         for queue in ("critical", "batch"):
-            counted = prefect.post(
-                "/flow_runs/count",
-                json={
-                    "flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}},
-                    "work_pool_queues": {"name": {"any_": [queue]}},
-                },
-            )
-            row[f"queued_{queue}"] = counted.json() if counted.is_success else None
+            row[f"queued_{queue}"] = due_runs(prefect, queue, now)
         row["ui_query_ms"] = round(ui_flow_run_query_ms(prefect), 1)
         with self.engine.connect() as connection:
             row["documents_open"] = connection.scalar(

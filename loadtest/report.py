@@ -12,7 +12,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from sqlalchemy import bindparam, create_engine, text  # noqa: E402
+
+# Locust's columns in the report's HTTP table, and what the table calls them.
+HTTP_COLUMNS = {
+    "Request Count": "requests",
+    "Failure Count": "failures",
+    "Median Response Time": "median ms",
+    "95%": "p95 ms",
+    "Max Response Time": "max ms",
+}
 
 
 def documents_frame(database_url: str, tenants: list[str]) -> pd.DataFrame:
@@ -32,18 +42,82 @@ def documents_frame(database_url: str, tenants: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _plot(path: Path, title: str, ylabel: str, series: dict[str, pd.Series]) -> None:
+def phase_figure(
+    title: str, ylabel: str, series: dict[str, pd.Series], phases: list[dict[str, Any]]
+) -> Figure:
+    """A time plot with the run's phases (warm-up, VIP arrival...) as labelled spans, so
+    what a line does can be read against what the load test was doing then."""
     fig, ax = plt.subplots(figsize=(9, 4))
+    for i, phase in enumerate(phases):
+        ax.axvspan(phase["start"], phase["end"], color=f"C{i % 10}", alpha=0.08, lw=0)
+        ax.axvline(phase["start"], color="grey", lw=0.6, ls="--")
+        ax.text(
+            phase["start"], 1.0, f" {phase['name']}", transform=ax.get_xaxis_transform(),
+            rotation=90, va="top", ha="left", fontsize=7, color="dimgrey",
+        )  # fmt: skip
     for label, values in series.items():
         ax.plot(values.index, values.to_numpy(), label=label)
     ax.set_title(title)
     ax.set_xlabel("seconds")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _plot(
+    path: Path,
+    title: str,
+    ylabel: str,
+    series: dict[str, pd.Series],
+    phases: list[dict[str, Any]],
+) -> None:
+    fig = phase_figure(title, ylabel, series, phases)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def batch_table(batches: pd.DataFrame) -> pd.DataFrame:
+    """Whole batches per tier: how many, how many did not complete, and their seconds."""
+    seconds = batches.groupby("tier")["seconds"]
+    return pd.DataFrame(
+        {
+            "batches": seconds.count(),
+            "not completed": (batches["status"] != "Completed").groupby(batches["tier"]).sum(),
+            "mean s": seconds.mean().round(1),
+            "p95 s": seconds.quantile(0.95).round(1),
+            "max s": seconds.max().round(1),
+        }
+    )
+
+
+def http_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Locust's HTTP rows and their Aggregated row. A CSV from before whole batches had a
+    file of their own holds them as request type BATCH: left out, and the aggregate
+    recomputed from the HTTP rows alone."""
+    if "Type" in stats and (stats["Type"] == "BATCH").any():
+        http = stats[(stats["Type"] != "BATCH") & (stats["Name"] != "Aggregated")]
+        weights = http["Request Count"]
+        total = {
+            "Type": "", "Name": "Aggregated",
+            "Request Count": weights.sum(), "Failure Count": http["Failure Count"].sum(),
+            # Medians and percentiles do not add up: the slowest request's is an upper bound.
+            "Median Response Time": http["Median Response Time"].max(),
+            "95%": http["95%"].max(),
+            "Max Response Time": http["Max Response Time"].max(),
+        }  # fmt: skip
+        stats = pd.concat([http, pd.DataFrame([total])], ignore_index=True)
+    table = stats.set_index("Name")[list(HTTP_COLUMNS)].rename(columns=HTTP_COLUMNS)
+    return table.astype(int)
+
+
+def _markdown(table: pd.DataFrame, index: str) -> list[str]:
+    header = [index, *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, *values in table.astype(object).itertuples():  # each cell keeps its type
+        lines.append("| " + " | ".join(str(v) for v in [name, *values]) + " |")
+    return lines
 
 
 def _against_floor(pages_per_second: float, floor: dict[str, Any] | None) -> list[str]:
@@ -65,6 +139,12 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
     monitor = pd.read_csv(out / "monitor.csv") if (out / "monitor.csv").exists() else None
     stats_path = out / "locust_stats.csv"
     stats = pd.read_csv(stats_path) if stats_path.exists() else pd.DataFrame()
+    batches_path = out / "locust_batches.csv"
+    batches = pd.read_csv(batches_path) if batches_path.exists() else pd.DataFrame()
+    timeline: dict[str, Any] = (
+        json.loads((out / "phases.json").read_text()) if (out / "phases.json").exists() else {}
+    )
+    phases: list[dict[str, Any]] = timeline.get("phases", [])
     scenarios: dict[str, Any] = (
         json.loads((out / "scenarios.json").read_text())
         if (out / "scenarios.json").exists()
@@ -74,14 +154,17 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
 
     done = docs.dropna(subset=["processed_at"])
     if not done.empty:
-        t0 = done["batch_created"].min()
+        # On the monitor's clock when there is one, so the phases line up on every plot.
+        t0 = pd.Timestamp(timeline["origin"]) if "origin" in timeline else None
+        if t0 is None:
+            t0 = done["batch_created"].min()
         done = done.assign(t=(done["processed_at"] - t0).dt.total_seconds())
         series = {
             tier: g.sort_values("t").assign(n=range(1, len(g) + 1)).set_index("t")["n"]
             for tier, g in done.groupby("tier")
         }
-        _plot(out / "documents.png", "Documents finished over time", "documents", series)
-        span = done["t"].max() - 0
+        _plot(out / "documents.png", "Documents finished over time", "documents", series, phases)
+        span = (done["processed_at"].max() - done["batch_created"].min()).total_seconds()
         pages = int(done["page_count"].fillna(1).sum())
         per_doc = (done["processed_at"] - done["batch_created"]).dt.total_seconds()
         lines += [
@@ -98,21 +181,20 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
             "![documents](documents.png)",
             "",
         ]
-    batch_rows = stats[stats.get("Type", pd.Series(dtype=str)) == "BATCH"] if len(stats) else stats
-    if len(batch_rows):
+    if len(batches):
         lines += [
-            "## Whole batches (Locust, request type BATCH)",
+            "## Whole batches (Locust users: upload, then poll until the batch ends)",
             "",
-            "| tier | batches | mean s | p95 s | max s |",
-            "| --- | --- | --- | --- | --- |",
+            *_markdown(batch_table(batches), "tier"),
+            "",
         ]
-        for _, row in batch_rows.iterrows():
-            lines.append(
-                f"| {row['Name']} | {row['Request Count']} | "
-                f"{row['Average Response Time'] / 1000:.1f} | {row['95%'] / 1000:.1f} | "
-                f"{row['Max Response Time'] / 1000:.1f} |"
-            )
-        lines.append("")
+    if len(stats):
+        lines += [
+            "## HTTP requests (Locust; Aggregated is these requests only)",
+            "",
+            *_markdown(http_table(stats), "request"),
+            "",
+        ]
     if monitor is not None and len(monitor):
         m = monitor.set_index("t")
         _plot(
@@ -120,10 +202,11 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
             "Queue depth",
             "count",
             {
-                "flow runs waiting (critical)": m["queued_critical"],
-                "flow runs waiting (batch)": m["queued_batch"],
+                "flow runs due, not started (critical)": m["queued_critical"],
+                "flow runs due, not started (batch)": m["queued_batch"],
                 "documents not finished": m["documents_open"],
             },
+            phases,
         )
         interval = m.index.to_series().diff().fillna(1.0).clip(lower=0.1)
         _plot(
@@ -136,6 +219,7 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
                 "prefect server": m["cpu_server"] / interval,
                 "api": m["cpu_api"] / interval,
             },
+            phases,
         )
         _plot(
             out / "memory.png",
@@ -147,6 +231,7 @@ def write_report(out: Path, database_url: str, tenants: list[str]) -> str:
                 "prefect server": m["rss_server_mb"],
                 "flow runs": m["rss_flow_runs_mb"],
             },
+            phases,
         )
         lines += [
             "## Prefect API under load",

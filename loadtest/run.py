@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,12 @@ from loadtest.monitor import Monitor, find_services
 from loadtest.pages import cached_pages
 
 ROOT = Path(__file__).resolve().parent.parent
+# Marks a phase of the run for the report's plots (Monitor.phase); by default nothing.
+Phase = Callable[[str], AbstractContextManager[None]]
+
+
+def unmarked(name: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 @dataclass
@@ -95,22 +103,27 @@ def locust_command(
     ]  # fmt: skip
 
 
-def vip_scenarios(client: Client, vip: Tenant, standard: Tenant, size: int) -> dict[str, Any]:
+def vip_scenarios(
+    client: Client, vip: Tenant, standard: Tenant, size: int, phase: Phase = unmarked
+) -> dict[str, Any]:
     """VIP versus standard on a busy machine."""
     small = max(1, size // 10)
-    client.run(vip, small)  # warm-up: the idle figure should not include a cold start
-    idle_small = client.run(vip, small)
-    std_id, std_start = client.submit(standard, size)
-    time.sleep(5)
-    vip_id, vip_start = client.submit(vip, size)
-    vip_seconds = client.wait(vip, vip_id, vip_start)
-    vip_done_at = time.perf_counter()
-    std_seconds = client.wait(standard, std_id, std_start)
-    std_done_at = std_start + std_seconds
-    std_id, std_start = client.submit(standard, size)
-    time.sleep(5)
-    busy_small = client.run(vip, small)
-    client.wait(standard, std_id, std_start)
+    with phase("VIP warm-up, then idle"):
+        client.run(vip, small)  # warm-up: the idle figure should not include a cold start
+        idle_small = client.run(vip, small)
+    with phase("standard, then VIP arrives"):
+        std_id, std_start = client.submit(standard, size)
+        time.sleep(5)
+        vip_id, vip_start = client.submit(vip, size)
+        vip_seconds = client.wait(vip, vip_id, vip_start)
+        vip_done_at = time.perf_counter()
+        std_seconds = client.wait(standard, std_id, std_start)
+        std_done_at = std_start + std_seconds
+    with phase("small VIP on a busy machine"):
+        std_id, std_start = client.submit(standard, size)
+        time.sleep(5)
+        busy_small = client.run(vip, small)
+        client.wait(standard, std_id, std_start)
     return {
         "batchSize": size,
         "standardSeconds": round(std_seconds, 1),
@@ -124,14 +137,18 @@ def vip_scenarios(client: Client, vip: Tenant, standard: Tenant, size: int) -> d
     }
 
 
-def memory_check(client: Client, tenant: Tenant, settings: Any, batches: int) -> dict[str, Any]:
+def memory_check(
+    client: Client, tenant: Tenant, settings: Any, batches: int, phase: Phase = unmarked
+) -> dict[str, Any]:
     """RSS of the API, worker and server after a warm-up, then after `batches` more batches."""
-    for _ in range(2):
-        client.run(tenant, 10)
+    with phase("memory: warm-up"):
+        for _ in range(2):
+            client.run(tenant, 10)
     services = find_services(settings)
     before = {r: p.memory_info().rss / 2**20 for r, p in services.items()}
-    for _ in range(batches):
-        client.run(tenant, 10)
+    with phase("memory: more batches"):
+        for _ in range(batches):
+            client.run(tenant, 10)
     after = {r: p.memory_info().rss / 2**20 for r, p in services.items()}
     return {
         role: {
@@ -193,19 +210,24 @@ def main() -> None:
         monitor = Monitor(settings, args.out / "monitor.csv")
         print(f"locust: 1 VIP and 1 standard user for {args.duration} ...", flush=True)
         if not args.skip_locust:
-            subprocess.run(
-                locust_command(settings.api_url, args.out / "locust", args.duration),
-                env=locust_env(vip, standard, args.batch_size, pages_dir),
-                cwd=ROOT,
-                check=False,
-            )
+            with monitor.phase("standard load: Locust, VIP + standard"):
+                subprocess.run(
+                    locust_command(settings.api_url, args.out / "locust", args.duration),
+                    env=locust_env(vip, standard, args.batch_size, pages_dir),
+                    cwd=ROOT,
+                    check=False,
+                )
         client = Client(settings.api_url, pages)
         results: dict[str, Any] = {"floor": bare}
         if not args.skip_scenarios:
             print("scenarios: VIP versus standard ...", flush=True)
-            results["priority"] = vip_scenarios(client, vip, standard, args.batch_size)
+            results["priority"] = vip_scenarios(
+                client, vip, standard, args.batch_size, monitor.phase
+            )
             print("memory: warm-up, then more batches ...", flush=True)
-            results["memory"] = memory_check(client, standard, settings, args.memory_batches)
+            results["memory"] = memory_check(
+                client, standard, settings, args.memory_batches, monitor.phase
+            )
         monitor.stop()
         (args.out / "scenarios.json").write_text(json.dumps(results, indent=2) + "\n")
     finally:

@@ -90,3 +90,17 @@ def multipage_pdf(texts: list[str]) -> bytes:
 def truncated(data: bytes) -> bytes:
     """The first half of a file: the signature is right, the rest is missing."""
     return data[: len(data) // 2]
+
+
+def ten_files_two_broken() -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+    """Eight good documents of every kind, a truncated PDF and a cut-off PNG."""
+    kinds = ["pdf", "png", "jpeg", "tiff"]
+    files, texts = [], {}
+    for i in range(8):
+        kind = kinds[i % 4]
+        name = f"scan-{i}.{kind}"
+        texts[name] = phrase(100 + i)
+        files.append((name, document(texts[name], kind, seed=i)))
+    files.insert(3, ("cut.pdf", truncated(document("GONE", "pdf"))))
+    files.insert(7, ("cut.png", truncated(document("GONE", "png"))))
+    return files, texts

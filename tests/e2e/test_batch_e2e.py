@@ -24,20 +24,6 @@ from tests.helpers import files_part, wait_for_batch
 pytestmark = pytest.mark.e2e
 
 
-def ten_files_two_broken() -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-    """Eight good documents of every kind, a truncated PDF and a cut-off PNG."""
-    kinds = ["pdf", "png", "jpeg", "tiff"]
-    files, texts = [], {}
-    for i in range(8):
-        kind = kinds[i % 4]
-        name = f"scan-{i}.{kind}"
-        texts[name] = documents.phrase(100 + i)
-        files.append((name, documents.document(texts[name], kind, seed=i)))
-    files.insert(3, ("cut.pdf", documents.truncated(documents.document("GONE", "pdf"))))
-    files.insert(7, ("cut.png", documents.truncated(documents.document("GONE", "png"))))
-    return files, texts
-
-
 def task_runs_of(flow_run_id: str, *, count: int) -> list[TaskRun]:
     """The flow run's task runs, once the server has recorded `count` of them in end states.
 
@@ -86,7 +72,7 @@ def test_ten_documents_two_corrupted(
     api: httpx.Client, tenant: tuple[str, str], prefect_api: None
 ) -> None:
     tenant_id, key = tenant
-    files, texts = ten_files_two_broken()
+    files, texts = documents.ten_files_two_broken()
     response = api.post(
         f"/api/documents/bulk-upload?tenantId={tenant_id}",
         headers={"X-API-Key": key},

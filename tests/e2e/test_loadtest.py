@@ -132,11 +132,16 @@ def test_locust_reports_whole_batches_per_tier(
     run_locust(stack, tmp_path, "40s", vip, standard)
     monitor.stop()
     stats = pd.read_csv(tmp_path / "locust_stats.csv")
-    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    batches = pd.read_csv(tmp_path / "locust_batches.csv")
     for tier in ("vip", "standard"):
-        row = batches.loc[f"batch complete [{tier}]"]
-        assert row["Request Count"] >= 1 and row["Failure Count"] == 0
+        ended = batches[batches["tier"] == tier]
+        assert len(ended) >= 1 and (ended["status"] == "Completed").all()
     assert stats[stats["Name"] == "/api/batches/[id]"]["Request Count"].sum() > 0
+    # Locust's statistics, its Aggregated row too, are HTTP requests only.
+    requests = stats[stats["Name"] != "Aggregated"]
+    assert set(requests["Type"]) == {"GET", "POST"}
+    aggregated = stats[stats["Name"] == "Aggregated"].iloc[0]
+    assert aggregated["Request Count"] == requests["Request Count"].sum()
 
     report = write_report(tmp_path, get_settings().database_url, [vip.id, standard.id])
     with session_scope() as session:
@@ -150,7 +155,12 @@ def test_locust_reports_whole_batches_per_tier(
     # This run's documents only: not those of earlier runs on the same home.
     assert f"- documents finished: {finished} (" in report
 
-    for heading in ("## Throughput", "## Whole batches", "## Prefect API under load"):
+    for heading in (
+        "## Throughput",
+        "## Whole batches",
+        "## HTTP requests",
+        "## Prefect API under load",
+    ):
         assert heading in report
     for plot in ("documents.png", "queues.png", "cpu.png", "memory.png"):
         assert (tmp_path / plot).stat().st_size > 1000
@@ -178,11 +188,56 @@ def test_a_batch_that_ends_as_locust_stops_is_in_its_csv(
 
     vip, standard = make_tenant(Tier.VIP), make_tenant(Tier.STANDARD)
     printed = run_locust(stack, tmp_path, "1s", vip, standard)
-    stats = pd.read_csv(tmp_path / "locust_stats.csv")
-    batches = stats[stats["Type"] == "BATCH"].set_index("Name")
+    batches = pd.read_csv(tmp_path / "locust_batches.csv")
+    assert sorted(batches["tier"]) == ["standard", "vip"]
+    summary = printed.split("Whole batches (kept out of the request statistics):")[1]
     for tier in ("vip", "standard"):
-        assert f"batch complete [{tier}]" in printed
-        assert batches.loc[f"batch complete [{tier}]"]["Request Count"] == 1
+        assert tier in summary
+
+
+def test_the_queue_depth_counts_runs_that_are_due_not_those_scheduled_for_later(
+    stack: Any,
+) -> None:
+    """A schedule makes runs days ahead: they are not waiting, and the plot left them out."""
+    from datetime import UTC, datetime, timedelta
+
+    from loadtest.monitor import due_runs
+    from tests.helpers import prefect_http, unique
+
+    pool, queue = stack.settings.work_pool, unique("probe-")
+    now = datetime.now(UTC)
+    with prefect_http(stack.settings) as prefect:
+        # Paused, so no worker starts what is due on it.
+        prefect.post(
+            f"/work_pools/{pool}/queues", json={"name": queue, "is_paused": True}
+        ).raise_for_status()
+        deployment = prefect.get("/deployments/name/process-batch/process-batch").json()
+        runs = []
+        for start in (
+            now - timedelta(seconds=5),
+            now + timedelta(hours=1),
+            now + timedelta(days=2),
+        ):
+            created = prefect.post(
+                f"/deployments/{deployment['id']}/create_flow_run",
+                json={
+                    "parameters": {"batch_id": "not-a-batch"},
+                    "work_queue_name": queue,
+                    "state": {
+                        "type": "SCHEDULED",
+                        "state_details": {"scheduled_time": start.isoformat()},
+                    },
+                },
+            )
+            created.raise_for_status()
+            runs.append(created.json()["id"])
+        try:
+            assert due_runs(prefect, queue, now) == 1
+            assert due_runs(prefect, queue, now + timedelta(days=3)) == 3
+        finally:
+            for run in runs:
+                prefect.delete(f"/flow_runs/{run}")
+            prefect.delete(f"/work_pools/{pool}/queues/{queue}")
 
 
 @pytest.mark.slow
