@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,15 @@ class Settings(BaseSettings):
     home: Path = Field(Path("var"), description="Where every piece of local state lives.")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home.")
     storage_url: str = Field("", description="fsspec URL for documents; default home/blobs.")
+    # An S3-compatible store's endpoint (unset: AWS), region and credentials (unset: the
+    # usual AWS_* variables and files). They apply to the inbox too when it is on S3.
+    storage_endpoint_url: str = ""
+    storage_region: str = ""
+    storage_key_id: str = ""
+    storage_secret: SecretStr | None = None
+    # Anything else for the fsspec backend, as JSON (`{"config_kwargs": {...}}`); the named
+    # settings above win. Hidden from reprs: it may hold credentials too.
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -152,6 +162,22 @@ class Settings(BaseSettings):
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{self.prefect_host}:{self.prefect_port}/api"
         return self
+
+    def store_options(self, url: str) -> dict[str, Any]:
+        """What fsspec's backend for url is opened with: the storage settings, for S3."""
+        options = dict(self.storage_options)
+        if url.split("://", 1)[0] not in ("s3", "s3a"):
+            return options
+        named = {
+            "endpoint_url": self.storage_endpoint_url,
+            "key": self.storage_key_id,
+            "secret": self.storage_secret.get_secret_value() if self.storage_secret else "",
+        }
+        options |= {name: value for name, value in named.items() if value}
+        if self.storage_region:
+            client = dict(options.get("client_kwargs") or {})
+            options["client_kwargs"] = client | {"region_name": self.storage_region}
+        return options
 
     @property
     def staging_dir(self) -> Path:

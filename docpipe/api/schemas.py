@@ -185,4 +185,5 @@ class Languages(Schema):
 class Health(Schema):
     status: str
     database: bool
+    storage: bool
     prefect: bool
