@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,11 @@ class Settings(BaseSettings):
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     # Where a folder batch's results go when it completes: <outbox>/<tenant>/.
     outbox: Path = Field(Path(), description="Results of folder batches; default home/outbox.")
+    # The inbox on an object store shared by every machine (`s3://bucket/inbox/`, with the
+    # storage settings' credentials), in place of the folder above; its results go to
+    # outbox_url (default: `outbox` beside the inbox).
+    inbox_url: str = ""
+    outbox_url: str = ""
     inbox_settle_seconds: float = 5.0
     ingest_interval_seconds: float = 60.0
 
@@ -153,10 +159,19 @@ class Settings(BaseSettings):
             self.storage_url = str(self.home / "blobs")
         if self.inbox == Path():
             self.inbox = self.home / "inbox"
-        self.inbox = self.inbox.expanduser().resolve()
         if self.outbox == Path():
             self.outbox = self.home / "outbox"
         self.outbox = self.outbox.expanduser().resolve()
+        if self.inbox_url and "://" not in self.inbox_url.removeprefix("file://"):
+            self.inbox = Path(self.inbox_url.removeprefix("file://"))  # a local folder after all
+            self.inbox_url = ""
+        self.inbox = self.inbox.expanduser().resolve()
+        if self.inbox_url and not self.outbox_url:
+            protocol, path = self.inbox_url.split("://", 1)
+            parent = posixpath.dirname(path.rstrip("/"))
+            if not parent:
+                raise ValueError("DOCPIPE_INBOX_URL is a bucket's root: set DOCPIPE_OUTBOX_URL")
+            self.outbox_url = f"{protocol}://{parent}/outbox"
         if self.prefect_retention_days is None:
             self.prefect_retention_days = self.retention_days
         if not self.prefect_api_url:

@@ -68,7 +68,11 @@ class S3Server:
             "storage_key_id": self.key_id,
             "storage_secret": self.secret,
         }
-        for name, prefix in (("storage_url", storage), ("inbox", inbox), ("outbox", outbox)):
+        for name, prefix in (
+            ("storage_url", storage),
+            ("inbox_url", inbox),
+            ("outbox_url", outbox),
+        ):
             if prefix is not None:
                 values[name] = self.url(prefix)
         return values

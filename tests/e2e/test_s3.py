@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -11,12 +14,22 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from docpipe import inbox, inbox_store
 from docpipe.config import get_settings
 from docpipe.db import upgrade_database
 from docpipe.home import prepare_home
 from docpipe.runtime.stack import Stack, free_port
+from docpipe.tenants import get_tenant
 from tests import documents
-from tests.helpers import files_part, make_tenant, post_batch, settings_with, unique, wait_for_batch
+from tests.helpers import (
+    files_part,
+    make_tenant,
+    post_batch,
+    postgres_schema,
+    settings_with,
+    unique,
+    wait_for_batch,
+)
 from tests.s3 import S3Server, seaweedfs
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +47,9 @@ def s3_stack(
         "DOCPIPE_HOME": str(home),
         "DOCPIPE_API_PORT": str(free_port()),
         "DOCPIPE_PREFECT_PORT": str(free_port()),
-        **s3_server.env(storage=f"{prefix}/blobs"),
+        **s3_server.env(
+            storage=f"{prefix}/blobs", inbox=f"{prefix}/inbox", outbox=f"{prefix}/outbox"
+        ),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -161,6 +176,65 @@ def test_an_upload_while_storage_is_down_is_a_503_and_leaves_nothing(
     assert "storage" in logged  # said in the log, for the operator
     for text in (logged, health.text, upload.text):
         assert server.secret not in text
+
+
+def test_the_inbox_on_s3_takes_a_settled_file_once_and_hands_back_results(
+    s3_api: httpx.Client, s3_stack: Stack, s3_server: S3Server
+) -> None:
+    tenant_id, key = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    settings = s3_stack.settings
+    fs = s3_server.fs()
+    folder = f"{settings.inbox_url.removeprefix('s3://')}/{tenant_id}"
+    phrase = documents.phrase(7)
+    fs.pipe_file(f"{folder}/scan.png", documents.document(phrase, "png", seed=7))
+    fs.pipe_file(f"{folder}/notes.txt", b"just some text")
+
+    def scan() -> inbox.IngestReport:
+        return inbox_store.ingest_store_folder(tenant_id, tenant, settle=1)
+
+    first = scan()  # seen once: not yet taken, however old
+    assert first.batches == [] and sorted(first.waiting) == ["notes.txt", "scan.png"]
+    time.sleep(1.1)
+    # Two workers scanning at once: one takes the files, the other skips the folder.
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: scan(), range(2)))
+    batches = [b for r in reports for b in r.batches]
+    assert len(batches) == 1
+    assert any(r.rejected for r in reports)
+    assert fs.cat_file(f"{folder}/rejected/notes.txt") == b"just some text"
+    assert fs.cat_file(f"{folder}/rejected/notes.txt.reason.txt").strip()
+    assert fs.exists(f"{folder}/scan.png")  # kept until its document is Ready
+
+    batch = wait_for_batch(s3_api, key, batches[0], timeout=240)
+    assert [d["status"] for d in batch["documents"]] == ["Ready"]
+    later = scan()
+    assert later.batches == [] and later.done == ["scan.png"]
+    assert not fs.exists(f"{folder}/scan.png")
+    assert scan().batches == []  # and never taken again
+    results = f"{settings.outbox_url.removeprefix('s3://')}/{tenant_id}"
+    deadline = time.monotonic() + 60  # written just after the batch is Completed
+    while not fs.exists(f"{results}/batch-{batches[0]}.json") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = fs.cat_file(f"{results}/scan.png.txt").decode()
+    assert documents.words(phrase) <= documents.words(text), text
+    summary = json.loads(fs.cat_file(f"{results}/batch-{batches[0]}.json"))
+    assert summary["succeeded"] == 1
+    assert _batches_of(tenant_id) == 1
+
+
+def test_one_scan_at_a_time_per_folder_across_machines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the scan's lock is the database's, which every machine shares."""
+    with postgres_schema() as url:
+        settings_with(monkeypatch, database_url=url)
+        with inbox_store._scan_lock("s3://b/inbox|t1") as first:
+            with inbox_store._scan_lock("s3://b/inbox|t1") as second:
+                assert first and not second
+            with inbox_store._scan_lock("s3://b/inbox|t2") as other:
+                assert other
+        with inbox_store._scan_lock("s3://b/inbox|t1") as again:
+            assert again
 
 
 def _batches_of(tenant_id: str) -> int:
