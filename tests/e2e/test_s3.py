@@ -68,6 +68,13 @@ def s3_stack(
         get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def settings_restored() -> Iterator[None]:
+    """Settings read again after a test changed them (monkeypatch restores only the env)."""
+    yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def s3_api(s3_stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=s3_stack.settings.api_url, timeout=60) as client:
