@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +24,15 @@ class Settings(BaseSettings):
     home: Path = Field(Path("var"), description="Where every piece of local state lives.")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home.")
     storage_url: str = Field("", description="fsspec URL for documents; default home/blobs.")
+    # An S3-compatible store's endpoint (unset: AWS), region and credentials (unset: the
+    # usual AWS_* variables and files). They apply to the inbox too when it is on S3.
+    storage_endpoint_url: str = ""
+    storage_region: str = ""
+    storage_key_id: str = ""
+    storage_secret: SecretStr | None = None
+    # Anything else for the fsspec backend, as JSON (`{"config_kwargs": {...}}`); the named
+    # settings above win. Hidden from reprs: it may hold credentials too.
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     # Bind addresses: 0.0.0.0 (or a machine's address) serves other machines too; then
     # the Prefect server needs DOCPIPE_PREFECT_AUTH_STRING (docs/operations.md).
@@ -133,6 +144,11 @@ class Settings(BaseSettings):
     inbox: Path = Field(Path(), description="Watched folder; default home/inbox.")
     # Where a folder batch's results go when it completes: <outbox>/<tenant>/.
     outbox: Path = Field(Path(), description="Results of folder batches; default home/outbox.")
+    # The inbox on an object store shared by every machine (`s3://bucket/inbox/`, with the
+    # storage settings' credentials), in place of the folder above; its results go to
+    # outbox_url (default: `outbox` beside the inbox).
+    inbox_url: str = ""
+    outbox_url: str = ""
     inbox_settle_seconds: float = 5.0
     ingest_interval_seconds: float = 60.0
 
@@ -161,15 +177,40 @@ class Settings(BaseSettings):
             self.storage_url = str(self.home / "blobs")
         if self.inbox == Path():
             self.inbox = self.home / "inbox"
-        self.inbox = self.inbox.expanduser().resolve()
         if self.outbox == Path():
             self.outbox = self.home / "outbox"
         self.outbox = self.outbox.expanduser().resolve()
+        if self.inbox_url and "://" not in self.inbox_url.removeprefix("file://"):
+            self.inbox = Path(self.inbox_url.removeprefix("file://"))  # a local folder after all
+            self.inbox_url = ""
+        self.inbox = self.inbox.expanduser().resolve()
+        if self.inbox_url and not self.outbox_url:
+            protocol, path = self.inbox_url.split("://", 1)
+            parent = posixpath.dirname(path.rstrip("/"))
+            if not parent:
+                raise ValueError("DOCPIPE_INBOX_URL is a bucket's root: set DOCPIPE_OUTBOX_URL")
+            self.outbox_url = f"{protocol}://{parent}/outbox"
         if self.prefect_retention_days is None:
             self.prefect_retention_days = self.retention_days
         if not self.prefect_api_url:
             self.prefect_api_url = f"http://{_reachable(self.prefect_host)}:{self.prefect_port}/api"
         return self
+
+    def store_options(self, url: str) -> dict[str, Any]:
+        """What fsspec's backend for url is opened with: the storage settings, for S3."""
+        options = dict(self.storage_options)
+        if url.split("://", 1)[0] not in ("s3", "s3a"):
+            return options
+        named = {
+            "endpoint_url": self.storage_endpoint_url,
+            "key": self.storage_key_id,
+            "secret": self.storage_secret.get_secret_value() if self.storage_secret else "",
+        }
+        options |= {name: value for name, value in named.items() if value}
+        if self.storage_region:
+            client = dict(options.get("client_kwargs") or {})
+            options["client_kwargs"] = client | {"region_name": self.storage_region}
+        return options
 
     @property
     def staging_dir(self) -> Path:

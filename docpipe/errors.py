@@ -58,6 +58,10 @@ class TooBusy(DocpipeError):
     """The service has no room for this request now; the same request may succeed later."""
 
 
+class StorageUnavailable(DocpipeError):
+    """The document store did not answer, or refused docpipe's credentials; try again later."""
+
+
 class OverLimit(DocpipeError):
     """A tenant is over one of its limits; the same request may succeed after retry_after s."""
 

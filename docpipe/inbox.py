@@ -64,6 +64,10 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
 
     A tenant folder that is a symbolic link is never entered: it could lead anywhere.
     """
+    if inbox is None and get_settings().inbox_url:
+        from docpipe.inbox_store import scan_store_inbox  # which imports this module
+
+        return scan_store_inbox()
     inbox = inbox or get_settings().inbox
     report = IngestReport()
     if not inbox.is_dir():
@@ -82,6 +86,18 @@ def scan_inbox(inbox: Path | None = None) -> IngestReport:
             log.exception("the scan of inbox folder %s failed", safe_name(folder.name))
             report.failed_folders.append(folder.name)
     return report
+
+
+def scan_tenant(tenant: Tenant, folder: str | None = None) -> IngestReport:
+    """One tenant's inbox folder, or one inside it, wherever the inbox is; Forbidden for
+    a folder outside the tenant's own."""
+    if get_settings().inbox_url:
+        from docpipe.inbox_store import ingest_store_folder, store_tenant_folder
+
+        return ingest_store_folder(store_tenant_folder(tenant.id, folder), tenant)
+    path = tenant_folder(tenant.id, folder)
+    # tenant_folder has refused a link anywhere on the way.
+    return ingest_tenant_folder(path, tenant) if path.is_dir() else IngestReport()
 
 
 def tenant_folder(tenant_id: str, folder: str | None = None) -> Path:
@@ -522,6 +538,10 @@ def write_results(batch_id: str) -> list[str]:
     is written through a link there.
     """
     settings = get_settings()
+    if settings.outbox_url:
+        from docpipe.inbox_store import write_store_results
+
+        return write_store_results(batch_id)
     with session_scope() as session:
         batch = session.get(Batch, batch_id)
         if batch is None:

@@ -41,12 +41,10 @@ def ingest_folder(
             logger.warning("no tenant %r; nothing ingested", tenant_id)
             return camel_keys(asdict(inbox.IngestReport(unknown_tenants=[tenant_id])))
         try:
-            path = inbox.tenant_folder(tenant_id, folder)
+            report = inbox.scan_tenant(tenant, folder)
         except Forbidden as e:
             logger.warning("refused: %s", e)
             return orchestrator.not_run(f"refused: {e}")
-        # tenant_folder has refused a link anywhere on the way.
-        report = inbox.ingest_tenant_folder(path, tenant) if path.is_dir() else inbox.IngestReport()
     else:
         report = inbox.scan_inbox()
     for name in report.unknown_tenants:

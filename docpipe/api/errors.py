@@ -8,6 +8,7 @@ from docpipe.errors import (
     Forbidden,
     NotFound,
     OverLimit,
+    StorageUnavailable,
     TooBusy,
     Unauthorized,
 )
@@ -19,6 +20,7 @@ STATUS_OF: list[tuple[type[DocpipeError], int]] = [
     (Conflict, 409),
     (OverLimit, 429),
     (TooBusy, 503),
+    (StorageUnavailable, 503),
 ]
 # Database or storage down: a client may try again shortly.
 UNAVAILABLE = "docpipe's database or storage is unavailable; try again shortly"

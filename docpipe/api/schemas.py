@@ -212,4 +212,5 @@ class Limits(Schema):
 class Health(Schema):
     status: str
     database: bool
+    storage: bool
     prefect: bool

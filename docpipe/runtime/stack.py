@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -43,7 +44,9 @@ def service_env(settings: Settings) -> dict[str, str]:
             # Every docpipe setting, so one given in code (a test's, the bench's) reaches
             # the processes as surely as one given in the environment.
             **{
-                f"DOCPIPE_{name.upper()}": str(value)
+                f"DOCPIPE_{name.upper()}": json.dumps(value)
+                if isinstance(value, dict)
+                else str(value)
                 for name, value in settings.model_dump().items()
                 # Secrets travel under their own names below, never as '**********'.
                 if value is not None and not isinstance(value, SecretStr)
@@ -81,6 +84,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             "PREFECT_LOGGING_COLORS": "false",
         }
     )
+    if settings.storage_secret is not None:
+        env["DOCPIPE_STORAGE_SECRET"] = settings.storage_secret.get_secret_value()
     if not settings.prefect_automations:
         # Every event a run sends is parsed, evaluated and stored by each of these
         # services, which docpipe does not use. A setting in the environment still wins.

@@ -13,6 +13,7 @@ import pytest
 from docpipe.runtime.stack import free_port
 from tests import documents
 from tests.helpers import TEST_MAX_FILE_BYTES, make_tenant, postgres_schema, started_stack
+from tests.s3 import S3Server, seaweedfs
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +134,10 @@ def own_stack(tmp_path: Path) -> Iterator[Any]:
     """A stack of this test's own, to stop, kill and start parts of."""
     with started_stack(tmp_path) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS on loopback with a bucket and credentials (tests/s3.py says how to use it)."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -17,7 +17,12 @@ UPLOAD = "/api/documents/bulk-upload"
 def test_health_reports_database_and_prefect(api: httpx.Client) -> None:
     response = api.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": True, "prefect": True}
+    assert response.json() == {
+        "status": "ok",
+        "database": True,
+        "storage": True,
+        "prefect": True,
+    }
 
 
 def test_a_body_larger_than_any_upload_gets_413_before_it_is_sent(

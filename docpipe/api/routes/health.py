@@ -1,5 +1,5 @@
-"""Liveness (does the database answer, does Prefect?), what this docpipe can read, and its
-limits."""
+"""Liveness (do the database, the storage and Prefect answer?), what this docpipe can read,
+and its limits."""
 
 from __future__ import annotations
 
@@ -11,23 +11,33 @@ from docpipe.api.deps import SettingsDep, TenantDep
 from docpipe.api.limits import body_limit
 from docpipe.api.schemas import ErrorBody, Health, Languages, Limits
 from docpipe.db import session_scope
+from docpipe.errors import DocpipeError
 from docpipe.ocr import installed_languages
+from docpipe.storage import get_storage
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
 def health() -> Health:
-    """200 whenever the API itself runs; says whether its database and Prefect answer."""
+    """200 whenever the API itself runs; says whether its database, storage and Prefect answer."""
     try:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
         database = True
     except Exception:
         database = False
+    try:
+        get_storage().check()
+        storage = True
+    except DocpipeError:  # the reason is in the log, never in the answer
+        storage = False
     prefect = orchestrator.is_reachable()
     return Health(
-        status="ok" if database and prefect else "degraded", database=database, prefect=prefect
+        status="ok" if database and storage and prefect else "degraded",
+        database=database,
+        storage=storage,
+        prefect=prefect,
     )
 
 
