@@ -121,7 +121,6 @@ def test_more_files_than_a_batch_allows_is_rejected(
     ("path", "kwargs", "message"),
     [
         pytest.param(UPLOAD + "?tenantId={t}", {}, "files", id="no-files"),
-        pytest.param(UPLOAD, {"files": [("files", ("a.png", b"x"))]}, "tenantId", id="no-tenant"),
         pytest.param(
             UPLOAD + "?tenantId={t}",
             {"content": b"not multipart", "headers": {"Content-Type": "text/plain"}},

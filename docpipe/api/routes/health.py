@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from docpipe import orchestrator
 from docpipe.api.deps import SettingsDep, TenantDep
-from docpipe.api.schemas import ErrorBody, Health, Languages
+from docpipe.api.schemas import Health, Languages, error_answers
 from docpipe.db import session_scope
 from docpipe.ocr import installed_languages
 
@@ -29,7 +29,7 @@ def health() -> Health:
     )
 
 
-@router.get("/api/languages", tags=["documents"], responses={401: {"model": ErrorBody}})
+@router.get("/api/languages", tags=["documents"], responses=error_answers(401, 503))
 def languages(tenant: TenantDep, settings: SettingsDep) -> Languages:
     """The OCR languages installed, for `language=` on an upload; and this tenant's own."""
     return Languages(
