@@ -255,3 +255,16 @@ class Document(Base):
         if self.outputs:
             return list(parse_outputs(self.outputs))
         return [Output.TEXT] if self.text_key else []
+
+
+class MetricTotal(Base):
+    """A running total of docpipe's metrics (docpipe.metrics): a count, or a histogram's
+    bucket or sum. Only ever added to, in the transaction that ends the thing counted, so
+    it is right whichever process did the work and outlives the rows retention deletes."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Label pairs in a fixed order, `status=Ready,tier=vip`: low-cardinality values only.
+    labels: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)

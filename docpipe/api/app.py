@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from docpipe.api.docs import describe_openapi, serve_docs
 from docpipe.api.errors import RETRY_SECONDS, UNAVAILABLE, http_answer
 from docpipe.api.limits import BodyLimit, UploadGate, body_limit
+from docpipe.api.metrics import ApiMetrics, Measured, serve_metrics
 from docpipe.api.routes import batches, documents, health
 from docpipe.batches import check_tenant_limits
 from docpipe.config import get_settings
@@ -88,14 +89,21 @@ def create_app() -> FastAPI:
         max_per_tenant=settings.tenant_concurrent_uploads,
     )
     app.add_middleware(BodyLimit, limit=limit, idle_timeout=settings.request_idle_timeout_seconds)
+    metrics = ApiMetrics()
+    app.add_middleware(Measured, metrics=metrics)  # outermost: sees every refusal and its time
     app.include_router(documents.router)
     app.include_router(batches.router)
     app.include_router(health.router)
     serve_docs(app)
+    token = settings.metrics_token
+    serve_metrics(app, metrics, token.get_secret_value() if token else None)
     describe_openapi(app)
 
     @app.exception_handler(InvalidUpload)
-    def _invalid_upload(_: Request, e: InvalidUpload) -> JSONResponse:
+    def _invalid_upload(request: Request, e: InvalidUpload) -> JSONResponse:
+        # Finer than the status says: a bad file, not a malformed request (api/metrics.py).
+        if not e.too_large and e.invalid_files:
+            request.state.rejection = "invalid_file"
         return JSONResponse(
             status_code=413 if e.too_large else 400,
             content={
