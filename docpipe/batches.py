@@ -18,6 +18,7 @@ from docpipe import webhooks
 from docpipe.config import get_settings
 from docpipe.db import database_now, session_scope
 from docpipe.errors import Conflict, NotFound, OverLimit
+from docpipe.metrics import count_batch_end, count_document_end
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
     OPEN_DOCUMENT_STATUSES,
@@ -295,8 +296,9 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
         if batch.status.is_final:
             raise Conflict(f"batch is already {batch.status.value}")
         now = utcnow()
+        first_end = _never_ended(batch)
         # One conditional statement: a document that reaches Ready meanwhile stays Ready.
-        session.execute(
+        cancelled = session.execute(
             update(Document)
             .where(
                 Document.batch_id == batch_id,
@@ -308,7 +310,15 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
         session.expire_all()
         batch.status = BatchStatus.CANCELLED
         batch.completed_at = now
-        _ended(session, batch, _count(batch))
+        outcomes = _count(batch)
+        count_document_end(
+            session,
+            tier=batch.tier,
+            status=DocumentStatus.CANCELLED,
+            documents=cancelled.rowcount,  # type: ignore[attr-defined]
+        )
+        count_batch_end(session, batch, first_end=first_end)
+        _ended(session, batch, outcomes)
         return batch.flow_run_id
 
 
@@ -362,6 +372,12 @@ def set_status(batch_id: str, status: BatchStatus) -> None:
         batch = session.get(Batch, batch_id)
         if batch is not None and not batch.status.is_final:
             batch.status = status
+
+
+def _never_ended(batch: Batch) -> bool:
+    """Whether the batch is ending for the first time: no end has recorded an outcome yet
+    (a retried batch's later ends are not the time its upload took)."""
+    return batch.recorded_outcomes.finished == 0
 
 
 def _count(batch: Batch) -> Outcomes:
@@ -559,6 +575,7 @@ def close_batch(batch_id: str) -> BatchSummary:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
+        first_end = _never_ended(batch)
         outcomes = _count(batch)
         if outcomes.finished < outcomes.total:
             raise RuntimeError(
@@ -566,8 +583,11 @@ def close_batch(batch_id: str) -> BatchSummary:
                 "without an end state"
             )
         if batch.status != BatchStatus.CANCELLED:  # a cancel that raced the last document
+            ending = not batch.status.is_final
             batch.completed_at = utcnow()
             batch.status = BatchStatus.COMPLETED
+            if ending:
+                count_batch_end(session, batch, first_end=first_end)
             _ended(session, batch, outcomes)
         assert batch.completed_at is not None
         return BatchSummary(
@@ -606,11 +626,13 @@ def mark_failed(batch_id: str, reason: str) -> None:
     with session_scope() as session:
         batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
         if batch is not None:
-            was = batch.status
+            was, ending, first_end = batch.status, not batch.status.is_final, _never_ended(batch)
             batch.status = BatchStatus.FAILED
             batch.error = reason[:2000]
             batch.completed_at = utcnow()
             outcomes = _count(batch)
+            if ending:
+                count_batch_end(session, batch, first_end=first_end)
             if was != BatchStatus.FAILED:
                 _ended(session, batch, outcomes)
 

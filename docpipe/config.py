@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         ),
     )
 
+    # GET /metrics answers only `Authorization: Bearer <token>` when this is set; unset, it
+    # is open like /health (it holds counts by tier and status, never a tenant's name).
+    metrics_token: SecretStr | None = None
+
     max_file_bytes: int = 25 * MIB
     max_batch_documents: int = 100
     max_pdf_pages: int = 100

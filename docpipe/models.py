@@ -305,3 +305,16 @@ class WebhookDelivery(Base):
     def delivery_id(self) -> str:
         """The idempotency id a receiver sees (X-Docpipe-Delivery): one per end of a batch."""
         return f"{self.batch_id}.{self.event}.{self.sequence}"
+
+
+class MetricTotal(Base):
+    """A running total of docpipe's metrics (docpipe.metrics): a count, or a histogram's
+    bucket or sum. Only ever added to, in the transaction that ends the thing counted, so
+    it is right whichever process did the work and outlives the rows retention deletes."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Label pairs in a fixed order, `status=Ready,tier=vip`: low-cardinality values only.
+    labels: Mapped[str] = mapped_column(String(160), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)

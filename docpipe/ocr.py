@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class PageRead:
     dpi: int
     rotation: int = 0
     skew: float = 0.0
+    seconds: float = 0.0  # its reading took, every pass counted (docpipe.metrics)
 
 
 @dataclass(frozen=True)
@@ -585,6 +586,7 @@ class _PageJob:
 
         An upright, straight page (nearly every page) costs one pass and nothing else.
         """
+        started = time.perf_counter()
         best = self._pass(image, dpi)
         if self.straighten.orient:
             for rotation in likely_turns(words_of(best.hocr)):
@@ -606,7 +608,7 @@ class _PageJob:
                 )
                 if confidence(straight.hocr) >= confidence(best.hocr) - 5:
                     best = straight
-        return best
+        return replace(best, seconds=time.perf_counter() - started)
 
     def _pass(
         self, image: Image.Image, dpi: int, *, rotation: int = 0, skew: float = 0.0

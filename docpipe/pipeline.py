@@ -6,15 +6,17 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Conflict, InvalidDocument, NotFound, OcrFailed
 from docpipe.ghostscript import to_pdfa
+from docpipe.metrics import count_document_end
 from docpipe.models import (
     FINAL_DOCUMENT_STATUSES,
+    Batch,
     Document,
     DocumentStatus,
     Output,
@@ -69,8 +71,22 @@ def _start(document_id: str, status: DocumentStatus) -> Document:
         return document
 
 
-def _finish(document_id: str, status: DocumentStatus, **fields: object) -> None:
-    _set_unless(document_id, unless=SETTLED, status=status, processed_at=utcnow(), **fields)
+def _finish(
+    document_id: str,
+    status: DocumentStatus,
+    *,
+    tier: Tier,
+    page_seconds: Collection[float] = (),
+    **fields: object,
+) -> None:
+    """Record the document's end (unless it is Ready or Cancelled), and count it if it was
+    open: a document is counted once each time it ends, not each time its end is written."""
+    values = {"status": status, "processed_at": utcnow(), **fields}
+    with session_scope() as session:
+        if _update_unless(session, document_id, FINAL_DOCUMENT_STATUSES, values):
+            count_document_end(session, tier=tier, status=status, page_seconds=list(page_seconds))
+        else:
+            _update_unless(session, document_id, SETTLED, values)
 
 
 def check_and_ocr(document_id: str, *, tier: Tier) -> int:
@@ -95,7 +111,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             dpi=settings.ocr_dpi,
         )
     except InvalidDocument as e:
-        _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
+        _finish(document_id, DocumentStatus.VALIDATION_FAILED, tier=tier, error=str(e))
         raise
     # Passed validation: now in OCR (unless it was cancelled meanwhile).
     if not _set_unless(
@@ -121,16 +137,18 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             slots=settings.ocr_concurrency,
         )
     except InvalidDocument as e:  # a page that does not decode, found as it is read
-        _finish(document_id, DocumentStatus.VALIDATION_FAILED, error=str(e))
+        _finish(document_id, DocumentStatus.VALIDATION_FAILED, tier=tier, error=str(e))
         raise
     try:
         made = _store_outputs(document, data, result, outputs)
     except OcrFailed as e:
-        _finish(document_id, DocumentStatus.OCR_FAILED, error=str(e))
+        _finish(document_id, DocumentStatus.OCR_FAILED, tier=tier, error=str(e))
         raise
     _finish(
         document_id,
         DocumentStatus.READY,
+        tier=tier,
+        page_seconds=[page.seconds for page in result.pages],
         text_key=text_key(document.storage_key),
         outputs=",".join(made),
         page_count=result.page_count,
@@ -174,19 +192,25 @@ def record_unexpected_failure(document_id: str, *, reason: str) -> None:
 
     It failed validation if it never got past it, else OCR.
     """
-    _set_unless(
-        document_id,
-        unless=FINAL_DOCUMENT_STATUSES,
-        status=case(
+    values = {
+        "status": case(
             (
                 Document.status.in_([DocumentStatus.UPLOADED, DocumentStatus.VALIDATING]),
                 DocumentStatus.VALIDATION_FAILED,
             ),
             else_=DocumentStatus.OCR_FAILED,
         ),
-        error=f"processing broke: {reason}"[:2000],
-        processed_at=utcnow(),
-    )
+        "error": f"processing broke: {reason}"[:2000],
+        "processed_at": utcnow(),
+    }
+    with session_scope() as session:
+        if _update_unless(session, document_id, FINAL_DOCUMENT_STATUSES, values):
+            status, tier = session.execute(
+                select(Document.status, Batch.tier)
+                .join(Batch, Document.batch_id == Batch.id)
+                .where(Document.id == document_id)
+            ).one()
+            count_document_end(session, tier=tier, status=status)
 
 
 def read_text(document: Document) -> str:

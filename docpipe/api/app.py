@@ -15,8 +15,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from docpipe.api.docs import describe_openapi, serve_docs
 from docpipe.api.errors import RETRY_SECONDS, UNAVAILABLE, http_answer
 from docpipe.api.limits import BodyLimit, UploadGate, body_limit
+from docpipe.api.metrics import ApiMetrics, Measured, serve_metrics
 from docpipe.api.routes import batches, documents, health
 from docpipe.batches import check_tenant_limits
 from docpipe.config import get_settings
@@ -55,12 +57,31 @@ def _no_reprs(problem: str) -> str:
     return re.sub(r"<class '(?:\w+\.)*(\w+)'>", r"\1", problem)[:300]
 
 
+DESCRIPTION = """\
+Upload a batch of scanned documents (PDF, PNG, JPEG, TIFF), follow its status, and read
+each document's text and other outputs once it is Ready.
+
+Every request but `/health` carries the tenant's key in the `X-API-Key` header (the
+**Authorize** button sets it here). `tenantId` is optional: the key names its tenant.
+Every error is a 4xx or 503 with a body `{"error": "..."}`.
+"""
+TAGS = [
+    {"name": "documents", "description": "Uploads, and each document's status and outputs."},
+    {"name": "batches", "description": "A batch's status; the tenant's batches; cancel, retry."},
+    {"name": "health", "description": "Whether the API, its database and Prefect answer."},
+]
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
         title="docpipe",
         summary="Batch OCR of scanned documents, orchestrated by Prefect.",
+        description=DESCRIPTION,
         version="0.1.0",
+        openapi_tags=TAGS,
+        docs_url=None,  # served from local assets below, not a CDN
+        redoc_url=None,
     )
     settings = get_settings()
     limit = body_limit(settings.max_batch_documents, settings.max_file_bytes)
@@ -76,12 +97,21 @@ def create_app() -> FastAPI:
         max_per_tenant=settings.tenant_concurrent_uploads,
     )
     app.add_middleware(BodyLimit, limit=limit, idle_timeout=settings.request_idle_timeout_seconds)
+    metrics = ApiMetrics()
+    app.add_middleware(Measured, metrics=metrics)  # outermost: sees every refusal and its time
     app.include_router(documents.router)
     app.include_router(batches.router)
     app.include_router(health.router)
+    serve_docs(app)
+    token = settings.metrics_token
+    serve_metrics(app, metrics, token.get_secret_value() if token else None)
+    describe_openapi(app)
 
     @app.exception_handler(InvalidUpload)
-    def _invalid_upload(_: Request, e: InvalidUpload) -> JSONResponse:
+    def _invalid_upload(request: Request, e: InvalidUpload) -> JSONResponse:
+        # Finer than the status says: a bad file, not a malformed request (api/metrics.py).
+        if not e.too_large and e.invalid_files:
+            request.state.rejection = "invalid_file"
         return JSONResponse(
             status_code=413 if e.too_large else 400,
             content={

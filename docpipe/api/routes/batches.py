@@ -6,23 +6,31 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 
 from docpipe import batches, dispatch
 from docpipe.api.deps import NamedTenantDep, TenantDep
-from docpipe.api.schemas import BatchPage, BatchView, ErrorBody
+from docpipe.api.schemas import BATCH_ID, BatchPage, BatchView, error_answers
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 # Past any real tenant's count of batches, and inside every database's integer range.
 MAX_OFFSET = 10**9
+BatchId = Annotated[
+    str, Path(description="The batch's id, as the upload answered.", examples=[BATCH_ID])
+]
 
 
-@router.get("", responses={403: {"model": ErrorBody}})
+@router.get("", responses=error_answers(400, 401, 403, 503))
 def list_batches(
     tenant: NamedTenantDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=100, description="At most this many batches.", examples=[20])
+    ] = 20,
+    offset: Annotated[
+        int,
+        Query(ge=0, le=MAX_OFFSET, description="Skip this many, newest first.", examples=[0]),
+    ] = 0,
 ) -> BatchPage:
     """The tenant's batches, newest first."""
     items, total = batches.find_batches(tenant.id, limit=limit, offset=offset)
@@ -35,9 +43,9 @@ def list_batches(
 WAIT_CHECK_SECONDS = 0.2
 
 
-@router.get("/{batch_id}", responses={404: {"model": ErrorBody}})
+@router.get("/{batch_id}", responses=error_answers(400, 401, 404, 503))
 async def get_batch(
-    batch_id: str,
+    batch_id: BatchId,
     tenant: TenantDep,
     wait_seconds: Annotated[
         float,
@@ -48,6 +56,7 @@ async def get_batch(
             description="Answer as soon as the batch has finished (Completed, Failed or "
             "Cancelled), or after this many seconds with its status then: a client waiting "
             "for a batch sends one request, not one a second.",
+            examples=[30],
         ),
     ] = 0,
 ) -> BatchView:
@@ -62,8 +71,11 @@ async def get_batch(
     return BatchView.model_validate(batch)
 
 
-@router.post("/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
-def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
+@router.post(
+    "/{batch_id}/cancel",
+    responses=error_answers(401, 404, 409, 503, _409="The batch has already finished."),
+)
+def cancel_batch(batch_id: BatchId, tenant: TenantDep) -> BatchView:
     """Stop the batch's flow run; documents not yet finished become Cancelled. 409 if finished."""
     dispatch.cancel(tenant.id, batch_id)
     return BatchView.model_validate(batches.find_batch(tenant.id, batch_id))
@@ -72,10 +84,12 @@ def cancel_batch(batch_id: str, tenant: TenantDep) -> BatchView:
 @router.post(
     "/{batch_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    responses=error_answers(
+        400, 401, 404, 409, 503, _409="The batch is still running, or has nothing to redo."
+    ),
 )
 def retry_batch(
-    batch_id: str,
+    batch_id: BatchId,
     tenant: TenantDep,
     include_invalid: Annotated[
         bool,
@@ -83,6 +97,7 @@ def retry_batch(
             alias="includeInvalid",
             description="Also check again the documents that failed validation (their "
             "bytes have not changed, so only a changed limit can help them).",
+            examples=[False],
         ),
     ] = False,
 ) -> BatchView:

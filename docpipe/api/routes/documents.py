@@ -7,33 +7,60 @@ import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, status
 from fastapi.responses import PlainTextResponse
 
 from docpipe import batches, dispatch, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
-from docpipe.api.schemas import BatchAccepted, DocumentAccepted, DocumentView, ErrorBody, WordsView
+from docpipe.api.schemas import (
+    DOCUMENT_ID,
+    BatchAccepted,
+    DocumentAccepted,
+    DocumentView,
+    WordsView,
+    error_answers,
+)
 from docpipe.errors import DocpipeError
 from docpipe.models import Output, Tenant
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 413)
-}
+UPLOAD_ERRORS = error_answers(
+    400,
+    401,
+    403,
+    413,
+    429,
+    503,
+    _400="A file is not a PDF, PNG, JPEG or TIFF, or is empty; too many files; an unknown "
+    "language. invalidFiles names every bad file, and nothing was stored.",
+)
+DocumentId = Annotated[
+    str, Path(description="The document's id, as the upload answered.", examples=[DOCUMENT_ID])
+]
 
 
 LANGUAGE_HELP = (
     "Tesseract's languages for this upload, joined by '+' (e.g. deu+eng); default: the "
     "tenant's. GET /api/languages lists those installed."
 )
-LanguageQuery = Annotated[str | None, Query(alias="language", description=LANGUAGE_HELP)]
-LanguageForm = Annotated[str | None, Form(alias="language", description=LANGUAGE_HELP)]
+LanguageQuery = Annotated[
+    str | None, Query(alias="language", description=LANGUAGE_HELP, examples=["deu+eng"])
+]
+LanguageForm = Annotated[
+    str | None, Form(alias="language", description=LANGUAGE_HELP, examples=["deu+eng"])
+]
 CALLBACK_HELP = (
     "POST this batch's end here instead of to the tenant's webhook, signed with the "
     "tenant's webhook secret (docs/operations.md#webhooks); http(s), public addresses only."
 )
-CallbackQuery = Annotated[str | None, Query(alias="callbackUrl", description=CALLBACK_HELP)]
-CallbackForm = Annotated[str | None, Form(alias="callbackUrl", description=CALLBACK_HELP)]
+CallbackQuery = Annotated[
+    str | None,
+    Query(alias="callbackUrl", description=CALLBACK_HELP, examples=["https://example.com/hook"]),
+]
+CallbackForm = Annotated[
+    str | None,
+    Form(alias="callbackUrl", description=CALLBACK_HELP, examples=["https://example.com/hook"]),
+]
 
 
 def _accept(
@@ -58,7 +85,7 @@ def _accept(
     )
 
 
-@router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
+@router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=UPLOAD_ERRORS)
 def bulk_upload(
     tenant: NamedTenantDep,
     files: Annotated[list[UploadFile], File(description="The batch's documents.")],
@@ -78,7 +105,7 @@ def bulk_upload(
     )
 
 
-@router.post("/upload", status_code=status.HTTP_202_ACCEPTED, responses=ERRORS)
+@router.post("/upload", status_code=status.HTTP_202_ACCEPTED, responses=UPLOAD_ERRORS)
 def upload(
     tenant: NamedTenantDep,
     file: Annotated[UploadFile, File(description="One document.")],
@@ -98,22 +125,26 @@ def upload(
     )
 
 
-@router.get("/{document_id}", responses={404: {"model": ErrorBody}})
-def get_document(document_id: str, tenant: TenantDep) -> DocumentView:
+@router.get("/{document_id}", responses=error_answers(401, 404, 503))
+def get_document(document_id: DocumentId, tenant: TenantDep) -> DocumentView:
     """A document's metadata and status."""
     return DocumentView.model_validate(batches.find_document(tenant.id, document_id))
 
 
-OUTPUT_ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorBody, "description": "No such document, or this output was not made."},
-    409: {"model": ErrorBody, "description": "The document is not Ready yet."},
-}
+OUTPUT_ERRORS = error_answers(
+    401,
+    404,
+    409,
+    503,
+    _404="No such document, or this output was not made for it.",
+    _409="The document is not Ready yet.",
+)
 # What is served is made of a tenant's upload: never sniffed, never run as a page's script.
 SAFE_HEADERS = {"X-Content-Type-Options": "nosniff"}
 
 
 @router.get("/{document_id}/text", response_class=PlainTextResponse, responses=OUTPUT_ERRORS)
-def get_document_text(document_id: str, tenant: TenantDep) -> PlainTextResponse:
+def get_document_text(document_id: DocumentId, tenant: TenantDep) -> PlainTextResponse:
     """The document's OCR text, pages separated by a form feed; 409 until it is Ready."""
     text = pipeline.read_text(batches.find_document(tenant.id, document_id))
     return PlainTextResponse(text, headers=SAFE_HEADERS)
@@ -124,7 +155,7 @@ def get_document_text(document_id: str, tenant: TenantDep) -> PlainTextResponse:
     response_class=Response,
     responses={**OUTPUT_ERRORS, 200: {"content": {"application/pdf": {}}}},
 )
-def get_document_pdf(document_id: str, tenant: TenantDep) -> Response:
+def get_document_pdf(document_id: DocumentId, tenant: TenantDep) -> Response:
     """The searchable PDF: the original pages, upright, with the text invisible over them."""
     document = batches.find_document(tenant.id, document_id)
     return Response(
@@ -139,7 +170,7 @@ def get_document_pdf(document_id: str, tenant: TenantDep) -> Response:
     response_class=Response,
     responses={**OUTPUT_ERRORS, 200: {"content": {"text/html": {}}}},
 )
-def get_document_hocr(document_id: str, tenant: TenantDep) -> Response:
+def get_document_hocr(document_id: DocumentId, tenant: TenantDep) -> Response:
     """The text with its layout as hOCR (HTML): pages, blocks, lines, words and their boxes."""
     document = batches.find_document(tenant.id, document_id)
     return Response(
@@ -150,7 +181,7 @@ def get_document_hocr(document_id: str, tenant: TenantDep) -> Response:
 
 
 @router.get("/{document_id}/words", responses=OUTPUT_ERRORS)
-def get_document_words(document_id: str, tenant: TenantDep) -> WordsView:
+def get_document_words(document_id: DocumentId, tenant: TenantDep) -> WordsView:
     """Every word with its page, box (pixels of the page as read) and confidence (0-100)."""
     document = batches.find_document(tenant.id, document_id)
     return WordsView.model_validate(json.loads(pipeline.read_output(document, Output.WORDS)))
@@ -159,9 +190,12 @@ def get_document_words(document_id: str, tenant: TenantDep) -> WordsView:
 @router.get(
     "/{document_id}/original",
     response_class=Response,
-    responses={404: {"model": ErrorBody}, 200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        **error_answers(401, 404, 503),
+        200: {"content": {"application/octet-stream": {}}},
+    },
 )
-def get_document_original(document_id: str, tenant: TenantDep) -> Response:
+def get_document_original(document_id: DocumentId, tenant: TenantDep) -> Response:
     """The uploaded bytes, as they came, under their file name."""
     document = batches.find_document(tenant.id, document_id)
     return Response(

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from docpipe import orchestrator
 from docpipe.api.deps import SettingsDep, TenantDep
 from docpipe.api.limits import body_limit
-from docpipe.api.schemas import ErrorBody, Health, Languages, Limits
+from docpipe.api.schemas import Health, Languages, Limits, error_answers
 from docpipe.db import session_scope
 from docpipe.errors import DocpipeError
 from docpipe.ocr import installed_languages
@@ -41,7 +41,7 @@ def health() -> Health:
     )
 
 
-@router.get("/api/languages", tags=["documents"], responses={401: {"model": ErrorBody}})
+@router.get("/api/languages", tags=["documents"], responses=error_answers(401, 503))
 def languages(tenant: TenantDep, settings: SettingsDep) -> Languages:
     """The OCR languages installed, for `language=` on an upload; and this tenant's own."""
     return Languages(
@@ -49,7 +49,7 @@ def languages(tenant: TenantDep, settings: SettingsDep) -> Languages:
     )
 
 
-@router.get("/api/limits", tags=["documents"], responses={401: {"model": ErrorBody}})
+@router.get("/api/limits", tags=["documents"], responses=error_answers(401))
 def limits(_: TenantDep, settings: SettingsDep) -> Limits:
     """The upload limits: a client checks its files against them before sending any."""
     return Limits(
