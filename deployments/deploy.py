@@ -59,6 +59,13 @@ DEPLOYMENTS = (
         description="Validate and OCR one batch's documents, then summarise it. "
         "Runs on queue 'critical' for VIP tenants and 'batch' for standard ones.",
     ),
+    # A big batch's helper runs: its own run starts them on the batch's tier queue.
+    Deployment(
+        "flows.process_batch_part.process_batch_part",
+        queue="batch",
+        description="Help a big batch's own run: take its documents until none is left. "
+        "Started by process-batch for batches of more than DOCPIPE_SPLIT_PAGES pages.",
+    ),
     # The scheduled flows are light work that unblocks others: they go on the queue that
     # is served first.
     Deployment(

@@ -6,6 +6,7 @@ import contextlib
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -265,10 +266,13 @@ def start_beat_clock(batch_id: str, flow_run_id: str) -> None:
 
 
 class Heartbeat:
-    """Beats for a batch every `heartbeat_seconds`, in a thread, while the block runs."""
+    """Beats for a batch every `heartbeat_seconds`, in a thread, while the block runs.
 
-    def __init__(self, batch_id: str) -> None:
-        self.batch_id = batch_id
+    `beat` is what a beat does: by default, say the batch's own run is alive.
+    """
+
+    def __init__(self, batch_id: str, *, beat: Callable[[str], None] = heartbeat) -> None:
+        self.batch_id, self.beat = batch_id, beat
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="batch-heartbeat", daemon=True)
 
@@ -284,7 +288,7 @@ class Heartbeat:
         interval = get_settings().heartbeat_seconds
         while not self.stopped.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is not worth failing a batch
-                heartbeat(self.batch_id)
+                self.beat(self.batch_id)
 
 
 def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
     inbox_settle_seconds: float = 5.0
     ingest_interval_seconds: float = 60.0
 
+    # One batch over many workers (docpipe/parts.py): a batch of more pages than this (a
+    # document not read yet counts as one) is shared by its own flow run and helper runs
+    # that any worker of the pool takes, split_max_runs in all at most. 0: never shared;
+    # on one machine, sharing buys nothing.
+    split_pages: int = Field(0, ge=0)
+    split_max_runs: int = Field(8, ge=2, le=100)
+
     work_pool: str = "docpipe"
     worker_limit: int = 4
     # Batches handed to Prefect and not yet finished, per tier (0: worker_limit; with

@@ -254,6 +254,10 @@ class Document(Base):
     started_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
     ocr_seconds: Mapped[float | None] = mapped_column(Float)
+    # A batch shared by several flow runs (docpipe.parts): the run that took the document,
+    # and when it last said it was still at it (None once it has finished with it).
+    claimed_by: Mapped[str | None] = mapped_column(String(36))
+    claimed_at: Mapped[datetime | None]
 
     batch: Mapped[Batch] = relationship(back_populates="documents")
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROCESS_BATCH_DEPLOYMENT = "process-batch/process-batch"
+# A big batch's helper runs (docpipe/parts.py).
+PROCESS_BATCH_PART_DEPLOYMENT = "process-batch-part/process-batch-part"
 QUEUES = {Tier.VIP: "critical", Tier.STANDARD: "batch"}
 # The queues docpipe's workers take runs from, in the order they are served.
 QUEUE_PRIORITIES = {"critical": 1, "batch": 2}
@@ -62,6 +64,11 @@ def run_tags(tenant_id: str, tier: Tier) -> list[str]:
 def run_name(batch_id: str, number: int) -> str:
     """batch-<id> for a batch's first flow run; batch-<id>-2, -3, ... for the ones after."""
     return f"batch-{batch_id}" if number <= 1 else f"batch-{batch_id}-{number}"
+
+
+def part_tag(batch_id: str) -> str:
+    """The tag of a batch's helper runs, by which they are found to be stopped or deleted."""
+    return f"part-of:{batch_id}"
 
 
 def progress_key(batch_id: str) -> str:
@@ -158,6 +165,67 @@ def create_flow_run(*, batch_id: str, tenant_id: str, tier: Tier, number: int) -
         log.warning("batch %s accepted but not submitted to Prefect: %s", batch_id, e)
         return None
     return str(flow_run.id)  # type: ignore[union-attr]  # the sync call returns a FlowRun
+
+
+def start_helper_runs(
+    *, batch_id: str, tenant_id: str, tier: Tier, number: int, count: int
+) -> list[str]:
+    """From inside a batch's flow run: `count` helper runs on the batch's tier queue, shown
+    as its subflows; their ids (fewer if Prefect refused some: the batch goes on without)."""
+    from prefect.deployments import run_deployment
+
+    started = []
+    for part in range(1, count + 1):
+        name = f"{run_name(batch_id, number)}-part-{part}"
+        try:
+            run = run_deployment(
+                PROCESS_BATCH_PART_DEPLOYMENT,
+                parameters={"batch_id": batch_id},
+                flow_run_name=name,
+                work_queue_name=queue_for(tier),
+                idempotency_key=name,
+                tags=[*run_tags(tenant_id, tier), part_tag(batch_id)],
+                timeout=0,
+                as_subflow=True,
+            )
+        except Exception as e:  # the batch's own run does the work the helper would have
+            log.warning("batch %s: helper run %s not started: %s", batch_id, name, e)
+            continue
+        started.append(str(run.id))  # type: ignore[union-attr]
+    return started
+
+
+def stop_helper_runs(batch_id: str, reason: str, *, running: bool) -> int:
+    """Withdraw a batch's helper runs that have not started, and cancel the ones running
+    if `running`; how many it stopped."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    wanted = [StateType.SCHEDULED, StateType.PENDING, *([StateType.RUNNING] if running else [])]
+    try:
+        with _client() as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[part_tag(batch_id)]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=wanted)),
+                ),
+                limit=200,
+            )
+    except Exception as e:
+        log.warning("could not read batch %s's helper runs: %s", batch_id, e)
+        return 0
+    stopped = 0
+    for run in runs:
+        if run.state is not None and run.state.type == StateType.SCHEDULED:
+            stopped += withdraw_flow_run(str(run.id), reason)
+        else:
+            stopped += cancel_flow_run(str(run.id))
+    return stopped
 
 
 def cancel_flow_run(flow_run_id: str) -> bool:
@@ -322,7 +390,12 @@ def delete_batch_runs(submissions: dict[str, int]) -> Deleted | None:
     """Delete the ended flow runs of these batches (by id, with how many runs each was
     submitted: batch-<id>, batch-<id>-2, ...) and every artifact keyed to them; None if
     Prefect does not answer."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilterName
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilterName,
+        FlowRunFilterTags,
+    )
 
     names = [run_name(b, n) for b, count in submissions.items() for n in range(1, count + 1)]
     keys = [key for b in submissions for key in (progress_key(b), summary_key(b))]
@@ -335,6 +408,13 @@ def delete_batch_runs(submissions: dict[str, int]) -> Deleted | None:
                 deleted += page
                 if page.flow_runs < DELETE_PAGE:
                     break
+            for batch_id in submissions:  # a shared batch's helper runs
+                while True:
+                    tags = FlowRunFilterTags(all_=[part_tag(batch_id)])
+                    page = _delete_runs(client, DELETE_PAGE, tags=tags)
+                    deleted += page
+                    if page.flow_runs < DELETE_PAGE:
+                        break
     except Exception as e:
         log.warning("could not delete the flow runs of %d batches: %s", len(submissions), e)
         return None
@@ -457,7 +537,13 @@ class ProgressArtifact:
         self.client.__exit__(None, None, None)
 
     def advance(self) -> None:
-        self.done += 1
+        self.set(self.done + 1)
+
+    def set(self, done: int) -> None:
+        """`done` documents of the batch are finished (counted by whoever did them)."""
+        if done == self.done:
+            return
+        self.done = done
         if self.done >= self.total or time.monotonic() - self.sent_at >= self.MIN_INTERVAL:
             self._send()
 

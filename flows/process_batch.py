@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 from prefect import State, flow, get_run_logger, runtime, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from docpipe import batches, orchestrator, pipeline, webhooks
+from docpipe import batches, orchestrator, parts, pipeline, webhooks
 from docpipe.config import get_settings
 from docpipe.dispatch import dispatch
 from docpipe.models import Tier
 from docpipe.ocr import lower_process_priority
+from flows.process_batch_part import work_through
 from tasks import deliver_results, process_document, send_webhook, summarize_batch
+
+# How often the batch's own run looks at a shared batch once it has nothing to take.
+SHARED_POLL_SECONDS = 1.0
 
 
 def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
@@ -59,16 +65,22 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     if plan.tier != Tier.VIP:
         lower_process_priority(get_settings().standard_niceness)
     ids, labels = [d for d, _ in plan.pending], [label for _, label in plan.pending]
+    helpers = parts.helper_runs(parts.open_round(batch_id, ids)) if ids else 0
+    beat = partial(_beat_for_both, run_id=flow_run_id) if helpers else batches.heartbeat
     with (
-        batches.Heartbeat(batch_id),
+        batches.Heartbeat(batch_id, beat=beat),
         orchestrator.ProgressArtifact(batch_id, plan.total, plan.already_done) as progress,
     ):
-        runs = process_document.map(ids, labels, unmapped(plan.tier))
-        for document_id, state in orchestrator.as_finished(runs, ids):
-            if not state.is_completed():
-                # Recorded on the document already, unless the task broke before it could.
-                pipeline.record_unexpected_failure(document_id, reason=state.message or "unknown")
-            progress.advance()
+        if helpers:
+            _share(plan, flow_run_id, helpers, progress)
+        else:
+            runs = process_document.map(ids, labels, unmapped(plan.tier))
+            for document_id, state in orchestrator.as_finished(runs, ids):
+                if not state.is_completed():
+                    # Recorded on the document already, unless the task broke before it could.
+                    reason = state.message or "unknown"
+                    pipeline.record_unexpected_failure(document_id, reason=reason)
+                progress.advance()
         summary = summarize_batch(batch_id)
     if plan.source == "inbox":
         deliver_results(batch_id, return_state=True)  # the batch is done whatever this does
@@ -77,6 +89,42 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
         # After the next batch was handed over; its retries are not this run's to wait for.
         send_webhook(batch_id, return_state=True)
     return orchestrator.finished_state(summary, outcome=summary["outcome"])
+
+
+def _share(
+    plan: batches.BatchPlan, run_id: str, helpers: int, progress: orchestrator.ProgressArtifact
+) -> None:
+    """Share a big batch out: start helper runs any worker may take, work on it here too,
+    and return once every document is done, whoever did it (docpipe/parts.py)."""
+    logger = get_run_logger()
+    started = orchestrator.start_helper_runs(
+        batch_id=plan.batch_id,
+        tenant_id=plan.tenant_id,
+        tier=plan.tier,
+        number=plan.run_number,
+        count=helpers,
+    )
+    logger.info("Batch %s shared with %d helper runs", plan.batch_id, len(started))
+
+    def count_done() -> None:
+        progress.set(plan.total - parts.round_state(plan.batch_id).open)
+
+    while True:
+        work_through(plan.batch_id, run_id, plan.tier, on_each=count_done)
+        state = parts.round_state(plan.batch_id)
+        progress.set(plan.total - state.open)
+        if not state.open:
+            break
+        if not state.takeable:
+            time.sleep(SHARED_POLL_SECONDS)  # the helpers are at it
+    # Helpers no worker took yet have nothing left to do.
+    orchestrator.stop_helper_runs(plan.batch_id, "the batch finished without it", running=False)
+
+
+def _beat_for_both(batch_id: str, *, run_id: str) -> None:
+    """The batch's own run is alive, and holds the documents it took."""
+    batches.heartbeat(batch_id)
+    parts.beat(batch_id, run_id)
 
 
 if __name__ == "__main__":

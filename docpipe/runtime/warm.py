@@ -47,6 +47,7 @@ PRELOAD = (
     "prefect.task_engine",
     "prefect.deployments.steps",
     "flows.process_batch",
+    "flows.process_batch_part",
     "flows.recover_batches",
     "flows.ingest_folder",
     # What a flow run would otherwise import on first use (see DOCPIPE_WARM_DEBUG_MODULES).

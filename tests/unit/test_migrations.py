@@ -134,7 +134,7 @@ def test_a_database_of_the_release_before_migrations_upgrades_in_place(
 ) -> None:
     release_0_1_database(empty_database)
 
-    assert upgrade_database(empty_database) == "0005_metrics"
+    assert upgrade_database(empty_database) == "0006_claims"
 
     batch = batches.find_batch("acme", "b" * 36)
     assert batch.status == BatchStatus.COMPLETED and batch.created_at == WHEN
@@ -146,7 +146,7 @@ def test_a_database_of_the_release_before_migrations_upgrades_in_place(
     [listed], total = batches.find_batches("acme", limit=20, offset=0)
     assert total == 1 and listed.outcomes == Outcomes.of(d.status for d in batch.documents)
     assert listed.outcomes.total == 2
-    assert upgrade_database(empty_database) == "0005_metrics"  # again: nothing to do
+    assert upgrade_database(empty_database) == "0006_claims"  # again: nothing to do
 
 
 def test_a_fresh_database_gets_exactly_the_models_schema(empty_database: str) -> None:
@@ -181,7 +181,7 @@ def test_a_migration_that_breaks_halfway_leaves_nothing_half_made(
         assert set(inspect(connection).get_table_names()) == set()
 
     monkeypatch.setattr(Operations, "create_table", real)
-    assert upgrade_database(empty_database) == "0005_metrics"  # the next start simply does it
+    assert upgrade_database(empty_database) == "0006_claims"  # the next start simply does it
 
 
 def test_a_schema_docpipe_did_not_make_is_refused_in_one_line(empty_database: str) -> None:
@@ -216,5 +216,5 @@ def test_docpipe_db_upgrade_creates_the_schema_and_says_its_revision(tmp_path: P
         [str(docpipe), "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("is at revision 0005_metrics")
+    assert result.stdout.strip().endswith("is at revision 0006_claims")
     assert (tmp_path / "home" / "docpipe.db").exists()
