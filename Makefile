@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
-.PHONY: up test install lint bench loadtest history clean
+.PHONY: up test install lint bench loadtest history workers clean
 
 up: install ## install everything, then run the service on its embedded defaults
 	.venv/bin/docpipe up
@@ -23,6 +23,9 @@ loadtest: install ## Locust + VIP/standard scenarios + memory check; writes load
 
 history: install ## a request's and a batch's cost, fresh and with 10,000 documents of history
 	.venv/bin/python -m loadtest.history $(HISTORY_ARGS)
+
+workers: install ## a 40-page batch on one one-core worker, then shared by two (WORKERS_ARGS)
+	.venv/bin/python -m loadtest.workers $(WORKERS_ARGS)
 
 lint: install ## style, types, and the layers: imports point one way (contracts in pyproject.toml)
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports \
