@@ -253,7 +253,12 @@ class Client:
         return self._answer(self._request(method, path, **kwargs))
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._send(self._http.build_request(method, path, **kwargs))
+        try:
+            request = self._http.build_request(method, path, **kwargs)
+        except (httpx.InvalidURL, UnicodeEncodeError, ValueError) as e:
+            # An id too long for a URL, a key that is not ASCII: the request cannot be made.
+            raise ClientError(f"cannot make that request: {_reason(e)}") from e
+        response = self._send(request)
         self._answer(response, parse=False)
         return response
 
@@ -306,6 +311,6 @@ def _segment(identifier: str) -> str:
     return quote(identifier, safe="")
 
 
-def _reason(error: httpx.HTTPError) -> str:
-    """An httpx error in a few words, on one line."""
+def _reason(error: Exception) -> str:
+    """An error in a few words, on one line."""
     return " ".join(str(error).split())[:200] or type(error).__name__

@@ -87,6 +87,9 @@ def _client(
         raise typer.Exit(_fail(str(e))) from None
     except ClientError as e:
         raise typer.Exit(_fail(str(e))) from None
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        # A file name the system refuses, a saved login file of the wrong shape: one line.
+        raise typer.Exit(_fail(_one_line(f"{type(e).__name__}: {e}"))) from None
     except KeyboardInterrupt:
         # Not 1, which says documents failed; a batch already accepted goes on.
         typer.echo("interrupted: a batch already sent goes on (docpipe status BATCH)", err=True)

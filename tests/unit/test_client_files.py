@@ -51,3 +51,20 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     assert refused.value.invalid_files == [
         (str(tmp_path / "gone.pdf"), "No such file or directory")
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["batches", "--api-key", "ключ"],  # a key that cannot be a header
+    ],
+)
+def test_input_the_system_refuses_is_one_line_and_exit_2(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from docpipe.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--api-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error:"), result.output
