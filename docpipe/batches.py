@@ -658,8 +658,12 @@ def _ended(session: Session, batch: Batch, outcomes: Outcomes) -> None:
             "failed": outcomes.failed,
             "cancelled": outcomes.cancelled,
             "documents": [
+                # outputs as a list, as GET /api/documents/{id} has them
                 {k: v for k, v in row.items() if k != "ocrSeconds"}
-                for row in _plain_rows(outcomes_table(batch.documents))
+                | {"outputs": [o.value for o in d.made_outputs()]}
+                for row, d in zip(
+                    _plain_rows(outcomes_table(batch.documents)), batch.documents, strict=True
+                )
             ],
         }
 

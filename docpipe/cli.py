@@ -504,6 +504,7 @@ def tenant_list(
                 "keyActive": t.key_active,
                 "languages": t.languages,
                 "outputs": t.outputs.split(","),
+                "webhookUrl": t.webhook_url,
             }
             for t in tenants
         ]
@@ -513,6 +514,7 @@ def tenant_list(
         key = "key active" if t.key_active else "key revoked"
         typer.echo(
             f"{t.id}\t{t.tier.value}\t{t.created_at:%Y-%m-%d}\t{key}\t{t.languages}\t{t.outputs}"
+            f"\t{t.webhook_url or 'no webhook'}"
         )
 
 

@@ -125,7 +125,8 @@ def check_files(files: list[Path], limits: Limits) -> None:
                 (str(file), f"{size} bytes; the limit is {limits.max_file_bytes} bytes a file")
             )
     if invalid:
-        raise InvalidFiles(f"{len(invalid)} files cannot be sent; nothing was sent", invalid)
+        count = "1 file" if len(invalid) == 1 else f"{len(invalid)} files"
+        raise InvalidFiles(f"{count} cannot be sent; nothing was sent", invalid)
 
 
 class Client:

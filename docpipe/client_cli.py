@@ -225,6 +225,8 @@ def _save_output(
         data = client.output(document_id, output)
     if to is None:
         sys.stdout.buffer.write(data)
+        if not binary and sys.stdout.isatty() and not data.endswith(b"\n"):
+            sys.stdout.buffer.write(b"\n")  # so the prompt starts on a line of its own
         sys.stdout.flush()
         return
     try:

@@ -156,6 +156,7 @@ class TenantListing:
     key_active: bool
     languages: str
     outputs: str
+    webhook_url: str | None = None
 
 
 def list_tenants() -> list[TenantListing]:
@@ -170,6 +171,7 @@ def list_tenants() -> list[TenantListing]:
                 not t.api_key_hash.startswith(REVOKED),
                 t.languages or settings.ocr_language,
                 t.outputs or settings.ocr_outputs,
+                t.webhook_url,
             )
             for t in session.scalars(select(Tenant).order_by(Tenant.id))
         ]

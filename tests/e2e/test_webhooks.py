@@ -31,6 +31,9 @@ def webhook_of(api: httpx.Client, key: str, batch_id: str, timeout: float = 60) 
 def set_webhook(stack: Any, tenant_id: str, url: str) -> str:
     """`docpipe tenant set-webhook`, as an operator runs it; the secret it shows."""
     shown = json.loads(cli(stack, "tenant", "set-webhook", tenant_id, url, "--json"))
+    # The operator sees what is registered.
+    listed = json.loads(cli(stack, "tenant", "list", "--json"))
+    assert {t["tenantId"]: t["webhookUrl"] for t in listed}[tenant_id] == url
     return str(shown["webhookSecret"])
 
 
@@ -58,9 +61,11 @@ def test_a_receiver_that_fails_twice_gets_the_summary_signed_on_the_third_attemp
     assert body["event"] == "batch.completed" == requests[-1].headers["x-docpipe-event"]
     assert (body["batchId"], body["tenantId"], body["status"]) == (batch_id, tenant_id, "Completed")
     assert (body["total"], body["succeeded"], body["failed"]) == (1, 1, 0)
-    assert body["completedAt"] == done["completedAt"].replace("Z", "+00:00")
+    # The same values, in the same types and formats, as the API gives.
+    assert (body["createdAt"], body["completedAt"]) == (done["createdAt"], done["completedAt"])
     [document] = body["documents"]
     assert (document["documentId"], document["status"]) == (done["documents"][0]["id"], "Ready")
+    assert document["outputs"] == ["text", "pdf"]
 
 
 def test_a_batch_cancelled_while_running_gets_its_webhook_once(

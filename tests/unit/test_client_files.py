@@ -29,8 +29,8 @@ def test_a_directory_gives_its_documents_by_suffix_and_no_hidden_or_linked_ones(
 @pytest.mark.parametrize(
     ("sizes", "message", "named"),
     [
-        pytest.param({"a.png": 11}, "1 files cannot be sent", ["a.png"], id="too-large"),
-        pytest.param({"a.png": 0}, "1 files cannot be sent", ["a.png"], id="empty"),
+        pytest.param({"a.png": 11}, "1 file cannot be sent", ["a.png"], id="too-large"),
+        pytest.param({"a.png": 0}, "1 file cannot be sent", ["a.png"], id="empty"),
         pytest.param({"a.png": 1, "b.png": 1, "c.png": 1}, "3 files; one batch", [], id="many"),
         pytest.param({}, "no documents", [], id="none"),
     ],
