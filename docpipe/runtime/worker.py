@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 
 log = logging.getLogger("docpipe.runtime.worker")
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
@@ -136,8 +137,34 @@ async def run(pool: str, name: str, limit: int | None) -> None:
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(stop_on_signal, tasks.cancel_scope)
         tasks.start_soon(wake_on_scheduled_runs, pool, poll)
+        poll_when_a_slot_frees(worker, tasks, poll)
         await worker.start(printer=print)
         tasks.cancel_scope.cancel()
+
+
+def poll_when_a_slot_frees(
+    worker: Any, tasks: anyio.abc.TaskGroup, poll: Callable[[], Awaitable[list[Any]]]
+) -> None:
+    """Poll as soon as one of this worker's runs ends.
+
+    A batch's run hands the next batch to Prefect before it ends itself, so the event that
+    the next run was scheduled comes while this worker is still at its limit; without
+    this, that run waited for the next regular poll (up to DOCPIPE_WORKER_POLL_SECONDS).
+    Prefect's worker frees a slot in `_release_limit_slot` (Prefect is pinned to 3.9).
+    """
+    release = worker._release_limit_slot
+
+    async def poll_quietly() -> None:
+        try:
+            await poll()
+        except Exception as e:  # the regular poll carries on
+            log.warning("poll after a run ended failed: %s", e)
+
+    def release_then_poll(flow_run_id: Any) -> None:
+        release(flow_run_id)
+        tasks.start_soon(poll_quietly)
+
+    worker._release_limit_slot = release_then_poll
 
 
 async def stop_on_signal(scope: anyio.CancelScope) -> None:

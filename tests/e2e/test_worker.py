@@ -9,11 +9,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from docpipe.runtime.worker import is_for_pool, serialised, started_outside_docpipe
+from tests import documents
 from tests.e2e.test_warm import one_page_batch
-from tests.helpers import cli, started_stack
+from tests.helpers import cli, files_part, started_stack, wait_for_batch
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +40,27 @@ def test_a_batch_starts_without_waiting_for_the_workers_poll(slow_polling_stack:
 
     log = (stack.log_dir / "worker.log").read_text()
     assert "listening for runs scheduled on pool 'docpipe'" in log
+
+
+def test_a_full_worker_starts_the_next_batch_as_soon_as_a_run_ends(tmp_path: Path) -> None:
+    """The batch a run hands over as it ends is scheduled while its worker is still full."""
+    with started_stack(tmp_path, worker_poll_seconds=600, worker_limit=1) as stack:
+        key = json.loads(cli(stack, "tenant", "create", "acme", "--json"))["apiKey"]
+        with httpx.Client(base_url=stack.settings.api_url, timeout=60) as api:
+            ids = []
+            for seed in (1, 2, 3):  # one slot: the second and third wait their turn
+                page = documents.document(documents.phrase(seed), "png", seed=seed)
+                response = api.post(
+                    "/api/documents/bulk-upload",
+                    headers={"X-API-Key": key},
+                    files=files_part([("a.png", page)]),
+                )
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["batchId"])
+            # Well before the worker's next poll, ten minutes away.
+            for batch_id in ids:
+                batch = wait_for_batch(api, key, batch_id, timeout=90)
+                assert batch["status"] == "Completed", batch
 
 
 def test_events_are_matched_to_their_work_pool() -> None:
