@@ -49,7 +49,7 @@ TUNING = {
     "DOCPIPE_RECOVERY_SCHEDULE_SECONDS": "86400",
     # Scans are run by hand on both worker machines. A scheduled scan every few seconds
     # starves the batch queue of a limit-1 worker: the next scan, on the critical queue,
-    # is always within the poll's prefetch window, and is taken first (see the report).
+    # is always within the poll's prefetch window, and is taken first.
     "DOCPIPE_INGEST_INTERVAL_SECONDS": "86400",
     "DOCPIPE_INBOX_SETTLE_SECONDS": "1",
 }
