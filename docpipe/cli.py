@@ -153,7 +153,10 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both."""
+    """Run one more worker (and its warm starter) on this machine; Ctrl-C stops both.
+
+    Example: docpipe worker --name scanner-2
+    """
     import socket
 
     from docpipe.db import upgrade_database
@@ -173,7 +176,10 @@ def worker(
 
 @app.command()
 def deploy() -> None:
-    """Create the work pool, its queues and the deployments (idempotent)."""
+    """Create the work pool, its queues and the deployments (idempotent).
+
+    Example: DOCPIPE_PREFECT_API_URL=http://prefect:4200/api docpipe deploy
+    """
     import subprocess
     import sys
 
@@ -191,7 +197,10 @@ def deploy() -> None:
 
 @app.command()
 def recover() -> None:
-    """Submit batches Prefect never received and resubmit ones whose flow run died, once."""
+    """Submit batches Prefect never received and resubmit ones whose flow run died, once.
+
+    Example: docpipe recover
+    """
     from docpipe.recovery import run_recovery_pass
 
     _current_schema()
@@ -205,7 +214,10 @@ def recover() -> None:
 def expire() -> None:
     """Delete what is older than the retention settings, once: batches ended more than
     DOCPIPE_RETENTION_DAYS ago (rows, files, flow runs, artifacts), and docpipe's flow runs
-    ended more than DOCPIPE_PREFECT_RETENTION_DAYS ago. Prints the counts as JSON."""
+    ended more than DOCPIPE_PREFECT_RETENTION_DAYS ago. Prints the counts as JSON.
+
+    Example: DOCPIPE_RETENTION_DAYS=90 docpipe expire
+    """
     from docpipe.retention import retention_off, run_retention_pass
 
     _current_schema()
@@ -389,7 +401,10 @@ def tenant_rotate_key(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Give a tenant a new API key (shown only this once); the old key is refused at once."""
+    """Give a tenant a new API key (shown only this once); the old key is refused at once.
+
+    Example: docpipe tenant rotate-key acme --json
+    """
     from docpipe.tenants import rotate_key
 
     _current_schema()
@@ -407,7 +422,10 @@ def tenant_rotate_key(
 def tenant_revoke(
     tenant_id: Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")],
 ) -> None:
-    """Refuse a tenant's API key from now on (`rotate-key` issues a new one)."""
+    """Refuse a tenant's API key from now on (`rotate-key` issues a new one).
+
+    Example: docpipe tenant revoke acme
+    """
     from docpipe.tenants import revoke_key
 
     _current_schema()
@@ -469,7 +487,10 @@ def tenant_rotate_webhook_secret(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Give a tenant a new webhook secret (shown only this once); deliveries are signed with
-    it from now on."""
+    it from now on.
+
+    Example: docpipe tenant rotate-webhook-secret acme
+    """
     from docpipe.tenants import rotate_webhook_secret
 
     _current_schema()
@@ -490,7 +511,10 @@ def tenant_rotate_webhook_secret(
 def tenant_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Every tenant with its tier and whether its key works; keys are never shown."""
+    """Every tenant with its tier and whether its key works; keys are never shown.
+
+    Example: docpipe tenant list --json
+    """
     from docpipe.tenants import list_tenants
 
     _current_schema()
@@ -521,7 +545,10 @@ def tenant_list(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database's schema to this release's (make up, the worker and the API do this
-    at start); a database made before migrations existed is upgraded in place."""
+    at start); a database made before migrations existed is upgraded in place.
+
+    Example: DOCPIPE_DATABASE_URL=postgresql+psycopg://docpipe@db/docpipe docpipe db upgrade
+    """
     from docpipe.db import upgrade_database
 
     settings = get_settings()
