@@ -3,6 +3,7 @@ setting."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -70,6 +71,34 @@ def database_now(session: Session) -> datetime:
         return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
     # PostgreSQL's now() is when the transaction began: these sessions are short.
     return session.scalars(select(func.now())).one().astimezone(UTC)
+
+
+@contextmanager
+def exclusive(name: str, *, url: str | None = None, home: Path | None = None) -> Iterator[None]:
+    """Hold the lock `name` for the block, waiting for it, against every process that uses
+    this database: on PostgreSQL a session advisory lock, which every machine sees (and
+    which ends with its holder's connection); on SQLite, one machine's, a file in the home."""
+    from filelock import FileLock
+
+    settings = get_settings()
+    url = url or settings.database_url
+    if url.startswith("sqlite"):
+        path = (home or settings.home) / "run" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path):
+            yield
+        return
+    key = int.from_bytes(
+        hashlib.sha256(f"docpipe:{name}".encode()).digest()[:8], "big", signed=True
+    )
+    with engine_for(url).connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            connection.commit()
 
 
 def upgrade_database(url: str | None = None) -> str:

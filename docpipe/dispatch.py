@@ -14,10 +14,9 @@ import logging
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from filelock import FileLock
-
 from docpipe import batches, orchestrator, webhooks
 from docpipe.config import Settings, get_settings
+from docpipe.db import exclusive
 from docpipe.errors import Conflict, DocpipeError
 from docpipe.models import BatchStatus, Tenant
 from docpipe.ocr import check_languages
@@ -147,10 +146,9 @@ def dispatch() -> list[str]:
     settings = get_settings()
     slots = settings.dispatch_slots or settings.worker_limit
     submitted: list[str] = []
-    # Dispatches on one home wait for each other, so two never fill the same slot.
-    lock_path = settings.home / "run" / "dispatch.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path):
+    # Dispatches wait for each other, so two never fill the same slot: on PostgreSQL those
+    # of every machine, on SQLite those of this home.
+    with exclusive("dispatch"):
         while (
             batch_id := batches.next_to_dispatch(
                 slots=slots, vip_reserved=settings.vip_reserved_slots
