@@ -57,6 +57,8 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     "args",
     [
         ["batches", "--api-key", "ключ"],  # a key that cannot be a header
+        ["upload", "/tmp/" + "x" * 300 + ".pdf", "--api-key", "k"],  # a name the system refuses
+        ["text", "a" * 100_000, "--api-key", "k"],  # an id too long for any URL
     ],
 )
 def test_input_the_system_refuses_is_one_line_and_exit_2(args: list[str]) -> None:
