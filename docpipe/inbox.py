@@ -10,7 +10,7 @@ import os
 import secrets
 import stat as stat_module
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -542,65 +542,95 @@ def write_results(batch_id: str) -> list[str]:
         from docpipe.inbox_store import write_store_results
 
         return write_store_results(batch_id)
-    with session_scope() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            return []
-        documents = list(batch.documents)
-        tenant_id = batch.tenant_id
-        summary: dict[str, Any] = {
-            "batchId": batch.id,
-            "tenantId": tenant_id,
-            "status": batch.status.value,
-            "createdAt": batch.created_at.isoformat(),
-            "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
-        }
-    storage = get_storage()
+    if (batch := batch_results(batch_id)) is None:
+        return []
     settings.outbox.mkdir(parents=True, exist_ok=True)
     outbox_fd = os.open(settings.outbox, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    written: list[str] = []
     try:
         try:
-            folder_fd = _subfolder(outbox_fd, tenant_id)
+            folder_fd = _subfolder(outbox_fd, batch.tenant_id)
         except OSError as e:  # a link or a file in its place: written nowhere, said so
-            log.warning("the outbox folder of %s is not a plain folder: %s", tenant_id, e.strerror)
+            log.warning(
+                "the outbox folder of %s is not a plain folder: %s", batch.tenant_id, e.strerror
+            )
             return []
         try:
-            rows = []
-            for document in documents:
-                names: dict[str, str | None] = {"text": None, "pdf": None}
-                if document.status == DocumentStatus.READY:
-                    for output in set(document.made_outputs()) & OUTBOX_OUTPUTS:
-                        name = f"{document.file_name}{OUTPUT_SUFFIXES[output]}"
-                        key = output_key(document.storage_key, output)
-                        try:
-                            _put_file(folder_fd, name, storage.read_bytes(key))
-                            written.append(name)
-                            names[output.value] = name
-                        except OSError as e:  # a name too long for its suffix: said in the summary
-                            log.warning("no result file for %s: %s", safe_name(name), e.strerror)
-                rows.append(
-                    {
-                        "fileName": document.file_name,
-                        "status": document.status.value,
-                        "error": document.error,
-                        "pages": document.page_count,
-                        **names,
-                    }
-                )
-            outcomes = Outcomes.of(d.status for d in documents)
-            summary |= {
-                "total": outcomes.total,
-                "succeeded": outcomes.succeeded,
-                "failed": outcomes.failed,
-                "cancelled": outcomes.cancelled,
-                "documents": rows,
-            }
-            name = f"batch-{batch_id}.json"
-            _put_file(folder_fd, name, json.dumps(summary, indent=2).encode())
-            written.append(name)
+            # A name too long for its suffix is left out, and said so in the summary.
+            return batch.write(lambda name, data: _put_file(folder_fd, name, data), OSError)
         finally:
             os.close(folder_fd)
     finally:
         os.close(outbox_fd)
-    return written
+
+
+@dataclass
+class BatchResults:
+    """What a finished folder batch hands back: its documents' outputs and a summary."""
+
+    tenant_id: str
+    documents: list[Document]
+    summary: dict[str, Any]
+
+    def write(
+        self, put: Callable[[str, bytes], None], skipped: type[Exception] | tuple[()] = ()
+    ) -> list[str]:
+        """Each Ready document's text and searchable PDF, then `batch-<id>.json`, through
+        `put(name, data)`; the names written. A document's file whose `put` raises
+        `skipped` is logged and shows as null in the summary."""
+        storage = get_storage()
+        written: list[str] = []
+        rows = []
+        for document in self.documents:
+            names: dict[str, str | None] = {"text": None, "pdf": None}
+            if document.status == DocumentStatus.READY:
+                for output in sorted(set(document.made_outputs()) & OUTBOX_OUTPUTS):
+                    name = f"{document.file_name}{OUTPUT_SUFFIXES[output]}"
+                    data = storage.read_bytes(output_key(document.storage_key, output))
+                    try:
+                        put(name, data)
+                    except skipped as e:
+                        reason = getattr(e, "strerror", None) or e
+                        log.warning("no result file for %s: %s", safe_name(name), reason)
+                        continue
+                    written.append(name)
+                    names[output.value] = name
+            rows.append(
+                {
+                    "fileName": document.file_name,
+                    "status": document.status.value,
+                    "error": document.error,
+                    "pages": document.page_count,
+                    **names,
+                }
+            )
+        outcomes = Outcomes.of(d.status for d in self.documents)
+        summary = self.summary | {
+            "total": outcomes.total,
+            "succeeded": outcomes.succeeded,
+            "failed": outcomes.failed,
+            "cancelled": outcomes.cancelled,
+            "documents": rows,
+        }
+        name = f"batch-{summary['batchId']}.json"
+        put(name, json.dumps(summary, indent=2).encode())
+        written.append(name)
+        return written
+
+
+def batch_results(batch_id: str) -> BatchResults | None:
+    """A batch's documents and the head of its summary; None if it is gone."""
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            return None
+        return BatchResults(
+            batch.tenant_id,
+            list(batch.documents),
+            {
+                "batchId": batch.id,
+                "tenantId": batch.tenant_id,
+                "status": batch.status.value,
+                "createdAt": batch.created_at.isoformat(),
+                "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
+            },
+        )

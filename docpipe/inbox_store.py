@@ -35,10 +35,11 @@ from docpipe.inbox import (
     IngestReport,
     _earlier_copy,
     _fingerprint,
+    batch_results,
     safe_name,
 )
-from docpipe.models import Batch, Document, DocumentStatus, Outcomes, Output, Tenant
-from docpipe.storage import OUTPUT_SUFFIXES, answering, get_storage, open_store, output_key
+from docpipe.models import Document, DocumentStatus, Output, Tenant
+from docpipe.storage import answering, open_store
 from docpipe.tenants import TENANT_ID, get_tenant
 from docpipe.uploads import stage_files
 from docpipe.validation import check_upload
@@ -333,50 +334,7 @@ OUTBOX_OUTPUTS = {Output.TEXT, Output.PDF}
 def write_store_results(batch_id: str) -> list[str]:
     """A finished folder batch's results on the outbox store: `<tenant>/<name>.txt`,
     `<name>.ocr.pdf` and `batch-<id>.json`, as the local outbox has them."""
-    with session_scope() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None:
-            return []
-        documents = list(batch.documents)
-        tenant_id = batch.tenant_id
-        summary: dict[str, Any] = {
-            "batchId": batch.id,
-            "tenantId": tenant_id,
-            "status": batch.status.value,
-            "createdAt": batch.created_at.isoformat(),
-            "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
-        }
-    storage = get_storage()
+    if (batch := batch_results(batch_id)) is None:
+        return []
     outbox = Store(get_settings().outbox_url)
-    written: list[str] = []
-    rows = []
-    for document in documents:
-        names: dict[str, str | None] = {"text": None, "pdf": None}
-        if document.status == DocumentStatus.READY:
-            for output in sorted(set(document.made_outputs()) & OUTBOX_OUTPUTS):
-                name = f"{document.file_name}{OUTPUT_SUFFIXES[output]}"
-                data = storage.read_bytes(output_key(document.storage_key, output))
-                outbox.write(f"{tenant_id}/{name}", data)
-                written.append(name)
-                names[output.value] = name
-        rows.append(
-            {
-                "fileName": document.file_name,
-                "status": document.status.value,
-                "error": document.error,
-                "pages": document.page_count,
-                **names,
-            }
-        )
-    outcomes = Outcomes.of(d.status for d in documents)
-    summary |= {
-        "total": outcomes.total,
-        "succeeded": outcomes.succeeded,
-        "failed": outcomes.failed,
-        "cancelled": outcomes.cancelled,
-        "documents": rows,
-    }
-    name = f"batch-{batch_id}.json"
-    outbox.write(f"{tenant_id}/{name}", json.dumps(summary, indent=2).encode())
-    written.append(name)
-    return written
+    return batch.write(lambda name, data: outbox.write(f"{batch.tenant_id}/{name}", data))
