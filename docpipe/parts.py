@@ -41,11 +41,21 @@ def helper_runs(pages: int) -> int:
 
 
 def open_round(batch_id: str, document_ids: list[str]) -> int:
-    """Make these documents the ones to take (but those a live run holds), and no others;
-    returns their pages (a document not read yet counts as one)."""
+    """If these documents are pages enough to share (a document not read yet counts as one),
+    make them the ones to take (but those a live run holds), and no others; returns how
+    many helper runs the round gets. A batch not shared costs nothing here."""
+    if not get_settings().split_pages or not document_ids:
+        return 0
     with session_scope() as session:
-        stale = _stale_before(session)
         in_round = Document.id.in_(document_ids)
+        pages = session.scalar(
+            select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
+                Document.batch_id == batch_id, in_round
+            )
+        )
+        if not (helpers := helper_runs(int(pages or 0))):
+            return 0
+        stale = _stale_before(session)
         session.execute(
             update(Document)
             .where(Document.batch_id == batch_id, in_round, ~_held(stale))
@@ -58,12 +68,7 @@ def open_round(batch_id: str, document_ids: list[str]) -> int:
             .values(claimed_by=NOT_THIS_ROUND, claimed_at=None)
             .execution_options(synchronize_session=False)
         )
-        pages = session.scalar(
-            select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
-                Document.batch_id == batch_id, in_round
-            )
-        )
-    return int(pages or 0)
+    return helpers
 
 
 def join(batch_id: str) -> tuple[Tier | None, str | None]:

@@ -65,7 +65,7 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
     if plan.tier != Tier.VIP:
         lower_process_priority(get_settings().standard_niceness)
     ids, labels = [d for d, _ in plan.pending], [label for _, label in plan.pending]
-    helpers = parts.helper_runs(parts.open_round(batch_id, ids)) if ids else 0
+    helpers = parts.open_round(batch_id, ids)
     beat = partial(_beat_for_both, run_id=flow_run_id) if helpers else batches.heartbeat
     with (
         batches.Heartbeat(batch_id, beat=beat),

@@ -23,6 +23,7 @@ from tests.helpers import (
     is_tesseract,
     make_tenant,
     prefect_http,
+    settings_with,
     started_stack,
     wait_for_batch,
 )
@@ -237,9 +238,13 @@ def _log_stem(service: Any) -> str:
 
 
 @pytest.mark.parametrize("takers", [4])
-def test_each_document_is_taken_by_one_run(database: str, takers: int) -> None:
+def test_each_document_is_taken_by_one_run(
+    database: str, takers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runs asking at once never take the same document (SQLite and PostgreSQL)."""
     from docpipe import parts
+
+    settings_with(monkeypatch, split_pages=1)
     from docpipe.db import session_scope
     from docpipe.models import Batch, Document, Tier
 
@@ -264,7 +269,7 @@ def test_each_document_is_taken_by_one_run(database: str, takers: int) -> None:
             session.add(doc)
             session.flush()
             ids.append(doc.id)
-    parts.open_round(batch_id, ids)
+    assert parts.open_round(batch_id, ids) == 7  # 40 pages, 1 a part, 8 runs at most
     taken: dict[str, list[str]] = {f"run-{n}": [] for n in range(takers)}
 
     def take(run: str) -> None:
