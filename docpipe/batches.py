@@ -291,10 +291,19 @@ class Heartbeat:
                 self.beat(self.batch_id)
 
 
+def _locked(session: Session, batch_id: str, **options: Any) -> Batch | None:
+    """The batch, its row locked until the transaction ends: the ends that race (the
+    summary, a cancel, a broken flow, a retry) take turns, each seeing what the one before
+    wrote. SQLite has no row locks: a write first takes the database's write lock."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Batch).where(Batch.id == batch_id).values(status=Batch.status))
+    return session.get(Batch, batch_id, with_for_update=True, **options)
+
+
 def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
     """Cancel an unfinished batch here; returns its flow run id, for Prefect to cancel too."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         if batch.status.is_final:
@@ -330,7 +339,7 @@ def prepare_retry(tenant_id: str, batch_id: str, *, include_invalid: bool = Fals
     """Put a finished batch's OCR-failed and cancelled documents back in line (and, if asked,
     the ones that failed validation, whose bytes cannot have changed); returns their ids."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         if not batch.status.is_final:
@@ -350,7 +359,7 @@ def requeue(batch_id: str) -> list[str]:
     """Put a finished batch back in line, for a run started from the UI or Python: its
     OCR-failed and cancelled documents, as a retry does; returns their ids."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         return _requeue(batch, include_invalid=False) if batch is not None else []
 
 
@@ -373,7 +382,7 @@ def _requeue(batch: Batch, *, include_invalid: bool) -> list[str]:
 
 def set_status(batch_id: str, status: BatchStatus) -> None:
     with session_scope() as session:
-        batch = session.get(Batch, batch_id)
+        batch = _locked(session, batch_id)
         if batch is not None and not batch.status.is_final:
             batch.status = status
 
@@ -430,7 +439,7 @@ def begin_processing(batch_id: str, flow_run_id: str | None) -> BatchPlan:
     submit (started from the UI or Python) counts as the batch's next submission.
     """
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         if (reason := _refusal(session, batch_id, batch, flow_run_id)) is not None:
             return _refused(batch_id, reason)
         assert batch is not None
@@ -576,7 +585,7 @@ class BatchSummary:
 def close_batch(batch_id: str) -> BatchSummary:
     """Count outcomes once every document has an end state, and close the batch."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
         first_end = _never_ended(batch)
@@ -628,17 +637,17 @@ def outcomes_table(documents: list[Document]) -> pd.DataFrame:
 def mark_failed(batch_id: str, reason: str) -> None:
     """The flow itself broke: say so on the batch."""
     with session_scope() as session:
-        batch = session.get(Batch, batch_id, options=[selectinload(Batch.documents)])
-        if batch is not None:
-            was, ending, first_end = batch.status, not batch.status.is_final, _never_ended(batch)
+        batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
+        # A batch that ended already stays as it ended: a run that broke after its summary
+        # (handing over the next batch, say) did every document.
+        if batch is not None and not batch.status.is_final:
+            first_end = _never_ended(batch)
             batch.status = BatchStatus.FAILED
             batch.error = reason[:2000]
             batch.completed_at = utcnow()
             outcomes = _count(batch)
-            if ending:
-                count_batch_end(session, batch, first_end=first_end)
-            if was != BatchStatus.FAILED:
-                _ended(session, batch, outcomes)
+            count_batch_end(session, batch, first_end=first_end)
+            _ended(session, batch, outcomes)
 
 
 def _ended(session: Session, batch: Batch, outcomes: Outcomes) -> None:
