@@ -183,6 +183,21 @@ def test_single_upload_is_a_batch_of_one(client: TestClient, tenant: tuple[str, 
     assert document["fileName"] == name and document["batchId"] == body["batchId"]
 
 
+def test_a_single_upload_of_two_files_is_refused_and_stores_nothing(
+    client: TestClient, tenant: tuple[str, str]
+) -> None:
+    tenant_id, key = tenant
+    response = client.post(
+        f"/api/documents/upload?tenantId={tenant_id}",
+        headers={"X-API-Key": key},
+        files=[("file", named) for named in good_files(2)],
+    )
+    assert response.status_code == 400
+    assert "/api/documents/bulk-upload" in response.json()["error"]
+    listed = client.get(f"/api/batches?tenantId={tenant_id}", headers={"X-API-Key": key})
+    assert listed.json()["total"] == 0
+
+
 def test_a_tenant_never_sees_another_tenants_batch_or_document(
     client: TestClient, tenant: tuple[str, str]
 ) -> None:

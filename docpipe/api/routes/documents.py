@@ -7,7 +7,18 @@ import re
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Path, Query, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.responses import PlainTextResponse
 
 from docpipe import batches, dispatch, pipeline
@@ -105,7 +116,21 @@ def bulk_upload(
     )
 
 
-@router.post("/upload", status_code=status.HTTP_202_ACCEPTED, responses=UPLOAD_ERRORS)
+async def _one_file(request: Request) -> None:
+    """FastAPI would take one of several `file` parts and drop the rest without a word."""
+    if len((await request.form()).getlist("file")) > 1:  # the form FastAPI read already
+        raise DocpipeError(
+            "one document per upload here: send several as `files` parts to "
+            "/api/documents/bulk-upload"
+        )
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=UPLOAD_ERRORS,
+    dependencies=[Depends(_one_file)],
+)
 def upload(
     tenant: NamedTenantDep,
     file: Annotated[UploadFile, File(description="One document.")],
