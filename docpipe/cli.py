@@ -109,7 +109,7 @@ def up(
         "docpipe is up.\n" + "\n".join(lines) + "\n"
         # The same home as this service's: a tenant made in another is not this one's.
         f"Make a tenant:  DOCPIPE_HOME={shlex.quote(str(settings.home))} "
-        ".venv/bin/docpipe tenant create acme --tier standard",
+        ".venv/bin/docpipe tenant create acme --tier vip",
     )
 
 

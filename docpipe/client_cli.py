@@ -7,6 +7,7 @@ told in one line.
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Iterator
@@ -359,11 +360,23 @@ def save_login(
 
     Example: docpipe login --api-url https://ocr.example.com
     """
-    key = api_key or typer.prompt("API key", hide_input=True)
+    key = (api_key or _ask_key()).strip()
+    if not key:
+        raise typer.Exit(_fail("no API key given: type it at the prompt, or give --api-key"))
     with _client(api_url, key) as client:
         client.limits()  # answers only to a valid key
     path = write_config(api_url, key)
     typer.echo(f"the key works; saved to {path} (only you can read it)")
+
+
+def _ask_key() -> str:
+    """The key from the terminal, not shown; piped in, its first line (`… | docpipe login`)."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline()
+    try:
+        return getpass.getpass("API key: ")
+    except (EOFError, KeyboardInterrupt):
+        return ""
 
 
 def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:

@@ -186,6 +186,12 @@ def test_login_keeps_url_and_key_owner_only_for_later_commands(
 ) -> None:
     _, key = tenant
     url = stack.settings.api_url
+    for nothing in ("", "\n"):  # the prompt answered with nothing, or stdin empty
+        empty = client("login", "--api-url", url, stdin=nothing, home=tmp_path)
+        assert empty.returncode == 2, empty.stderr
+        assert one_line_error(empty).strip() == (
+            "error: no API key given: type it at the prompt, or give --api-key"
+        )
     refused = client("login", "--api-url", url, stdin="dp_wrong\n", home=tmp_path)
     assert "invalid API key" in refused.stderr and refused.returncode == 2
     config = tmp_path / ".config" / "docpipe" / "client.json"
