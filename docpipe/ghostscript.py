@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import ImageCms
 
 from docpipe.errors import OcrFailed
+from docpipe.ocr import dying_with_parent
 
 # The output intent PDF/A asks for (sRGB, made by Pillow's littleCMS), declared the way
 # Ghostscript's own PDFA_def.ps does.
@@ -40,14 +41,17 @@ def to_pdfa(pdf: bytes, *, timeout: float) -> bytes:
         definition.write_text(_DEFINITION.format(icc=icc))
         source, made = work / "in.pdf", work / "out.pdf"
         source.write_bytes(pdf)
-        command = [
+        command, options = dying_with_parent([
             "gs", "-q", "-dBATCH", "-dNOPAUSE", "-dSAFER", f"--permit-file-read={work}/",
             "-sDEVICE=pdfwrite", "-dPDFA=2", "-dPDFACompatibilityPolicy=1",
             "-sColorConversionStrategy=RGB", "-dAutoRotatePages=/None",
             f"-sOutputFile={made}", str(definition), str(source),
-        ]  # fmt: skip
+        ])  # fmt: skip
         try:
-            done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+            # It dies with the flow run: a run killed outright leaves no Ghostscript behind.
+            done = subprocess.run(
+                command, capture_output=True, timeout=timeout, check=False, **options
+            )
         except subprocess.TimeoutExpired as e:
             raise OcrFailed(f"Ghostscript took longer than {timeout:g} s to make a PDF/A") from e
         if done.returncode != 0 or not made.exists():

@@ -420,7 +420,7 @@ except (OSError, AttributeError):  # not Linux
 _SETPRIV = shutil.which("setpriv")
 
 
-def _dying_with_parent(command: list[str]) -> tuple[list[str], dict[str, Any]]:
+def dying_with_parent(command: list[str]) -> tuple[list[str], dict[str, Any]]:
     """The command, and Popen's options, for a child that dies with the thread starting it."""
     if _SETPRIV is not None:
         return [_SETPRIV, "--pdeathsig", "KILL", *command], {}
@@ -431,7 +431,7 @@ def _dying_with_parent(command: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 def run_tesseract(args: list[str], *, timeout: float) -> None:
     """Run `tesseract *args`; its failures as docpipe's: a crash may pass, a bad page will not."""
-    command, options = _dying_with_parent([pytesseract.pytesseract.tesseract_cmd, *args])
+    command, options = dying_with_parent([pytesseract.pytesseract.tesseract_cmd, *args])
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, check=False, **options)
     except FileNotFoundError as e:
@@ -520,7 +520,7 @@ class ApiEngine:
         if child is None or child.poll() is not None:
             # It works in the run's page folder, which its command line names (for ps).
             folder = str(_scratch or tempfile.gettempdir())
-            command, options = _dying_with_parent(
+            command, options = dying_with_parent(
                 [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), folder]
             )
             child = subprocess.Popen(
