@@ -1,0 +1,41 @@
+"""/health answers even when a part it checks does not: a probe must not hang on it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from docpipe.storage import Storage
+
+
+def test_a_store_that_hangs_is_down_and_holds_one_check(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that never answers (a fault injected: the check blocks) is reported down, to
+    every request, while one check waits on it."""
+    released, calls = threading.Event(), []
+
+    def hangs(self: Storage) -> None:
+        calls.append(self)
+        released.wait(timeout=120)
+
+    monkeypatch.setattr(Storage, "check", hangs)
+    answers: list[Any] = []
+
+    def ask_twice() -> None:
+        answers.extend(client.get("/health") for _ in range(2))
+
+    asking = threading.Thread(target=ask_twice)
+    asking.start()
+    asking.join(timeout=60)  # far short of the hang: a /health that waits for it fails here
+    released.set()
+    assert not asking.is_alive(), "/health waited for a store that does not answer"
+
+    assert [a.status_code for a in answers] == [200, 200]
+    for answer in answers:
+        assert answer.json()["storage"] is False and answer.json()["status"] == "degraded"
+        assert answer.json()["database"] is True
+    assert len(calls) == 1  # the second request waited on the first one's check
