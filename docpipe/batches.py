@@ -641,11 +641,33 @@ def mark_failed(batch_id: str, reason: str) -> None:
         # A batch that ended already stays as it ended: a run that broke after its summary
         # (handing over the next batch, say) did every document.
         if batch is not None and not batch.status.is_final:
-            first_end = _never_ended(batch)
+            first_end, now = _never_ended(batch), utcnow()
+            # Its documents not done end too, as a retry redoes them: every accepted
+            # document reaches an end state, and the retry has something to take.
+            unread = session.execute(
+                update(Document)
+                .where(
+                    Document.batch_id == batch_id,
+                    Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+                )
+                .values(
+                    status=DocumentStatus.OCR_FAILED,
+                    error="not read: the batch's flow run failed",
+                    processed_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.expire_all()
             batch.status = BatchStatus.FAILED
             batch.error = reason[:2000]
-            batch.completed_at = utcnow()
+            batch.completed_at = now
             outcomes = _count(batch)
+            count_document_end(
+                session,
+                tier=batch.tier,
+                status=DocumentStatus.OCR_FAILED,
+                documents=unread.rowcount,  # type: ignore[attr-defined]
+            )
             count_batch_end(session, batch, first_end=first_end)
             _ended(session, batch, outcomes)
 

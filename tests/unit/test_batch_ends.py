@@ -122,13 +122,25 @@ def test_a_flow_that_breaks_after_its_batch_completed_leaves_it_completed(
     assert deliveries(batch_id) == [("batch.completed", 1)]
 
 
-def test_a_flow_that_breaks_mid_batch_fails_the_batch(
+def test_a_flow_that_breaks_mid_batch_fails_the_batch_and_a_retry_redoes_its_documents(
     database: str, home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Its documents not done end too, with the reason, and a retry takes them again."""
     batch_id = read_batch_with_webhook(home, prefect, monkeypatch)
+    with session_scope() as session:
+        session.execute(
+            update(Document)
+            .where(Document.batch_id == batch_id)
+            .values(status=DocumentStatus.PROCESSING)
+        )
 
     batches.mark_failed(batch_id, "the flow broke")
 
     batch = stored(batch_id)
     assert (batch.status, batch.error) == (BatchStatus.FAILED, "the flow broke")
     assert deliveries(batch_id) == [("batch.failed", 1)]
+    view = batches.find_batch(batch.tenant_id, batch_id)
+    [document] = view.documents
+    assert document.status == DocumentStatus.OCR_FAILED
+    assert document.error == "not read: the batch's flow run failed"
+    assert batches.prepare_retry(batch.tenant_id, batch_id) == [document.id]
