@@ -595,12 +595,12 @@ def close_batch(batch_id: str) -> BatchSummary:
                 f"batch {batch_id} has {outcomes.total - outcomes.finished} documents "
                 "without an end state"
             )
-        if batch.status != BatchStatus.CANCELLED:  # a cancel that raced the last document
-            ending = not batch.status.is_final
+        # A batch that ended already (a cancel that raced the last document, a run that
+        # failed, this summary retried) stays as it ended, with the one notice of its end.
+        if not batch.status.is_final:
             batch.completed_at = utcnow()
             batch.status = BatchStatus.COMPLETED
-            if ending:
-                count_batch_end(session, batch, first_end=first_end)
+            count_batch_end(session, batch, first_end=first_end)
             _ended(session, batch, outcomes)
         assert batch.completed_at is not None
         return BatchSummary(
@@ -634,13 +634,16 @@ def outcomes_table(documents: list[Document]) -> pd.DataFrame:
     )
 
 
-def mark_failed(batch_id: str, reason: str) -> None:
-    """The flow itself broke: say so on the batch."""
+def mark_failed(batch_id: str, reason: str, *, flow_run_id: str | None = None) -> None:
+    """The flow itself broke: say so on the batch. With `flow_run_id`, only if that run is
+    still the batch's: an older run's failure says nothing of the run working on it now."""
     with session_scope() as session:
         batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
+        if batch is None or (flow_run_id is not None and batch.flow_run_id != flow_run_id):
+            return
         # A batch that ended already stays as it ended: a run that broke after its summary
         # (handing over the next batch, say) did every document.
-        if batch is not None and not batch.status.is_final:
+        if not batch.status.is_final:
             first_end, now = _never_ended(batch), utcnow()
             # Its documents not done end too, as a retry redoes them: every accepted
             # document reaches an end state, and the retry has something to take.

@@ -24,7 +24,7 @@ SHARED_POLL_SECONDS = 1.0
 def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
     """The flow itself broke (not a document): the batch ends Failed with the reason."""
     batch_id = flow_run.parameters["batch_id"]
-    batches.mark_failed(batch_id, state.message or state.name)
+    batches.mark_failed(batch_id, state.message or state.name, flow_run_id=str(flow_run.id))
     dispatch()
     webhooks.send_due(batch_id)
 

@@ -144,3 +144,37 @@ def test_a_flow_that_breaks_mid_batch_fails_the_batch_and_a_retry_redoes_its_doc
     assert document.status == DocumentStatus.OCR_FAILED
     assert document.error == "not read: the batch's flow run failed"
     assert batches.prepare_retry(batch.tenant_id, batch_id) == [document.id]
+
+
+def test_a_summary_after_the_batch_failed_or_retried_leaves_its_one_end(
+    database: str, home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A summary that comes after the batch ended (its task retried, or racing a failure)
+    changes nothing and sends no second notice."""
+    completed = read_batch_with_webhook(home, prefect, monkeypatch)
+    batches.close_batch(completed)
+    batches.close_batch(completed)  # the summary task, retried
+    assert deliveries(completed) == [("batch.completed", 1)]
+
+    failed = read_batch_with_webhook(home, prefect, monkeypatch)
+    batches.mark_failed(failed, "the flow broke")
+    batches.close_batch(failed)
+    assert (stored(failed).status, stored(failed).error) == (BatchStatus.FAILED, "the flow broke")
+    assert deliveries(failed) == [("batch.failed", 1)]
+
+
+def test_the_failure_of_a_run_that_is_no_longer_the_batchs_changes_nothing(
+    database: str, home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older run's failure hook, late (after a cancel and a retry, say), leaves the run
+    working on the batch now alone."""
+    batch_id = read_batch_with_webhook(home, prefect, monkeypatch)
+    current = stored(batch_id).flow_run_id
+    assert current is not None
+
+    batches.mark_failed(batch_id, "an older run broke", flow_run_id="an-older-run")
+    assert stored(batch_id).status == BatchStatus.PROCESSING
+    assert deliveries(batch_id) == []
+
+    batches.mark_failed(batch_id, "this run broke", flow_run_id=current)
+    assert stored(batch_id).status == BatchStatus.FAILED
