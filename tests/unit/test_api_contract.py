@@ -183,17 +183,28 @@ def test_single_upload_is_a_batch_of_one(client: TestClient, tenant: tuple[str, 
     assert document["fileName"] == name and document["batchId"] == body["batchId"]
 
 
-def test_a_single_upload_of_two_files_is_refused_and_stores_nothing(
-    client: TestClient, tenant: tuple[str, str]
+@pytest.mark.parametrize(
+    ("path", "parts", "said"),
+    [
+        pytest.param("upload", ["file", "file"], "/api/documents/bulk-upload", id="two-file"),
+        pytest.param("upload", ["file", "files"], "files sent as `files`", id="file-and-files"),
+        pytest.param("bulk-upload", ["files", "file"], "files sent as `file`", id="files-and-file"),
+        pytest.param("bulk-upload", ["files", "doc"], "files sent as `doc`", id="files-and-doc"),
+    ],
+)
+def test_files_an_upload_would_not_take_are_refused_and_nothing_is_stored(
+    client: TestClient, tenant: tuple[str, str], path: str, parts: list[str], said: str
 ) -> None:
+    """Not one file kept and the others dropped without a word: the client would think
+    them uploaded."""
     tenant_id, key = tenant
     response = client.post(
-        f"/api/documents/upload?tenantId={tenant_id}",
+        f"/api/documents/{path}?tenantId={tenant_id}",
         headers={"X-API-Key": key},
-        files=[("file", named) for named in good_files(2)],
+        files=[(part, named) for part, named in zip(parts, good_files(len(parts)), strict=True)],
     )
     assert response.status_code == 400
-    assert "/api/documents/bulk-upload" in response.json()["error"]
+    assert said in response.json()["error"]
     listed = client.get(f"/api/batches?tenantId={tenant_id}", headers={"X-API-Key": key})
     assert listed.json()["total"] == 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import (
@@ -20,6 +20,7 @@ from fastapi import (
     status,
 )
 from fastapi.responses import PlainTextResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from docpipe import batches, dispatch, pipeline
 from docpipe.api.deps import NamedTenantDep, SettingsDep, TenantDep
@@ -96,7 +97,40 @@ def _accept(
     )
 
 
-@router.post("/bulk-upload", status_code=status.HTTP_202_ACCEPTED, responses=UPLOAD_ERRORS)
+def _files_as(field: str, *, at_most: int | None = None) -> Any:
+    """A dependency: the request's files are all parts named `field` (at most `at_most`).
+    FastAPI would keep one of several `file` parts, or ignore files under another name,
+    without a word, and the client would think them uploaded."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # the form FastAPI read already
+        others = sorted({k for k, v in form.multi_items() if k != field and _is_file(v)})
+        if others:
+            named = ", ".join(f"`{_one_line(k)}`" for k in others)
+            raise DocpipeError(f"files sent as {named}: this endpoint takes them as `{field}`")
+        if at_most is not None and len(form.getlist(field)) > at_most:
+            raise DocpipeError(
+                "one document per upload here: send several as `files` parts to "
+                "/api/documents/bulk-upload"
+            )
+
+    return Depends(check)
+
+
+def _is_file(value: object) -> bool:
+    return isinstance(value, StarletteUploadFile)
+
+
+def _one_line(name: str) -> str:
+    return name[:50].encode("unicode_escape").decode()
+
+
+@router.post(
+    "/bulk-upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=UPLOAD_ERRORS,
+    dependencies=[_files_as("files")],
+)
 def bulk_upload(
     tenant: NamedTenantDep,
     files: Annotated[list[UploadFile], File(description="The batch's documents.")],
@@ -116,20 +150,11 @@ def bulk_upload(
     )
 
 
-async def _one_file(request: Request) -> None:
-    """FastAPI would take one of several `file` parts and drop the rest without a word."""
-    if len((await request.form()).getlist("file")) > 1:  # the form FastAPI read already
-        raise DocpipeError(
-            "one document per upload here: send several as `files` parts to "
-            "/api/documents/bulk-upload"
-        )
-
-
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     responses=UPLOAD_ERRORS,
-    dependencies=[Depends(_one_file)],
+    dependencies=[_files_as("file", at_most=1)],
 )
 def upload(
     tenant: NamedTenantDep,
