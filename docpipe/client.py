@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -129,6 +130,10 @@ def check_files(files: list[Path], limits: Limits) -> None:
         raise InvalidFiles(f"{count} cannot be sent; nothing was sent", invalid)
 
 
+# What an API key may hold, and what an HTTP header can carry as it is.
+_API_KEY_CHARACTERS = re.compile(r"[!-~]+")
+
+
 class Client:
     """docpipe's API for one key. URL and key: the arguments, else DOCPIPE_API_URL and
     DOCPIPE_API_KEY, else the file `docpipe login` wrote. Answers are the API's JSON."""
@@ -150,6 +155,12 @@ class Client:
         if not key:
             raise ClientError(
                 "no API key: pass --api-key, set DOCPIPE_API_KEY, or run `docpipe login`"
+            )
+        if not _API_KEY_CHARACTERS.fullmatch(key):
+            # Said before it is sent, and never echoed: an error naming it would show it.
+            raise ClientError(
+                "the API key has characters an API key cannot have (it is printable ASCII, "
+                "with no spaces)"
             )
         self.tenant = tenant
         self._http = httpx.Client(

@@ -365,14 +365,20 @@ def save_login(
         raise typer.Exit(_fail("no API key given: type it at the prompt, or give --api-key"))
     with _client(api_url, key) as client:
         client.limits()  # answers only to a valid key
-    path = write_config(api_url, key)
+    try:
+        path = write_config(api_url, key)
+    except OSError as e:
+        raise typer.Exit(_fail(f"the login could not be saved: {e.strerror}")) from None
     typer.echo(f"the key works; saved to {path} (only you can read it)")
 
 
 def _ask_key() -> str:
     """The key from the terminal, not shown; piped in, its first line (`… | docpipe login`)."""
+    if sys.stdin is None:  # closed
+        return ""
     if not sys.stdin.isatty():
-        return sys.stdin.readline()
+        # As bytes: a key that is not text is refused by the client, not by a decoder.
+        return sys.stdin.buffer.readline().decode(errors="replace")
     try:
         return getpass.getpass("API key: ")
     except (EOFError, KeyboardInterrupt):

@@ -192,6 +192,11 @@ def test_login_keeps_url_and_key_owner_only_for_later_commands(
         assert one_line_error(empty).strip() == (
             "error: no API key given: type it at the prompt, or give --api-key"
         )
+    # A key no header can carry is refused before it is sent, and never echoed.
+    for bad in (f"{key}\x00", f"\ufeff{key}", f"{key[:6]}\x7f{key[6:]}"):
+        odd = client("login", "--api-url", url, stdin=f"{bad}\n", home=tmp_path)
+        assert "characters an API key cannot have" in one_line_error(odd)
+        assert key[4:] not in odd.stdout + odd.stderr
     refused = client("login", "--api-url", url, stdin="dp_wrong\n", home=tmp_path)
     assert "invalid API key" in refused.stderr and refused.returncode == 2
     config = tmp_path / ".config" / "docpipe" / "client.json"
