@@ -27,6 +27,7 @@ BASELINE_TABLES = ("tenants", "batches", "documents")
 # same schema keeps its own.
 VERSION_TABLE = "docpipe_alembic_version"
 MIGRATION_WAIT_SECONDS = 120
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 @lru_cache
@@ -36,6 +37,12 @@ def engine_for(url: str) -> Engine:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.startswith("postgresql"):
+        # libpq waits for ever on a host that does not answer: a request, or a check of
+        # /health, would hold its thread as long.
+        engine = create_engine(
+            url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        )
     else:
         engine = create_engine(url, pool_pre_ping=True)
     return engine

@@ -39,3 +39,24 @@ def test_a_store_that_hangs_is_down_and_holds_one_check(
         assert answer.json()["storage"] is False and answer.json()["status"] == "degraded"
         assert answer.json()["database"] is True
     assert len(calls) == 1  # the second request waited on the first one's check
+
+
+def test_a_store_that_hung_is_seen_again_once_it_answers(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check stuck on a connection that never answers is given up on after a while: the
+    next request checks again, and sees the store back."""
+    from docpipe.api.routes import health
+
+    stuck = threading.Event()
+
+    def hangs_the_first_time(self: Storage) -> None:
+        if not stuck.is_set():
+            stuck.set()
+            threading.Event().wait(timeout=120)  # never answers, as far as the test goes
+
+    monkeypatch.setattr(Storage, "check", hangs_the_first_time)
+    monkeypatch.setattr(health, "STALE_CHECK_SECONDS", 0.0, raising=False)
+
+    assert client.get("/health").json()["storage"] is False
+    assert client.get("/health").json()["storage"] is True

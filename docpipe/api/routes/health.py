@@ -3,10 +3,13 @@ and its limits."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -26,26 +29,52 @@ router = APIRouter(tags=["health"])
 # Each part answers within this or counts as down: a probe with a timeout of its own (a
 # load balancer's, Kubernetes') must not fail because a store retries for seconds.
 CHECK_SECONDS = 2.0
-_checks = ThreadPoolExecutor(max_workers=3, thread_name_prefix="health-check")
-_in_flight: dict[str, Future[bool]] = {}
-_in_flight_lock = threading.Lock()
+# A check still running after this is given up on and the next request starts another, so
+# a part that hung (a connection that never answers) is seen again once it answers...
+STALE_CHECK_SECONDS = 30.0
+# ...but no more than this many checks of one part hold a thread at once.
+MAX_CHECKS_IN_FLIGHT = 3
+
+
+@dataclass
+class _Part:
+    latest: Future[bool] | None = None
+    started: float = 0.0
+    in_flight: int = 0
+
+
+_parts: dict[str, _Part] = defaultdict(_Part)
+_parts_lock = threading.Lock()
 
 
 def _answer_of(part: str, check: Callable[[], bool]) -> Future[bool]:
-    """The check's answer to come. One still running from an earlier request is waited on,
-    not started again: a part that hangs holds one thread, however often /health is asked."""
-    with _in_flight_lock:
-        future = _in_flight.get(part)
-        if future is None or future.done():
-            future = _in_flight[part] = _checks.submit(check)
-        return future
+    """The check's answer to come. One still running from an earlier request is shared,
+    not started again: however often /health is asked, a part that hangs holds a thread
+    or a few, never one a request."""
+    with _parts_lock:
+        state, now = _parts[part], time.monotonic()
+        latest, young = state.latest, now - state.started < STALE_CHECK_SECONDS
+        full = state.in_flight >= MAX_CHECKS_IN_FLIGHT
+        if latest is not None and not latest.done() and (young or full):
+            return latest
+        future: Future[bool] = Future()
+        state.latest, state.started = future, now
+        state.in_flight += 1
+    threading.Thread(
+        target=_run, args=(part, check, future), name=f"health-{part}", daemon=True
+    ).start()
+    return future
 
 
-def _within(future: Future[bool], deadline: float) -> bool:
+def _run(part: str, check: Callable[[], bool], future: Future[bool]) -> None:
     try:
-        return future.result(timeout=max(0.0, deadline - time.monotonic()))
-    except Exception:  # late, or broken in a way its check did not foresee: not answering
-        return False
+        answer = check() is True
+    except Exception:  # broken in a way its check did not foresee: not answering
+        answer = False
+    finally:
+        with _parts_lock:
+            _parts[part].in_flight -= 1
+    future.set_result(answer)
 
 
 def _database_answers() -> bool:
@@ -66,7 +95,7 @@ def _storage_answers() -> bool:
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:
     """200 whenever the API itself runs; says whether its database, storage and Prefect
     answer (each within 2 s)."""
     checks = {
@@ -74,14 +103,15 @@ def health() -> Health:
         "storage": _storage_answers,
         "prefect": orchestrator.is_reachable,
     }
-    answers = [_answer_of(part, check) for part, check in checks.items()]  # all at once
-    deadline = time.monotonic() + CHECK_SECONDS
-    database, storage, prefect = (_within(answer, deadline) for answer in answers)
+    # Waited for here, in the event loop: a part that hangs holds no request's thread.
+    answers = {part: asyncio.wrap_future(_answer_of(part, c)) for part, c in checks.items()}
+    await asyncio.wait(answers.values(), timeout=CHECK_SECONDS)
+    up = {part: answer.done() and answer.result() for part, answer in answers.items()}
     return Health(
-        status="ok" if database and storage and prefect else "degraded",
-        database=database,
-        storage=storage,
-        prefect=prefect,
+        status="ok" if all(up.values()) else "degraded",
+        database=up["database"],
+        storage=up["storage"],
+        prefect=up["prefect"],
     )
 
 
