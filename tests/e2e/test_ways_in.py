@@ -329,7 +329,9 @@ def test_a_ui_run_ocrs_at_its_tiers_cpu_priority(
     pdf = documents.multipage_pdf([documents.phrase(40 + p) for p in range(8)])
     with stage_files([("long.pdf", io.BytesIO(pdf))], get_settings()) as staged:
         batch_id = batches.create_batch(tenant, staged).batch_id
-    started = time.time()
+    # Started for this run: an earlier run's engine may idle on for a moment. (Not by
+    # start time: psutil's is reckoned from a boot time in whole seconds, up to 1 s early.)
+    earlier = {proc.pid for proc in psutil.process_iter(["name", "cmdline"]) if is_tesseract(proc)}
     run_from_the_ui(stack, batch_id)
 
     services = {service.process.pid for service in stack.services}
@@ -338,10 +340,9 @@ def test_a_ui_run_ocrs_at_its_tiers_cpu_priority(
     while not seen and time.monotonic() < deadline:
         for proc in psutil.process_iter(["name", "cmdline"]):
             try:  # this stack's Tesseract processes: flow runs are the warm starter's children
-                # Started for this run: an earlier run's engine may idle on for a moment.
                 if (
-                    is_tesseract(proc)
-                    and proc.create_time() >= started
+                    proc.pid not in earlier
+                    and is_tesseract(proc)
                     and services & {p.pid for p in proc.parents()}
                 ):
                     seen.add(proc.nice())
