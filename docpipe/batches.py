@@ -308,30 +308,13 @@ def mark_cancelled(tenant_id: str, batch_id: str) -> str | None:
             raise NotFound("batch not found")
         if batch.status.is_final:
             raise Conflict(f"batch is already {batch.status.value}")
-        now = utcnow()
-        first_end = _never_ended(batch)
-        # One conditional statement: a document that reaches Ready meanwhile stays Ready.
-        cancelled = session.execute(
-            update(Document)
-            .where(
-                Document.batch_id == batch_id,
-                Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
-            )
-            .values(status=DocumentStatus.CANCELLED, error="batch was cancelled", processed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.expire_all()
-        batch.status = BatchStatus.CANCELLED
-        batch.completed_at = now
-        outcomes = _count(batch)
-        count_document_end(
+        _end_unfinished(
             session,
-            tier=batch.tier,
-            status=DocumentStatus.CANCELLED,
-            documents=cancelled.rowcount,  # type: ignore[attr-defined]
+            batch,
+            BatchStatus.CANCELLED,
+            documents=DocumentStatus.CANCELLED,
+            because="batch was cancelled",
         )
-        count_batch_end(session, batch, first_end=first_end)
-        _ended(session, batch, outcomes)
         return batch.flow_run_id
 
 
@@ -644,35 +627,54 @@ def mark_failed(batch_id: str, reason: str, *, flow_run_id: str | None = None) -
         # A batch that ended already stays as it ended: a run that broke after its summary
         # (handing over the next batch, say) did every document.
         if not batch.status.is_final:
-            first_end, now = _never_ended(batch), utcnow()
             # Its documents not done end too, as a retry redoes them: every accepted
             # document reaches an end state, and the retry has something to take.
-            unread = session.execute(
-                update(Document)
-                .where(
-                    Document.batch_id == batch_id,
-                    Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
-                )
-                .values(
-                    status=DocumentStatus.OCR_FAILED,
-                    error="not read: the batch's flow run failed",
-                    processed_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            session.expire_all()
-            batch.status = BatchStatus.FAILED
-            batch.error = reason[:2000]
-            batch.completed_at = now
-            outcomes = _count(batch)
-            count_document_end(
+            _end_unfinished(
                 session,
-                tier=batch.tier,
-                status=DocumentStatus.OCR_FAILED,
-                documents=unread.rowcount,  # type: ignore[attr-defined]
+                batch,
+                BatchStatus.FAILED,
+                documents=DocumentStatus.OCR_FAILED,
+                because="not read: the batch's flow run failed",
+                error=reason[:2000],
             )
-            count_batch_end(session, batch, first_end=first_end)
-            _ended(session, batch, outcomes)
+
+
+def _end_unfinished(
+    session: Session,
+    batch: Batch,
+    status: BatchStatus,
+    *,
+    documents: DocumentStatus,
+    because: str,
+    error: str | None = None,
+) -> None:
+    """End the batch as `status` before its documents are all done: those not done end as
+    `documents`, `because`, each counted, and its end is counted and noticed."""
+    first_end, now = _never_ended(batch), utcnow()
+    # One conditional statement: a document that reaches Ready meanwhile stays Ready.
+    ended = session.execute(
+        update(Document)
+        .where(
+            Document.batch_id == batch.id,
+            Document.status.not_in(list(FINAL_DOCUMENT_STATUSES)),
+        )
+        .values(status=documents, error=because, processed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    batch.status = status
+    batch.completed_at = now
+    if error is not None:
+        batch.error = error
+    outcomes = _count(batch)
+    count_document_end(
+        session,
+        tier=batch.tier,
+        status=documents,
+        documents=ended.rowcount,  # type: ignore[attr-defined]
+    )
+    count_batch_end(session, batch, first_end=first_end)
+    _ended(session, batch, outcomes)
 
 
 def _ended(session: Session, batch: Batch, outcomes: Outcomes) -> None:
