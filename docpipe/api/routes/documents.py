@@ -33,6 +33,7 @@ from docpipe.api.schemas import (
     error_answers,
 )
 from docpipe.errors import DocpipeError
+from docpipe.inbox import safe_name
 from docpipe.models import Output, Tenant
 
 router = APIRouter(prefix="/api/documents", tags=["documents"])
@@ -106,7 +107,7 @@ def _files_as(field: str, *, at_most: int | None = None) -> Any:
         form = await request.form()  # the form FastAPI read already
         others = sorted({k for k, v in form.multi_items() if k != field and _is_file(v)})
         if others:
-            named = ", ".join(f"`{_one_line(k)}`" for k in others)
+            named = ", ".join(f"`{safe_name(k[:50])}`" for k in others)
             raise DocpipeError(f"files sent as {named}: this endpoint takes them as `{field}`")
         if at_most is not None and len(form.getlist(field)) > at_most:
             raise DocpipeError(
@@ -119,10 +120,6 @@ def _files_as(field: str, *, at_most: int | None = None) -> Any:
 
 def _is_file(value: object) -> bool:
     return isinstance(value, StarletteUploadFile)
-
-
-def _one_line(name: str) -> str:
-    return name[:50].encode("unicode_escape").decode()
 
 
 @router.post(
