@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from docpipe import orchestrator
-from tests.helpers import TEST_MAX_FILE_BYTES, make_tenant
+from tests.helpers import TEST_MAX_FILE_BYTES, make_tenant, postgres_schema, settings_with
 from tests.unit.prefect_stand_in import PrefectStandIn
 
 
@@ -67,3 +67,21 @@ def client(home: Path) -> TestClient:
 def tenant(home: Path) -> tuple[str, str]:
     """A fresh standard tenant: (id, API key)."""
     return make_tenant()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(
+    request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The test on the home's SQLite, then on PostgreSQL in a schema of its own."""
+    from docpipe.config import get_settings
+    from docpipe.db import engine_for, upgrade_database
+
+    if request.param == "sqlite":
+        yield get_settings().database_url
+        return
+    with postgres_schema() as url:
+        settings_with(monkeypatch, database_url=url)
+        upgrade_database(url)
+        yield url
+        engine_for(url).dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +10,13 @@ import pytest
 from sqlalchemy import select, update
 
 from docpipe import batches
-from docpipe.config import get_settings
-from docpipe.db import engine_for, session_scope, upgrade_database
+from docpipe.db import session_scope
 from docpipe.errors import Conflict
 from docpipe.models import BatchStatus, Document, DocumentStatus, WebhookDelivery
 from docpipe.tenants import set_webhook
-from tests.helpers import postgres_schema, settings_with
+from tests.helpers import settings_with
 from tests.unit.prefect_stand_in import PrefectStandIn
 from tests.unit.test_recovery_decisions import accepted_batch, running, stored
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(
-    request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield get_settings().database_url
-        return
-    with postgres_schema() as url:
-        settings_with(monkeypatch, database_url=url)
-        upgrade_database(url)
-        yield url
-        engine_for(url).dispose()
 
 
 def read_batch_with_webhook(home: Path, prefect: PrefectStandIn, monkeypatch: Any) -> str:

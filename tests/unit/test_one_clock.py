@@ -15,30 +15,12 @@ from docpipe import batches
 from docpipe.dispatch import dispatch
 from docpipe.models import utcnow
 from docpipe.recovery import run_recovery_pass
-from tests.helpers import postgres_schema, settings_with
+from tests.helpers import settings_with
 from tests.unit.prefect_stand_in import PrefectStandIn
 from tests.unit.test_recovery_decisions import accepted_batch, stored
 
 # Far past stale_after_seconds either way: a machine whose clock is an hour off.
 SKEW = timedelta(hours=1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(
-    request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """The test on the home's SQLite, then on PostgreSQL in a schema of its own."""
-    from docpipe.config import get_settings
-    from docpipe.db import engine_for, upgrade_database
-
-    if request.param == "sqlite":
-        yield get_settings().database_url
-        return
-    with postgres_schema() as url:
-        settings_with(monkeypatch, database_url=url)
-        upgrade_database(url)
-        yield url
-        engine_for(url).dispose()
 
 
 @contextmanager
