@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import ImageCms
 
+from docpipe.children import dying_with_parent
 from docpipe.errors import OcrFailed
-from docpipe.ocr import dying_with_parent
 
 # The output intent PDF/A asks for (sRGB, made by Pillow's littleCMS), declared the way
 # Ghostscript's own PDFA_def.ps does.

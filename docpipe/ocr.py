@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
-import json
 import os
 import re
-import select
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
-import pypdfium2 as pdfium
 import pytesseract
 from PIL import Image
 
+from docpipe import pdfs
+from docpipe.children import ChildDied, Children, ChildTimedOut, dying_with_parent
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted, UnknownLanguage
 from docpipe.outputs import (
     confidence,
@@ -40,13 +36,13 @@ from docpipe.outputs import (
 )
 from docpipe.validation import describe_error, image_pages, page_pixels, pdf_header_offset
 
-# PDFium is not thread-safe; rendering is quick next to OCR, so one lock is enough.
-_PDFIUM_LOCK = threading.Lock()
 # How a decoded page goes to Tesseract: uncompressed (PNG's encoding costs more than it
 # saves), and BMP, which Leptonica reads a row at a time, where it reads a PPM's pixels
 # one by one: 14% of a page's OCR time (docs/performance.md).
 PAGE_FORMAT = "BMP"
 PAGE_SEPARATOR = "\f"
+# A page as handed to Tesseract: a decoded image, or a BMP file the PDF reader drew.
+Page = Image.Image | Path
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ def ocr_document(
         engine=get_engine(engine),
     )
     pages = _page_slots(slots, niceness).read_all(
-        job.read, _pages(data, kind=kind, dpi=dpi, limits=limits)
+        job.read, _pages(data, kind=kind, dpi=dpi, limits=limits, timeout=page_timeout)
     )
     return OcrResult(pages, time.perf_counter() - started)
 
@@ -164,11 +160,12 @@ class PageSlots:
 
     def read_all(
         self,
-        read: Callable[[Image.Image, int], PageRead],
-        pages: Iterator[tuple[Image.Image, int]],
+        read: Callable[[Page, int], PageRead],
+        pages: Iterator[tuple[Page, int]],
     ) -> list[PageRead]:
         """Every page read, in order; the first page that fails stops the document."""
         futures: list[Future[PageRead]] = []
+        waiting: list[Page] = []
         try:
             while True:
                 if failed := next((f for f in futures if f.done() and f.exception()), None):
@@ -182,11 +179,14 @@ class PageSlots:
                     raise
                 future.add_done_callback(lambda _: self.held.release())
                 futures.append(future)
+                waiting.append(page)
         except StopIteration:
             return [future.result() for future in futures]
         finally:
-            for future in futures:  # a failed document's pages still waiting are not read
-                future.cancel()
+            # A failed document's pages still waiting are not read, and their files go.
+            for future, page in zip(futures, waiting, strict=True):
+                if future.cancel() and isinstance(page, Path):
+                    page.unlink(missing_ok=True)
 
 
 _slots_lock = threading.Lock()
@@ -280,6 +280,14 @@ class PageLimits:
     pages: int | None = None
     document_pixels: int | None = None
 
+    def check_sizes(self, sizes: list[tuple[float, float]], dpi: int) -> None:
+        """Every page's size (points) at `dpi`, before any page is drawn."""
+        total = 0
+        for number, (width, height) in enumerate(sizes, start=1):
+            pixels = page_pixels(width, height, dpi)
+            total += pixels
+            self.check(number, pixels, total, dpi)
+
     def check(self, number: int, pixels: int, total: int, dpi: int) -> None:
         if self.pages is not None and number > self.pages:
             raise InvalidDocument(f"over {self.pages} pages; the limit is {self.pages}")
@@ -295,11 +303,14 @@ class PageLimits:
 
 
 def _pages(
-    data: bytes, *, kind: str, dpi: int, limits: PageLimits
-) -> Iterator[tuple[Image.Image, int]]:
+    data: bytes, *, kind: str, dpi: int, limits: PageLimits, timeout: float
+) -> Iterator[tuple[Page, int]]:
     """Each page decoded, with its resolution: a PDF's is the one it is rendered at."""
     if kind == "pdf":
-        for page in _render_pdf(data, dpi=dpi, limits=limits):
+        # From the header on, as the deep check (pypdf) read it.
+        data = data[pdf_header_offset(data) or 0 :]
+        check = partial(limits.check_sizes, dpi=dpi)
+        for page in pdfs.render(data, dpi=dpi, timeout=timeout, check=check):
             yield page, dpi
     else:
         for frame in _decode_frames(data):
@@ -329,42 +340,6 @@ def _decode_frames(data: bytes) -> Iterator[Image.Image]:
                 yield page
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
-
-
-def _render_pdf(data: bytes, *, dpi: int, limits: PageLimits) -> Iterator[Image.Image]:
-    # From the header on, as the deep check (pypdf) read it.
-    data = data[pdf_header_offset(data) or 0 :]
-    with _PDFIUM_LOCK:
-        try:
-            pdf = pdfium.PdfDocument(data)
-            count = len(pdf)
-        except pdfium.PdfiumError as e:
-            raise OcrFailed(f"PDF does not render: {e}") from e
-    try:
-        # PDFium's idea of the pages is the one that costs: checked before any is drawn.
-        with _PDFIUM_LOCK:
-            try:
-                sizes = [pdf.get_page_size(index) for index in range(count)]
-            except pdfium.PdfiumError as e:  # a page tree that counts pages it does not hold
-                raise InvalidDocument(f"the PDF's pages cannot all be read: {e}") from e
-        total = 0
-        for number, (width, height) in enumerate(sizes, start=1):
-            pixels = page_pixels(width, height, dpi)
-            total += pixels
-            limits.check(number, pixels, total, dpi)
-        for index in range(count):
-            with _PDFIUM_LOCK:
-                try:
-                    page = pdf[index]
-                    image = page.render(scale=dpi / 72, grayscale=True).to_pil()
-                    page.close()
-                except pdfium.PdfiumError as e:
-                    raise OcrFailed(f"page {index + 1} does not render: {e}") from e
-            image.format = PAGE_FORMAT
-            yield image
-    finally:
-        with _PDFIUM_LOCK:
-            pdf.close()
 
 
 _scratch_lock = threading.Lock()
@@ -399,34 +374,6 @@ def _is_alive(name: str) -> bool:
         return int(psutil.Process(int(pid)).create_time() * 1000) == int(created)
     except (ValueError, psutil.Error):
         return False
-
-
-def _die_with_parent() -> None:
-    """In a Tesseract child, before exec: die when the flow run that started it dies."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-_PR_SET_PDEATHSIG = 1
-_prctl: Any
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the child
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-# A Tesseract dies with the run that started it, so a run killed outright (SIGKILL, a
-# crash) leaves none reading pages for their full timeout. setpriv does it by exec; a
-# preexec_fn makes Python fork the whole flow run instead, about 14 ms a page.
-_SETPRIV = shutil.which("setpriv")
-
-
-def dying_with_parent(command: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """The command, and Popen's options, for a child that dies with the thread starting it."""
-    if _SETPRIV is not None:
-        return [_SETPRIV, "--pdeathsig", "KILL", *command], {}
-    if _prctl is not None:
-        return command, {"preexec_fn": _die_with_parent}
-    return command, {}
 
 
 def run_tesseract(args: list[str], *, timeout: float) -> None:
@@ -464,10 +411,6 @@ class PagePass:
     dpi: int
     renderers: tuple[str, ...]
 
-    def request(self) -> bytes:
-        """The pass as docpipe.ocr_server reads it: one JSON line."""
-        return json.dumps(asdict(self)).encode() + b"\n"
-
 
 class CliEngine:
     """Debian's `tesseract` program, one process per page (through pytesseract's files)."""
@@ -487,64 +430,33 @@ class ApiEngine:
 
     Each child loads a language's models once and reads page after page; a child that
     dies or passes the page timeout is killed and replaced by a new one for the next
-    page, so it fails only the page it was reading. Children run in the thread's
-    niceness and the run's process group, so priority and cancel reach them.
+    page, so it fails only the page it was reading (docpipe.children). Children run in
+    the thread's niceness and the run's process group, so priority and cancel reach them.
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        # A child works in the run's page folder, which its command line names (for ps).
+        self.children = Children(
+            "docpipe.ocr_server",
+            lambda: [_tessdata(), _folder()],
+            env={"OMP_THREAD_LIMIT": "1"},
+            cwd=_folder,
+        )
 
     def run(self, page: PagePass, *, timeout: float) -> None:
-        child = self._child()
-        assert child.stdin is not None and child.stdout is not None
         try:
-            child.stdin.write(page.request())
-            child.stdin.flush()
-            ready, _, _ = select.select([child.stdout], [], [], timeout)
-            line = child.stdout.readline() if ready else None
-        except (BrokenPipeError, ValueError):
-            line = b""
-        if line is None:
-            self._replace(child)
-            raise OcrFailed(f"Tesseract took longer than {timeout:g} s on a page")
-        if not line:
-            status = self._replace(child)
-            raise OcrInterrupted(f"Tesseract's engine died ({_exit_reason(status)})")
-        reply = json.loads(line)
+            reply = self.children.ask(asdict(page), timeout=timeout)
+        except ChildTimedOut as e:
+            raise OcrFailed(f"Tesseract took longer than {timeout:g} s on a page") from e
+        except ChildDied as e:
+            raise OcrInterrupted(f"Tesseract's engine died ({e})") from e
         if "error" in reply:
             said = str(reply["error"]).replace(_tessdata(), "")[:300]
             raise OcrFailed(f"Tesseract failed: {said}")
 
-    def _child(self) -> subprocess.Popen[bytes]:
-        child: subprocess.Popen[bytes] | None = getattr(self._local, "child", None)
-        if child is None or child.poll() is not None:
-            # It works in the run's page folder, which its command line names (for ps).
-            folder = str(_scratch or tempfile.gettempdir())
-            command, options = dying_with_parent(
-                [sys.executable, "-m", "docpipe.ocr_server", _tessdata(), folder]
-            )
-            child = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "OMP_THREAD_LIMIT": "1"},
-                cwd=folder,
-                **options,
-            )
-            self._local.child = child
-        return child
 
-    def _replace(self, child: subprocess.Popen[bytes]) -> int:
-        """Kill a child that failed its page; the next page starts a new one."""
-        with contextlib.suppress(OSError):
-            child.kill()
-        self._local.child = None
-        return child.wait()
-
-
-def _exit_reason(status: int) -> str:
-    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+def _folder() -> str:
+    return str(_scratch or tempfile.gettempdir())
 
 
 def _api_installed() -> bool:
@@ -581,20 +493,35 @@ class _PageJob:
     straighten: Straightening
     engine: CliEngine | ApiEngine
 
-    def read(self, image: Image.Image, dpi: int) -> PageRead:
+    def read(self, page: Page, dpi: int) -> PageRead:
         """Read the page; turn it upright or straighten it only if the first read says to.
 
-        An upright, straight page (nearly every page) costs one pass and nothing else.
+        An upright, straight page (nearly every page) costs one pass and nothing else: a
+        page the PDF reader drew goes to Tesseract as the file it is, never decoded here.
         """
         started = time.perf_counter()
-        best = self._pass(image, dpi)
+        try:
+            with (
+                Image.open(page)
+                if isinstance(page, Path)
+                else contextlib.nullcontext(page) as image
+            ):
+                best = self._best(page, image, dpi)
+        finally:
+            if isinstance(page, Path):
+                page.unlink(missing_ok=True)
+        return replace(best, seconds=time.perf_counter() - started)
+
+    def _best(self, page: Page, image: Image.Image, dpi: int) -> PageRead:
+        best = self._pass(page, image.size, dpi)
         if self.straighten.orient:
             for rotation in likely_turns(words_of(best.hocr)):
-                turned = self._pass(_turned(image, rotation), dpi, rotation=rotation)
+                turned = _turned(image, rotation)
+                again = self._pass(turned, turned.size, dpi, rotation=rotation)
                 # The turn that reads upright and at least as well as the first read wins.
-                words = words_of(turned.hocr)
-                if not misturned(words) and confidence(turned.hocr) >= confidence(best.hocr) - 5:
-                    best = turned
+                words = words_of(again.hocr)
+                if not misturned(words) and confidence(again.hocr) >= confidence(best.hocr) - 5:
+                    best = again
                     break
         if self.straighten.deskew:
             skew = skew_degrees(best.hocr)
@@ -602,20 +529,27 @@ class _PageJob:
                 # Tesseract may find no lines at all on a tilted page: measure it instead.
                 skew = projected_skew(_turned(image, best.rotation))
             if self.straighten.min_skew_degrees <= abs(skew) <= self.straighten.max_skew_degrees:
-                base = _turned(image, best.rotation)
-                straight = self._pass(
-                    _straightened(base, skew), dpi, rotation=best.rotation, skew=skew
-                )
-                if confidence(straight.hocr) >= confidence(best.hocr) - 5:
-                    best = straight
-        return replace(best, seconds=time.perf_counter() - started)
+                straight = _straightened(_turned(image, best.rotation), skew)
+                again = self._pass(straight, straight.size, dpi, rotation=best.rotation, skew=skew)
+                if confidence(again.hocr) >= confidence(best.hocr) - 5:
+                    best = again
+        return best
 
     def _pass(
-        self, image: Image.Image, dpi: int, *, rotation: int = 0, skew: float = 0.0
+        self,
+        page: Page,
+        size: tuple[int, int],
+        dpi: int,
+        *,
+        rotation: int = 0,
+        skew: float = 0.0,
     ) -> PageRead:
         """One Tesseract run writing every output at once."""
         renderers = ("txt", "hocr", *(("pdf",) if self.pdf else ()))
-        with pytesseract.pytesseract.save(image) as (base, name):
+        with pytesseract.pytesseract.save(str(page) if isinstance(page, Path) else page) as (
+            base,
+            name,
+        ):
             self.engine.run(
                 PagePass(name, base, self.language, dpi, renderers),
                 timeout=self.timeout,
@@ -623,7 +557,7 @@ class _PageJob:
             text = Path(f"{base}.txt").read_text(encoding="utf-8", errors="replace").strip()
             hocr = Path(f"{base}.hocr").read_text(encoding="utf-8", errors="replace")
             pdf = Path(f"{base}.pdf").read_bytes() if self.pdf else None
-        width, height = image.size
+        width, height = size
         return PageRead(text, hocr, pdf, width, height, dpi, rotation, skew)
 
 

@@ -9,49 +9,45 @@ little, so it starts fast.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from typing import Any
+
+from docpipe.children import answer_requests
 
 # Tesseract instances held at once, one per language set: each holds its models.
 MAX_LANGUAGE_SETS = 3
 
 
 def main() -> None:
-    # Whatever Tesseract or Leptonica print goes to stderr: stdout carries only replies.
-    replies = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
     import tesserocr
 
     tessdata = sys.argv[1]
     apis: dict[str, Any] = {}
-    for line in sys.stdin.buffer:
-        request = json.loads(line)
-        try:
-            language = request["language"]
-            api = apis.pop(language, None)
-            if api is None:
-                try:
-                    api = tesserocr.PyTessBaseAPI(path=tessdata, lang=language)
-                except RuntimeError as e:
-                    raise RuntimeError(f"could not load the data of language {language}") from e
-            apis[language] = api  # the most recently used last
-            if len(apis) > MAX_LANGUAGE_SETS:
-                apis.pop(next(iter(apis))).End()
-            for renderer in ("txt", "hocr", "pdf"):
-                wanted = "1" if renderer in request["renderers"] else "0"
-                api.SetVariable(f"tessedit_create_{renderer}", wanted)
-            api.SetVariable("textonly_pdf", "1")  # the text layer alone: docpipe lays it over
-            api.SetVariable("user_defined_dpi", str(request["dpi"]))
-            # One recognition; every renderer asked for writes its file from it. (Its
-            # ProcessPage would not finish the PDF: only ProcessPages ends the document.)
-            if not api.ProcessPages(request["base"], request["input"]):
-                raise RuntimeError("Tesseract could not read the page")
-            reply: dict[str, Any] = {"ok": True}
-        except Exception as e:  # the page's failure, said to the parent; the next page goes on
-            reply = {"error": str(e) or type(e).__name__}
-        replies.write(json.dumps(reply).encode() + b"\n")
+
+    def read(request: dict[str, Any]) -> dict[str, Any]:
+        language = request["language"]
+        api = apis.pop(language, None)
+        if api is None:
+            try:
+                api = tesserocr.PyTessBaseAPI(path=tessdata, lang=language)
+            except RuntimeError as e:
+                raise RuntimeError(f"could not load the data of language {language}") from e
+        apis[language] = api  # the most recently used last
+        if len(apis) > MAX_LANGUAGE_SETS:
+            apis.pop(next(iter(apis))).End()
+        for renderer in ("txt", "hocr", "pdf"):
+            wanted = "1" if renderer in request["renderers"] else "0"
+            api.SetVariable(f"tessedit_create_{renderer}", wanted)
+        api.SetVariable("textonly_pdf", "1")  # the text layer alone: docpipe lays it over
+        api.SetVariable("user_defined_dpi", str(request["dpi"]))
+        # One recognition; every renderer asked for writes its file from it. (Its
+        # ProcessPage would not finish the PDF: only ProcessPages ends the document.)
+        if not api.ProcessPages(request["base"], request["input"]):
+            raise RuntimeError("Tesseract could not read the page")
+        return {"ok": True}
+
+    # A page's failure is said to the parent as its error; the next page goes on.
+    answer_requests(read)
 
 
 if __name__ == "__main__":

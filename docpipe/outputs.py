@@ -9,8 +9,9 @@ import re
 import statistics
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pypdf
@@ -29,6 +30,19 @@ from docpipe.errors import OcrFailed
 
 if TYPE_CHECKING:
     from docpipe.ocr import PageRead
+
+
+class TextLayer(Protocol):
+    """What the searchable PDF needs of a page as read (docpipe.ocr.PageRead has it)."""
+
+    @property
+    def pdf(self) -> bytes | None: ...
+    @property
+    def dpi(self) -> int: ...
+    @property
+    def rotation(self) -> int: ...
+    @property
+    def skew(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +171,7 @@ def words_document(pages: list[PageRead]) -> dict[str, Any]:
     }
 
 
-def searchable_pdf(original: bytes, *, kind: str, pages: list[PageRead]) -> bytes:
+def searchable_pdf(original: bytes, *, kind: str, pages: Sequence[TextLayer]) -> bytes:
     """The document as a PDF with its text, invisible, over each page, every page upright.
 
     A PDF keeps its own pages; an image's frames become pages that hold the image itself,
@@ -188,7 +202,7 @@ def searchable_pdf(original: bytes, *, kind: str, pages: list[PageRead]) -> byte
     return out.getvalue()
 
 
-def _lay_text_over(page: PageObject, read: PageRead) -> None:
+def _lay_text_over(page: PageObject, read: TextLayer) -> None:
     """Lay the page's text layer over it (a page of the writer: pypdf edits only those)."""
     assert read.pdf is not None
     layer = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]

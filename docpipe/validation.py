@@ -1,4 +1,4 @@
-"""Document checks: cheap ones on upload, deep ones before OCR. Pure functions."""
+"""Document checks: cheap ones on upload, deep ones before OCR (a PDF's by the PDF reader)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pypdf
 from PIL import Image, UnidentifiedImageError
 
+from docpipe import pdfs
 from docpipe.errors import InvalidDocument
 
 # The bytes each allowed type starts with; the file name is never trusted for this.
@@ -74,20 +75,25 @@ def inspect_document(
     max_pixels: int,
     max_document_pixels: int | None = None,
     dpi: int = 300,
+    timeout: float = 120.0,
 ) -> Inspection:
     """The deep checks: the document's structure is sound and its cost within limits.
 
     Cost is bounded before any work is spent on it: pages, each page's pixels (a PDF's
     at the rendering DPI) and all pages' pixels together. An image's pixels are decoded
-    once, by the OCR step, where a page that does not decode fails the same way.
+    once, by the OCR step, where a page that does not decode fails the same way. A PDF's
+    check gets `timeout` seconds.
     """
     if sniff_kind(data[:SNIFF_BYTES]) != kind:
         raise InvalidDocument(f"content is not {kind.upper()}")
     budget = max_document_pixels or max_pages * max_pixels
     if kind == "pdf":
-        pages = _inspect_pdf(
-            data, max_pages=max_pages, max_pixels=max_pixels, budget=budget, dpi=dpi
-        )
+        # In the PDF reader's own process: pypdf is large, and a crafted file may crash or
+        # hang it (docpipe.pdfs).
+        pages = pdfs.inspect(
+            data, max_pages=max_pages, max_pixels=max_pixels, budget=budget, dpi=dpi,
+            timeout=timeout,
+        )  # fmt: skip
         return Inspection(kind, pages)
     if kind == "tiff":
         _check_tiff_directories(data, max_pages=max_pages)
@@ -97,7 +103,9 @@ def inspect_document(
     )
 
 
-def _inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int) -> int:
+def inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int) -> int:
+    """pypdf's strict reading of the PDF within the limits; its page count (run by the
+    PDF reader, docpipe.pdf_server)."""
     # Byte offsets in a PDF count from its header, wherever the header starts.
     data = data[pdf_header_offset(data) or 0 :]
     try:

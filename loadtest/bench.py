@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def engine_floor(
     def read(server: subprocess.Popen[bytes], page: Path) -> None:
         request = PagePass(str(page), str(out / page.stem), "eng", DPI, tuple(renderers.split()))
         assert server.stdin is not None and server.stdout is not None
-        server.stdin.write(request.request())
+        server.stdin.write(json.dumps(asdict(request)).encode() + b"\n")
         server.stdin.flush()
         if "ok" not in json.loads(server.stdout.readline()):
             raise RuntimeError(f"the engine could not read {page}")
@@ -191,6 +191,7 @@ def _role(cmdline: list[str], *, first: bool) -> str:
         ("worker", "docpipe.runtime.worker"),
         ("worker", "docpipe.runtime.warm"),  # the launcher the worker starts per flow run
         ("api", "docpipe.api.serve"),
+        ("pdf reader", "docpipe.pdf_server"),
         ("flow run", "prefect.engine"),
     ):
         if marker in text:

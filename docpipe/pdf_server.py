@@ -1,0 +1,118 @@
+"""The child side of docpipe.pdfs: every reading of a tenant's PDF, in a process of its own.
+
+A PDF is the richest format docpipe takes and its readers are the largest code a tenant's
+file meets: pypdf (the deep check, the searchable PDF's pages) and PDFium (rendering).
+A crafted file that crashes one or sends it round for ever costs this process and its
+document only; docpipe.pdfs kills it at the timeout and starts another. It caps its own
+address space (`python -m docpipe.pdf_server BYTES`) before it reads anything.
+
+Requests, one JSON line each (every path is in the run's page folder):
+- `{"do": "inspect", "path", "max_pages", "max_pixels", "budget", "dpi"}`: pypdf's deep
+  check; answers `{"pages": n}`.
+- `{"do": "sizes", "path"}`: PDFium's own page sizes, in points: `{"sizes": [[w, h], ...]}`.
+- `{"do": "render", "path", "index", "dpi", "out"}`: page `index` drawn in grey at `dpi`,
+  written to `out` as BMP: `{"width": w, "height": h}`.
+- `{"do": "searchable", "path", "out", "layers": [...]}`: the searchable PDF of the
+  document, each layer a page's text layer (base64) with its dpi, rotation and skew.
+A document it cannot read answers `{"invalid": reason}` (the document is not valid) or
+`{"failed": reason}` (a page does not render).
+"""
+
+from __future__ import annotations
+
+import base64
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docpipe.children import answer_requests
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A page's text layer as docpipe.outputs lays it over the page."""
+
+    pdf: bytes
+    dpi: int
+    rotation: int
+    skew: float
+
+
+def main() -> None:
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import pypdfium2 as pdfium
+
+    from docpipe.errors import InvalidDocument, OcrFailed
+    from docpipe.outputs import searchable_pdf
+    from docpipe.validation import inspect_pdf
+
+    # The document last opened by PDFium: its pages are asked for one request at a time.
+    opened: dict[str, Any] = {}
+
+    def document(path: str) -> Any:
+        if path not in opened:
+            for old in opened.values():
+                old.close()
+            opened.clear()
+            try:
+                opened[path] = pdfium.PdfDocument(path)
+            except pdfium.PdfiumError as e:
+                raise OcrFailed(f"PDF does not render: {e}") from e
+        return opened[path]
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        what = request["do"]
+        if what == "inspect":
+            data = Path(request["path"]).read_bytes()
+            pages = inspect_pdf(
+                data,
+                max_pages=request["max_pages"],
+                max_pixels=request["max_pixels"],
+                budget=request["budget"],
+                dpi=request["dpi"],
+            )
+            return {"pages": pages}
+        if what == "sizes":
+            pdf = document(request["path"])
+            try:
+                return {"sizes": [list(pdf.get_page_size(i)) for i in range(len(pdf))]}
+            except pdfium.PdfiumError as e:  # a page tree that counts pages it does not hold
+                raise InvalidDocument(f"the PDF's pages cannot all be read: {e}") from e
+        if what == "render":
+            index = request["index"]
+            try:
+                page = document(request["path"])[index]
+                image = page.render(scale=request["dpi"] / 72, grayscale=True).to_pil()
+                page.close()
+            except pdfium.PdfiumError as e:
+                raise OcrFailed(f"page {index + 1} does not render: {e}") from e
+            image.save(request["out"], format="BMP")
+            return {"width": image.width, "height": image.height}
+        if what == "searchable":
+            layers = [
+                _Layer(
+                    base64.b64decode(layer["pdf"]), layer["dpi"], layer["rotation"], layer["skew"]
+                )
+                for layer in request["layers"]
+            ]
+            original = Path(request["path"]).read_bytes()
+            Path(request["out"]).write_bytes(searchable_pdf(original, kind="pdf", pages=layers))
+            return {"ok": True}
+        raise ValueError(f"unknown request {what!r}")
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return handle(request)
+        except InvalidDocument as e:
+            return {"invalid": str(e)}
+        except OcrFailed as e:
+            return {"failed": str(e)}
+
+    answer_requests(answer)
+
+
+if __name__ == "__main__":
+    main()

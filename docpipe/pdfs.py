@@ -1,0 +1,148 @@
+"""Every reading of a tenant's PDF, done by a child process (docpipe.pdf_server).
+
+pypdf's deep check, PDFium's rendering and the searchable PDF's assembly all run in a
+long-lived child per thread, bounded in time (each request) and memory (the child's
+address space). A PDF that crashes or hangs its reader fails its own document, with the
+reason, and the next document gets a new reader: the flow run and the rest of the batch
+never notice.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docpipe.children import ChildDied, Children, ChildTimedOut
+from docpipe.errors import InvalidDocument, OcrFailed
+
+if TYPE_CHECKING:
+    from docpipe.outputs import TextLayer
+
+# The reader's address space: room for Python and PDFium, and for the largest page the
+# limits let through (drawn in grey, one byte a pixel) a few times over.
+BASE_MEMORY_BYTES = 2 * 1024**3
+BYTES_PER_PAGE_PIXEL = 4
+
+
+def _memory_limit() -> int:
+    from docpipe.config import get_settings
+
+    return BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * get_settings().max_image_pixels
+
+
+_readers = Children(
+    "docpipe.pdf_server",
+    lambda: [str(_memory_limit())],
+    cwd=tempfile.gettempdir,  # the run's page folder, once docpipe.ocr has chosen it
+)
+
+
+def inspect(
+    data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int, timeout: float
+) -> int:
+    """pypdf's deep check of the PDF (docpipe.validation.inspect_pdf); its page count."""
+    with _on_disk(data) as path:
+        reply = _ask(
+            {"do": "inspect", "path": path, "max_pages": max_pages, "max_pixels": max_pixels,
+             "budget": budget, "dpi": dpi},
+            timeout=timeout,
+            doing="checking it",
+            failure=InvalidDocument,
+        )  # fmt: skip
+    return int(reply["pages"])
+
+
+def render(
+    data: bytes,
+    *,
+    dpi: int,
+    timeout: float,
+    check: Callable[[list[tuple[float, float]]], None],
+) -> Iterator[Path]:
+    """Each page drawn in grey at `dpi`, as a BMP file the caller removes once read.
+
+    PDFium's own page sizes (points) go to `check` before any page is drawn: one PDF can
+    read differently to pypdf and to PDFium.
+    """
+    with _on_disk(data) as path:
+        sizes = _ask({"do": "sizes", "path": path}, timeout=timeout, doing="opening it")["sizes"]
+        check([(float(width), float(height)) for width, height in sizes])
+        for index in range(len(sizes)):
+            out = _new_file(".bmp")
+            try:
+                _ask(
+                    {"do": "render", "path": path, "index": index, "dpi": dpi, "out": out},
+                    timeout=timeout,
+                    doing=f"drawing page {index + 1}",
+                )
+            except BaseException:
+                Path(out).unlink(missing_ok=True)
+                raise
+            yield Path(out)
+
+
+def searchable(original: bytes, *, pages: Sequence[TextLayer], timeout: float) -> bytes:
+    """The searchable PDF of a PDF: its own pages, each with its text layer laid over it
+    (docpipe.outputs.searchable_pdf, in the reader)."""
+    layers = [
+        {"pdf": base64.b64encode(page.pdf or b"").decode(), "dpi": page.dpi,
+         "rotation": page.rotation, "skew": page.skew}
+        for page in pages
+    ]  # fmt: skip
+    with _on_disk(original) as path:
+        out = Path(_new_file(".pdf"))
+        try:
+            _ask(
+                {"do": "searchable", "path": path, "out": str(out), "layers": layers},
+                timeout=timeout,
+                doing="making its searchable PDF",
+            )
+            return out.read_bytes()
+        finally:
+            out.unlink(missing_ok=True)
+
+
+def _ask(
+    request: dict[str, Any],
+    *,
+    timeout: float,
+    doing: str,
+    failure: type[Exception] = OcrFailed,
+) -> dict[str, Any]:
+    """The reader's answer; its refusal, its death or its silence as the document's failure."""
+    try:
+        reply = _readers.ask(request, timeout=timeout)
+    except ChildTimedOut as e:
+        raise failure(f"the PDF took longer than {timeout:g} s {doing}") from e
+    except ChildDied as e:
+        raise failure(f"the PDF's reader died {doing} ({e})") from e
+    if "invalid" in reply:
+        raise InvalidDocument(str(reply["invalid"]))
+    if "failed" in reply:
+        raise OcrFailed(str(reply["failed"]))
+    if "error" in reply:
+        raise failure(f"the PDF's reader failed {doing}: {str(reply['error'])[:300]}")
+    return reply
+
+
+@contextlib.contextmanager
+def _on_disk(data: bytes) -> Iterator[str]:
+    """The bytes as a file in the run's page folder (the reader's working folder)."""
+    path = _new_file(".pdf")
+    try:
+        Path(path).write_bytes(data)
+        yield path
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def _new_file(suffix: str) -> str:
+    """A new empty file of ours for the reader to write: made here, so no one else's."""
+    handle, path = tempfile.mkstemp(suffix=suffix)
+    os.close(handle)
+    return path

@@ -1,0 +1,127 @@
+"""A tenant's PDF is read (pypdf, PDFium) by a child process of its own: a PDF that
+crashes or hangs its reader fails that document only, with the reason.
+
+The faults are injected into the real reader with signals: SIGSEGV is what a crash in
+PDFium is, SIGSTOP what a reader going round for ever looks like from outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from docpipe import pdfs
+from docpipe.errors import InvalidDocument, OcrFailed
+from docpipe.ocr import ocr_document
+from docpipe.pdfs import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
+from docpipe.validation import inspect_document
+from tests import documents
+from tests.helpers import post_batch, wait_for_batch
+
+pytestmark = pytest.mark.e2e
+
+OPTIONS: dict[str, Any] = {"language": "eng", "dpi": 300, "page_timeout": 60.0}
+LIMITS: dict[str, Any] = {"max_pages": 100, "max_pixels": 100_000_000}
+
+
+def _readers(under: Path | None = None) -> set[int]:
+    """The PDF readers running: this process's own, or any working under `under`."""
+    found = set()
+    candidates = psutil.process_iter() if under else psutil.Process().children(recursive=True)
+    for proc in candidates:
+        try:
+            if "docpipe.pdf_server" not in " ".join(proc.cmdline()):
+                continue
+            if under is None or Path(proc.cwd()).is_relative_to(under):
+                found.add(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _when_a_reader_starts(crash: Any, *, under: Path | None = None, timeout: float = 120) -> None:
+    """Call `crash(reader)` in the background as soon as a new PDF reader is running."""
+    before = _readers(under)
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if new := _readers(under) - before:
+                with contextlib.suppress(psutil.Error):
+                    crash(psutil.Process(new.pop()))
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _this_threads_reader() -> psutil.Process:
+    child = pdfs._readers._local.child
+    assert child is not None and child.poll() is None
+    return psutil.Process(child.pid)
+
+
+def test_a_reader_that_crashes_fails_its_pdf_only_and_the_next_pdf_reads() -> None:
+    texts = [documents.phrase(40 + i) for i in range(6)]
+    data = documents.multipage_pdf(texts)
+    pdfs._readers.close()  # the crash is for a reader started by this test
+    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV))
+    with pytest.raises(OcrFailed, match=r"the PDF's reader died .*killed by signal 11"):
+        ocr_document(data, kind="pdf", engine="api", **OPTIONS)
+    result = ocr_document(data, kind="pdf", engine="api", **OPTIONS)
+    assert result.page_count == 6
+    for expected, page in zip(texts, result.pages, strict=True):
+        assert documents.words(expected) <= documents.words(page.text)
+
+
+def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced() -> None:
+    data = documents.multipage_pdf([documents.phrase(50)])
+    inspect_document(data, kind="pdf", dpi=300, timeout=60, **LIMITS)
+    reader = _this_threads_reader()
+    reader.suspend()  # from outside, a reader going round for ever
+    started = time.monotonic()
+    with pytest.raises(InvalidDocument, match=r"the PDF took longer than 2 s checking it"):
+        inspect_document(data, kind="pdf", dpi=300, timeout=2, **LIMITS)
+    assert time.monotonic() - started < 30
+    assert not reader.is_running() or reader.status() == psutil.STATUS_ZOMBIE
+    assert inspect_document(data, kind="pdf", dpi=300, timeout=60, **LIMITS).page_count == 1
+
+
+def test_the_reader_caps_its_own_memory() -> None:
+    from docpipe.config import get_settings
+
+    inspect_document(documents.multipage_pdf(["x"]), kind="pdf", dpi=300, timeout=60, **LIMITS)
+    reader = _this_threads_reader()
+    soft, hard = reader.rlimit(psutil.RLIMIT_AS)
+    expected = BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * get_settings().max_image_pixels
+    assert soft == hard == expected
+
+
+def test_in_a_batch_a_pdf_that_crashes_its_reader_fails_alone(
+    stack: Any, api: httpx.Client, tenant: tuple[str, str]
+) -> None:
+    """The crash costs the reader, not the flow run: the PDF fails with the reason, every
+    other document of the batch is Ready, and the batch Completes."""
+    tenant_id, key = tenant
+    pdf = documents.multipage_pdf([documents.phrase(60 + i) for i in range(12)])
+    images = [(f"page-{i}.png", documents.document(documents.phrase(i), "png")) for i in range(4)]
+    home = stack.settings.home
+    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV), under=home)
+    batch_id = post_batch(api, tenant_id, key, [("hostile.pdf", pdf), *images])
+    batch = wait_for_batch(api, key, batch_id)
+    assert batch["status"] == "Completed"
+    by_name = {d["fileName"]: d for d in batch["documents"]}
+    # Dead while checking it (ValidationFailed) or drawing it (OcrFailed): where it lands.
+    assert by_name["hostile.pdf"]["status"] in ("ValidationFailed", "OcrFailed")
+    assert "the PDF's reader died" in by_name["hostile.pdf"]["error"]
+    assert str(home) not in by_name["hostile.pdf"]["error"]
+    assert all(by_name[name]["status"] == "Ready" for name, _ in images)
+    assert (batch["successCount"], batch["failureCount"]) == (4, 1)
