@@ -9,7 +9,7 @@ import re
 import statistics
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -171,13 +171,21 @@ def words_document(pages: list[PageRead]) -> dict[str, Any]:
     }
 
 
-def searchable_pdf(original: bytes, *, kind: str, pages: Sequence[TextLayer]) -> bytes:
+def searchable_pdf(
+    original: bytes,
+    *,
+    kind: str,
+    pages: Sequence[TextLayer],
+    own_text: Collection[int] = (),
+) -> bytes:
     """The document as a PDF with its text, invisible, over each page, every page upright.
 
     A PDF keeps its own pages; an image's frames become pages that hold the image itself,
     losslessly (a PNG's or JPEG's own compressed data where the PDF format takes it as
     it is). Each page is turned upright where it was not (by /Rotate), and Tesseract's
-    text layer is laid over it at the page's size and the angle of its words.
+    text layer is laid over it at the page's size and the angle of its words; except
+    over the pages numbered (from 0) in `own_text`, a PDF's pages that have text of
+    their own already, which a second layer would only repeat to a search.
     """
     writer = pypdf.PdfWriter()
     try:
@@ -188,8 +196,8 @@ def searchable_pdf(original: bytes, *, kind: str, pages: Sequence[TextLayer]) ->
                     f"the PDF's pages do not agree ({len(reader.pages)} or {len(pages)}): "
                     "no searchable PDF can be made of it"
                 )
-            for page, read in zip(reader.pages, pages, strict=True):
-                _lay_text_over(writer.add_page(page), read)
+            for index, (page, read) in enumerate(zip(reader.pages, pages, strict=True)):
+                _lay_text_over(writer.add_page(page), read, layer=index not in own_text)
         else:
             for index, read in enumerate(pages):
                 page = _image_page(writer, original, kind=kind, index=index, dpi=read.dpi)
@@ -202,18 +210,21 @@ def searchable_pdf(original: bytes, *, kind: str, pages: Sequence[TextLayer]) ->
     return out.getvalue()
 
 
-def _lay_text_over(page: PageObject, read: TextLayer) -> None:
-    """Lay the page's text layer over it (a page of the writer: pypdf edits only those)."""
-    assert read.pdf is not None
-    layer = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]
+def _lay_text_over(page: PageObject, read: TextLayer, *, layer: bool = True) -> None:
+    """Turn the page upright and lay its text layer over it (unless not `layer`); a page of
+    the writer: pypdf edits only those."""
     rotate = (_shown_rotation(page) + read.rotation) % 360
     page[NameObject("/Rotate")] = NumberObject(rotate)
     # Scripts that run on their own when the page opens go: this file is served inline.
     page.pop("/AA", None)
+    if not layer:
+        return
+    assert read.pdf is not None
+    text = pypdf.PdfReader(io.BytesIO(read.pdf)).pages[0]
     x0, y0, w, h = _shown_box(page)
     # The page as a viewer shows it, in points; the layer was made at that size.
     view_w, view_h = (w, h) if rotate in (0, 180) else (h, w)
-    layer_w, layer_h = float(layer.mediabox.width), float(layer.mediabox.height)
+    layer_w, layer_h = float(text.mediabox.width), float(text.mediabox.height)
     ctm = (
         Transformation()
         .scale(view_w / layer_w, view_h / layer_h)
@@ -229,7 +240,7 @@ def _lay_text_over(page: PageObject, read: TextLayer) -> None:
         180: ctm.rotate(180).translate(x0 + w, y0 + h),
         270: ctm.rotate(270).translate(x0, y0 + h),
     }[rotate]
-    page.merge_transformed_page(layer, ctm, over=True, expand=False)
+    page.merge_transformed_page(text, ctm, over=True, expand=False)
 
 
 def _image_page(

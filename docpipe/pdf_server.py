@@ -13,7 +13,8 @@ Requests, one JSON line each (every path is in the run's page folder):
 - `{"do": "render", "path", "index", "dpi", "out"}`: page `index` drawn in grey at `dpi`,
   written to `out` as BMP: `{"width": w, "height": h}`.
 - `{"do": "searchable", "path", "out", "layers": [...]}`: the searchable PDF of the
-  document, each layer a page's text layer (base64) with its dpi, rotation and skew.
+  document, each layer a page's text layer (base64) with its dpi, rotation and skew,
+  laid over every page that has no text of its own (PDFium finds none on it).
 A document it cannot read answers `{"invalid": reason}` (the document is not valid) or
 `{"failed": reason}` (a page does not render).
 """
@@ -63,6 +64,21 @@ def main() -> None:
                 raise OcrFailed(f"PDF does not render: {e}") from e
         return opened[path]
 
+    def pages_with_text(pdf: Any) -> set[int]:
+        """The pages that have text of their own: born digital, or OCR'd before."""
+        found = set()
+        for index in range(len(pdf)):
+            try:
+                page = pdf[index]
+                text = page.get_textpage()
+                if text.get_text_range().strip():
+                    found.add(index)
+                text.close()
+                page.close()
+            except pdfium.PdfiumError:  # text it cannot read: the page gets docpipe's layer
+                continue
+        return found
+
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         what = request["do"]
         if what == "inspect":
@@ -99,7 +115,9 @@ def main() -> None:
                 for layer in request["layers"]
             ]
             original = Path(request["path"]).read_bytes()
-            Path(request["out"]).write_bytes(searchable_pdf(original, kind="pdf", pages=layers))
+            own_text = pages_with_text(document(request["path"]))
+            made = searchable_pdf(original, kind="pdf", pages=layers, own_text=own_text)
+            Path(request["out"]).write_bytes(made)
             return {"ok": True}
         raise ValueError(f"unknown request {what!r}")
 

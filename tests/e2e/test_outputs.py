@@ -675,3 +675,46 @@ def test_a_language_named_twice_counts_once(api: httpx.Client, stack: Any) -> No
         api.get(f"/api/documents/{document_id}", headers={"X-API-Key": key}).json()["language"]
         == "eng"
     )
+
+
+def _born_digital_page(writer: pypdf.PdfWriter, line: str) -> None:
+    """A page whose words are text of its own (a font, not a picture), as a word
+    processor's PDF has them."""
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    page = writer.add_blank_page(612, 792)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+    content = DecodedStreamObject()
+    content.set_data(f"BT /F1 28 Tf 72 700 Td ({line}) Tj ET".encode())
+    page[NameObject("/Contents")] = writer._add_object(content)
+
+
+def test_a_page_with_text_of_its_own_gets_no_second_layer() -> None:
+    """Like OCRmyPDF's --skip-text: a born-digital page is already searchable, and a second,
+    invisible copy of its words would make every search find them twice. A scanned page
+    of the same PDF still gets its layer; the text output reads both."""
+    from docpipe import pdfs
+    from docpipe.ocr import ocr_document
+
+    typed, scanned = "Quixotic zephyr jumps", documents.phrase(77)
+    writer = pypdf.PdfWriter()
+    _born_digital_page(writer, typed)
+    writer.append(pypdf.PdfReader(io.BytesIO(documents.document(scanned, "pdf"))))
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
+    assert documents.words(typed) <= documents.words(result.pages[0].text)
+    made = pypdf.PdfReader(io.BytesIO(pdfs.searchable(data, pages=result.pages, timeout=60)))
+    first, second = (page.extract_text() for page in made.pages)
+    assert first.count("Quixotic") == 1, first
+    assert documents.words(scanned) <= documents.words(second)
