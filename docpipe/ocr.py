@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -134,9 +134,11 @@ def ocr_document(
         straighten=straighten or Straightening(orient=False, deskew=False),
         engine=get_engine(engine),
     )
-    pages = _page_slots(slots, niceness).read_all(
-        job.read, _pages(data, kind=kind, dpi=dpi, limits=limits, timeout=page_timeout)
-    )
+    # Closed here, in this thread, whatever happens: its files go at once.
+    with contextlib.closing(
+        _pages(data, kind=kind, dpi=dpi, limits=limits, timeout=page_timeout)
+    ) as decoded:
+        pages = _page_slots(slots, niceness).read_all(job.read, decoded)
     return OcrResult(pages, time.perf_counter() - started)
 
 
@@ -304,7 +306,7 @@ class PageLimits:
 
 def _pages(
     data: bytes, *, kind: str, dpi: int, limits: PageLimits, timeout: float
-) -> Iterator[tuple[Page, int]]:
+) -> Generator[tuple[Page, int], None, None]:
     """Each page decoded, with its resolution: a PDF's is the one it is rendered at."""
     if kind == "pdf":
         # From the header on, as the deep check (pypdf) read it.

@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from docpipe.children import answer_requests
+from docpipe.children import serving
 
 # Tesseract instances held at once, one per language set: each holds its models.
 MAX_LANGUAGE_SETS = 3
 
 
 def main() -> None:
+    answer = serving()
     import tesserocr
 
     tessdata = sys.argv[1]
@@ -47,7 +48,7 @@ def main() -> None:
         return {"ok": True}
 
     # A page's failure is said to the parent as its error; the next page goes on.
-    answer_requests(read)
+    answer(read)
 
 
 if __name__ == "__main__":

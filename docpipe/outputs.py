@@ -13,7 +13,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import pypdf
 from PIL import Image
 from pypdf import PageObject, Transformation
@@ -350,6 +349,8 @@ def opaque(image: Image.Image) -> Image.Image:
 
 
 def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    import numpy as np  # here: the PDF reader imports this module, and needs none of numpy
+
     levels = np.asarray(image, dtype=np.float64)
     low, high = float(levels.min(initial=0)), float(levels.max(initial=0))
     if low >= 0 and high <= 255 and image.mode != "F":

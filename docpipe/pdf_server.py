@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docpipe.children import answer_requests
+from docpipe.children import serving
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,27 @@ class _Layer:
 
 
 def main() -> None:
+    answer = serving()
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import pypdfium2 as pdfium
 
     from docpipe.errors import InvalidDocument, OcrFailed
     from docpipe.outputs import searchable_pdf
-    from docpipe.validation import inspect_pdf
+    from docpipe.validation import describe_error, inspect_pdf
 
-    # The document last opened by PDFium: its pages are asked for one request at a time.
+    # The document PDFium has open: its pages are asked for one request at a time. It is
+    # let go after its last page, its searchable PDF, or when another document comes.
     opened: dict[str, Any] = {}
+
+    def forget() -> None:
+        for old in opened.values():
+            old.close()
+        opened.clear()
 
     def document(path: str) -> Any:
         if path not in opened:
-            for old in opened.values():
-                old.close()
-            opened.clear()
+            forget()
             try:
                 opened[path] = pdfium.PdfDocument(path)
             except pdfium.PdfiumError as e:
@@ -82,6 +87,7 @@ def main() -> None:
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         what = request["do"]
         if what == "inspect":
+            forget()
             data = Path(request["path"]).read_bytes()
             pages = inspect_pdf(
                 data,
@@ -100,11 +106,14 @@ def main() -> None:
         if what == "render":
             index = request["index"]
             try:
-                page = document(request["path"])[index]
+                pdf = document(request["path"])
+                page = pdf[index]
                 image = page.render(scale=request["dpi"] / 72, grayscale=True).to_pil()
                 page.close()
             except pdfium.PdfiumError as e:
                 raise OcrFailed(f"page {index + 1} does not render: {e}") from e
+            if index == len(pdf) - 1:
+                forget()
             image.save(request["out"], format="BMP")
             return {"width": image.width, "height": image.height}
         if what == "searchable":
@@ -116,20 +125,25 @@ def main() -> None:
             ]
             original = Path(request["path"]).read_bytes()
             own_text = pages_with_text(document(request["path"]))
+            forget()
             made = searchable_pdf(original, kind="pdf", pages=layers, own_text=own_text)
             Path(request["out"]).write_bytes(made)
             return {"ok": True}
         raise ValueError(f"unknown request {what!r}")
 
-    def answer(request: dict[str, Any]) -> dict[str, Any]:
+    def said(request: dict[str, Any]) -> dict[str, Any]:
         try:
             return handle(request)
         except InvalidDocument as e:
             return {"invalid": str(e)}
         except OcrFailed as e:
             return {"failed": str(e)}
+        except OSError as e:  # its own files: nothing of the tenant's to say, nor paths
+            return {"error": f"its file could not be read or written ({type(e).__name__})"}
+        except Exception as e:
+            return {"error": describe_error(e)}
 
-    answer_requests(answer)
+    answer(said)
 
 
 if __name__ == "__main__":

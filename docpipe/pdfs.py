@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ def _memory_limit() -> int:
 _readers = Children(
     "docpipe.pdf_server",
     lambda: [str(_memory_limit())],
+    # A maths library's thread per core would spend the address space it is capped at.
+    env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     cwd=tempfile.gettempdir,  # the run's page folder, once docpipe.ocr has chosen it
 )
 
@@ -122,12 +125,19 @@ def _ask(
     except ChildDied as e:
         raise failure(f"the PDF's reader died {doing} ({e})") from e
     if "invalid" in reply:
-        raise InvalidDocument(str(reply["invalid"]))
+        raise InvalidDocument(_clean(reply["invalid"]))
     if "failed" in reply:
-        raise OcrFailed(str(reply["failed"]))
+        raise OcrFailed(_clean(reply["failed"]))
     if "error" in reply:
-        raise failure(f"the PDF's reader failed {doing}: {str(reply['error'])[:300]}")
+        raise failure(f"the PDF's reader failed {doing}: {_clean(reply['error'])}")
     return reply
+
+
+def _clean(said: object) -> str:
+    """A reader's reason as a tenant may see it: short, and naming no folder of ours."""
+    text = str(said).replace(tempfile.gettempdir(), "")
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text)
+    return text[:300].strip() or "no reason given"
 
 
 @contextlib.contextmanager

@@ -95,14 +95,21 @@ def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced() -> None:
     assert inspect_document(data, kind="pdf", dpi=300, timeout=60, **LIMITS).page_count == 1
 
 
-def test_the_reader_caps_its_own_memory() -> None:
+def test_the_reader_caps_its_memory_leaves_no_core_and_holds_no_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from docpipe.config import get_settings
 
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:secret")
+    pdfs._readers.close()  # a reader started with that in the flow run's environment
     inspect_document(documents.multipage_pdf(["x"]), kind="pdf", dpi=300, timeout=60, **LIMITS)
     reader = _this_threads_reader()
     soft, hard = reader.rlimit(psutil.RLIMIT_AS)
     expected = BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * get_settings().max_image_pixels
     assert soft == hard == expected
+    # A crash leaves no core file: it would hold pages of tenants' documents.
+    assert reader.rlimit(psutil.RLIMIT_CORE) == (0, 0)
+    assert not [name for name in reader.environ() if name.startswith(("PREFECT_", "DOCPIPE_"))]
 
 
 def test_in_a_batch_a_pdf_that_crashes_its_reader_fails_alone(
