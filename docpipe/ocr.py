@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
@@ -23,25 +21,24 @@ import psutil
 import pytesseract
 from PIL import Image
 
-from docpipe import pdfs
+from docpipe import readers
 from docpipe.children import ChildDied, Children, ChildTimedOut, dying_with_parent
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted, UnknownLanguage
 from docpipe.outputs import (
     confidence,
     likely_turns,
     misturned,
-    opaque,
     skew_degrees,
     words_of,
 )
-from docpipe.validation import describe_error, image_pages, page_pixels, pdf_header_offset
+from docpipe.validation import page_pixels, pdf_header_offset
 
 # How a decoded page goes to Tesseract: uncompressed (PNG's encoding costs more than it
 # saves), and BMP, which Leptonica reads a row at a time, where it reads a PPM's pixels
 # one by one: 14% of a page's OCR time (docs/performance.md).
 PAGE_FORMAT = "BMP"
 PAGE_SEPARATOR = "\f"
-# A page as handed to Tesseract: a decoded image, or a BMP file the PDF reader drew.
+# A page as handed to Tesseract: a BMP file the reader wrote, or one turned from it.
 Page = Image.Image | Path
 
 
@@ -111,11 +108,11 @@ def ocr_document(
 
     Each page is read once, with every output asked for written by that pass (text,
     hOCR, and with `pdf` the page's text layer alone, which docpipe.outputs lays over the
-    original's own page). Tesseract is only ever given pages
-    docpipe decoded itself (PDF pages rendered by PDFium, image frames decoded by
-    Pillow), one at a time and each with its own timeout: never the uploaded file, whose
-    format quirks (a TIFF whose pages loop, a damaged JPEG) its own readers would meet.
-    A page that does not decode raises InvalidDocument. Temporary files go under
+    original's own page). Tesseract is only ever given pages docpipe decoded itself (PDF
+    pages drawn by PDFium, image frames decoded by Pillow, both in the reader: a child
+    process, docpipe.readers), one at a time and each with its own timeout: never the
+    uploaded file, whose format quirks (a TIFF whose pages loop, a damaged JPEG) its own
+    readers would meet. A page that does not decode raises InvalidDocument. Temporary files go under
     `scratch`. Pages are read on the process's `slots` OCR threads, which every document
     read at once shares: one long document is spread over all of them.
     """
@@ -162,12 +159,12 @@ class PageSlots:
 
     def read_all(
         self,
-        read: Callable[[Page, int], PageRead],
-        pages: Iterator[tuple[Page, int]],
+        read: Callable[[Path, int], PageRead],
+        pages: Iterator[tuple[Path, int]],
     ) -> list[PageRead]:
         """Every page read, in order; the first page that fails stops the document."""
         futures: list[Future[PageRead]] = []
-        waiting: list[Page] = []
+        waiting: list[Path] = []
         try:
             while True:
                 if failed := next((f for f in futures if f.done() and f.exception()), None):
@@ -187,7 +184,7 @@ class PageSlots:
         finally:
             # A failed document's pages still waiting are not read, and their files go.
             for future, page in zip(futures, waiting, strict=True):
-                if future.cancel() and isinstance(page, Path):
+                if future.cancel():
                     page.unlink(missing_ok=True)
 
 
@@ -306,42 +303,17 @@ class PageLimits:
 
 def _pages(
     data: bytes, *, kind: str, dpi: int, limits: PageLimits, timeout: float
-) -> Generator[tuple[Page, int], None, None]:
-    """Each page decoded, with its resolution: a PDF's is the one it is rendered at."""
+) -> Generator[tuple[Path, int], None, None]:
+    """Each page decoded by a reader, with its resolution: a PDF's is the one it is drawn
+    at, an image's its own (if a scan could have it)."""
     if kind == "pdf":
         # From the header on, as the deep check (pypdf) read it.
         data = data[pdf_header_offset(data) or 0 :]
         check = partial(limits.check_sizes, dpi=dpi)
-        for page in pdfs.render(data, dpi=dpi, timeout=timeout, check=check):
+        for page in readers.render_pdf(data, dpi=dpi, timeout=timeout, check=check):
             yield page, dpi
     else:
-        for frame in _decode_frames(data):
-            yield frame, _image_dpi(frame, default=dpi)
-
-
-def _image_dpi(image: Image.Image, *, default: int) -> int:
-    """The resolution an image says it has, if it is one a scan could have."""
-    try:
-        found = round(float(image.info.get("dpi", (0, 0))[0]))
-    except (TypeError, ValueError, IndexError):
-        return default
-    return found if 70 <= found <= 1200 else default
-
-
-def _decode_frames(data: bytes) -> Iterator[Image.Image]:
-    """Each frame of an image, decoded, in a mode Tesseract reads from an uncompressed file."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            for index in range(image_pages(image)):
-                image.seek(index)
-                frame = opaque(image)
-                frame.load()
-                page = frame.copy()
-                page.info["dpi"] = image.info.get("dpi")
-                page.format = PAGE_FORMAT
-                yield page
-    except (OSError, ValueError, SyntaxError, struct.error) as e:
-        raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
+        yield from readers.decode_image(data, dpi=dpi, timeout=timeout)
 
 
 _scratch_lock = threading.Lock()
@@ -495,23 +467,18 @@ class _PageJob:
     straighten: Straightening
     engine: CliEngine | ApiEngine
 
-    def read(self, page: Page, dpi: int) -> PageRead:
+    def read(self, page: Path, dpi: int) -> PageRead:
         """Read the page; turn it upright or straighten it only if the first read says to.
 
-        An upright, straight page (nearly every page) costs one pass and nothing else: a
-        page the PDF reader drew goes to Tesseract as the file it is, never decoded here.
+        An upright, straight page (nearly every page) costs one pass and nothing else: the
+        page file the reader wrote goes to Tesseract as it is, never decoded here.
         """
         started = time.perf_counter()
         try:
-            with (
-                Image.open(page)
-                if isinstance(page, Path)
-                else contextlib.nullcontext(page) as image
-            ):
+            with Image.open(page) as image:  # its header only, unless it must be turned
                 best = self._best(page, image, dpi)
         finally:
-            if isinstance(page, Path):
-                page.unlink(missing_ok=True)
+            page.unlink(missing_ok=True)
         return replace(best, seconds=time.perf_counter() - started)
 
     def _best(self, page: Page, image: Image.Image, dpi: int) -> PageRead:

@@ -349,7 +349,7 @@ def opaque(image: Image.Image) -> Image.Image:
 
 
 def _eight_bit_grey(image: Image.Image) -> Image.Image:
-    import numpy as np  # here: the PDF reader imports this module, and needs none of numpy
+    import numpy as np  # here: the reader (docpipe.reader_server) needs numpy only for this
 
     levels = np.asarray(image, dtype=np.float64)
     low, high = float(levels.min(initial=0)), float(levels.max(initial=0))

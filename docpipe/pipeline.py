@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from docpipe import pdfs
+from docpipe import readers
 from docpipe.config import get_settings
 from docpipe.db import session_scope
 from docpipe.errors import Conflict, InvalidDocument, NotFound, OcrFailed
@@ -27,7 +27,7 @@ from docpipe.models import (
     utcnow,
 )
 from docpipe.ocr import OcrResult, Straightening, ocr_document, use_scratch
-from docpipe.outputs import hocr_document, searchable_pdf, words_document
+from docpipe.outputs import hocr_document, words_document
 from docpipe.storage import get_storage, output_key, text_key
 from docpipe.validation import inspect_document, pdf_header_offset
 
@@ -100,7 +100,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
     if document.status in SETTLED:
         return document.page_count or 0
     settings = get_settings()
-    use_scratch(settings.home / "tmp")  # where a PDF's reader is handed its file
+    use_scratch(settings.home / "tmp")  # where the reader is handed the file
     storage = get_storage()
     data = storage.read_bytes(document.storage_key)
     try:
@@ -176,14 +176,14 @@ def _store_outputs(
     made: dict[Output, bytes] = {Output.TEXT: result.text.encode()}
     if Output.PDF in outputs:
         settings = get_settings()
-        if document.kind == "pdf":  # the tenant's PDF is parsed again: by the PDF reader
-            made[Output.PDF] = pdfs.searchable(
-                data[pdf_header_offset(data) or 0 :],
-                pages=result.pages,
-                timeout=settings.ocr_page_timeout_seconds,
-            )
-        else:
-            made[Output.PDF] = searchable_pdf(data, kind=document.kind, pages=result.pages)
+        original = data[pdf_header_offset(data) or 0 :] if document.kind == "pdf" else data
+        # The tenant's file is parsed again, so by the reader (docpipe.readers).
+        made[Output.PDF] = readers.searchable(
+            original,
+            kind=document.kind,
+            pages=result.pages,
+            timeout=settings.ocr_page_timeout_seconds,
+        )
         if settings.pdfa:
             made[Output.PDF] = to_pdfa(made[Output.PDF], timeout=settings.ocr_page_timeout_seconds)
     if Output.HOCR in outputs:

@@ -1,4 +1,4 @@
-"""Document checks: cheap ones on upload, deep ones before OCR (a PDF's by the PDF reader)."""
+"""Document checks: cheap ones on upload, deep ones before OCR (a PDF's by the reader)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pypdf
 from PIL import Image, UnidentifiedImageError
 
-from docpipe import pdfs
+from docpipe import readers
 from docpipe.errors import InvalidDocument
 
 # The bytes each allowed type starts with; the file name is never trusted for this.
@@ -88,9 +88,9 @@ def inspect_document(
         raise InvalidDocument(f"content is not {kind.upper()}")
     budget = max_document_pixels or max_pages * max_pixels
     if kind == "pdf":
-        # In the PDF reader's own process: pypdf is large, and a crafted file may crash or
-        # hang it (docpipe.pdfs).
-        pages = pdfs.inspect(
+        # In the reader's own process: pypdf is large, and a crafted file may crash or hang
+        # it (docpipe.readers).
+        pages = readers.inspect_pdf(
             data, max_pages=max_pages, max_pixels=max_pixels, budget=budget, dpi=dpi,
             timeout=timeout,
         )  # fmt: skip
@@ -105,7 +105,7 @@ def inspect_document(
 
 def inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int) -> int:
     """pypdf's strict reading of the PDF within the limits; its page count (run by the
-    PDF reader, docpipe.pdf_server)."""
+    reader, docpipe.reader_server)."""
     # Byte offsets in a PDF count from its header, wherever the header starts.
     data = data[pdf_header_offset(data) or 0 :]
     try:
@@ -165,6 +165,15 @@ def _check_tiff_directories(data: bytes, *, max_pages: int) -> None:
             raise InvalidDocument("TIFF's page directory points outside the file") from e
     if not seen:
         raise InvalidDocument("TIFF has no pages")
+
+
+def scan_dpi(value: object, *, default: int) -> int:
+    """The resolution an image says it has (Pillow's `dpi`), if one a scan could have."""
+    try:
+        found = round(float(value[0]))  # type: ignore[index]
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return default
+    return found if 70 <= found <= 1200 else default
 
 
 def image_pages(image: Image.Image) -> int:

@@ -191,7 +191,7 @@ def _role(cmdline: list[str], *, first: bool) -> str:
         ("worker", "docpipe.runtime.worker"),
         ("worker", "docpipe.runtime.warm"),  # the launcher the worker starts per flow run
         ("api", "docpipe.api.serve"),
-        ("pdf reader", "docpipe.pdf_server"),
+        ("reader", "docpipe.reader_server"),
         ("flow run", "prefect.engine"),
     ):
         if marker in text:

@@ -701,7 +701,7 @@ def test_a_page_with_text_of_its_own_gets_no_second_layer() -> None:
     """Like OCRmyPDF's --skip-text: a born-digital page is already searchable, and a second,
     invisible copy of its words would make every search find them twice. A scanned page
     of the same PDF still gets its layer; the text output reads both."""
-    from docpipe import pdfs
+    from docpipe import readers
     from docpipe.ocr import ocr_document
 
     typed, scanned = "Quixotic zephyr jumps", documents.phrase(77)
@@ -714,7 +714,9 @@ def test_a_page_with_text_of_its_own_gets_no_second_layer() -> None:
 
     result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
     assert documents.words(typed) <= documents.words(result.pages[0].text)
-    made = pypdf.PdfReader(io.BytesIO(pdfs.searchable(data, pages=result.pages, timeout=60)))
+    made = pypdf.PdfReader(
+        io.BytesIO(readers.searchable(data, kind="pdf", pages=result.pages, timeout=60))
+    )
     first, second = (page.extract_text() for page in made.pages)
     assert first.count("Quixotic") == 1, first
     assert documents.words(scanned) <= documents.words(second)

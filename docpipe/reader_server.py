@@ -1,28 +1,33 @@
-"""The child side of docpipe.pdfs: every reading of a tenant's PDF, in a process of its own.
+"""The child side of docpipe.readers: every decoding of a tenant's file, in its own process.
 
-A PDF is the richest format docpipe takes and its readers are the largest code a tenant's
-file meets: pypdf (the deep check, the searchable PDF's pages) and PDFium (rendering).
+A tenant's file meets large readers written in C and C++: PDFium (a PDF's pages), pypdf
+(its deep check, its searchable PDF), libpng, libjpeg and libtiff (an image's pixels).
 A crafted file that crashes one or sends it round for ever costs this process and its
-document only; docpipe.pdfs kills it at the timeout and starts another. It caps its own
-address space (`python -m docpipe.pdf_server BYTES`) before it reads anything.
+document only; docpipe.readers kills it at the timeout and starts another. It caps its
+own address space (`python -m docpipe.reader_server BYTES`) before it reads anything.
 
 Requests, one JSON line each (every path is in the run's page folder):
 - `{"do": "inspect", "path", "max_pages", "max_pixels", "budget", "dpi"}`: pypdf's deep
-  check; answers `{"pages": n}`.
+  check of a PDF; answers `{"pages": n}`.
 - `{"do": "sizes", "path"}`: PDFium's own page sizes, in points: `{"sizes": [[w, h], ...]}`.
-- `{"do": "render", "path", "index", "dpi", "out"}`: page `index` drawn in grey at `dpi`,
-  written to `out` as BMP: `{"width": w, "height": h}`.
-- `{"do": "searchable", "path", "out", "layers": [...]}`: the searchable PDF of the
-  document, each layer a page's text layer (base64) with its dpi, rotation and skew,
-  laid over every page that has no text of its own (PDFium finds none on it).
+- `{"do": "render", "path", "index", "dpi", "out"}`: PDF page `index` drawn in grey at
+  `dpi`, written to `out` as BMP: `{"width": w, "height": h}`.
+- `{"do": "frames", "path"}`: how many pages an image holds: `{"frames": n}`.
+- `{"do": "decode", "path", "index", "dpi", "out"}`: image frame `index` decoded, in a
+  mode Tesseract reads, written to `out` as BMP: `{"width", "height", "dpi"}` (its own
+  resolution if a scan could have it, else `dpi`).
+- `{"do": "searchable", "path", "kind", "out", "layers": [...]}`: the searchable PDF of
+  the document, each layer a page's text layer (base64) with its dpi, rotation and
+  skew; a PDF's page that has text of its own (PDFium finds some) gets no layer.
 A document it cannot read answers `{"invalid": reason}` (the document is not valid) or
-`{"failed": reason}` (a page does not render).
+`{"failed": reason}` (a PDF's page does not render).
 """
 
 from __future__ import annotations
 
 import base64
 import resource
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,19 +51,29 @@ def main() -> None:
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import pypdfium2 as pdfium
+    from PIL import Image
 
     from docpipe.errors import InvalidDocument, OcrFailed
-    from docpipe.outputs import searchable_pdf
-    from docpipe.validation import describe_error, inspect_pdf
+    from docpipe.outputs import opaque, searchable_pdf
+    from docpipe.validation import describe_error, image_pages, inspect_pdf, scan_dpi
 
-    # The document PDFium has open: its pages are asked for one request at a time. It is
-    # let go after its last page, its searchable PDF, or when another document comes.
+    # The document open (in PDFium, or Pillow): its pages are asked for one request at a
+    # time. It is let go after its last page, its searchable PDF, or when another comes.
     opened: dict[str, Any] = {}
 
     def forget() -> None:
         for old in opened.values():
             old.close()
         opened.clear()
+
+    def picture(path: str) -> Any:
+        if path not in opened:
+            forget()
+            try:
+                opened[path] = Image.open(path)
+            except (OSError, ValueError, SyntaxError, struct.error) as e:
+                raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
+        return opened[path]
 
     def document(path: str) -> Any:
         if path not in opened:
@@ -116,6 +131,22 @@ def main() -> None:
                 forget()
             image.save(request["out"], format="BMP")
             return {"width": image.width, "height": image.height}
+        if what == "frames":
+            return {"frames": image_pages(picture(request["path"]))}
+        if what == "decode":
+            index, frames = request["index"], picture(request["path"])
+            try:
+                frames.seek(index)
+                frame = opaque(frames)
+                frame.load()
+                dpi = scan_dpi(frames.info.get("dpi"), default=request["dpi"])
+                width, height = frame.size
+                frame.save(request["out"], format="BMP")
+            except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:
+                raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
+            if index == image_pages(frames) - 1:
+                forget()
+            return {"width": width, "height": height, "dpi": dpi}
         if what == "searchable":
             layers = [
                 _Layer(
@@ -123,10 +154,10 @@ def main() -> None:
                 )
                 for layer in request["layers"]
             ]
-            original = Path(request["path"]).read_bytes()
-            own_text = pages_with_text(document(request["path"]))
+            original, kind = Path(request["path"]).read_bytes(), request["kind"]
+            own_text = pages_with_text(document(request["path"])) if kind == "pdf" else set()
             forget()
-            made = searchable_pdf(original, kind="pdf", pages=layers, own_text=own_text)
+            made = searchable_pdf(original, kind=kind, pages=layers, own_text=own_text)
             Path(request["out"]).write_bytes(made)
             return {"ok": True}
         raise ValueError(f"unknown request {what!r}")

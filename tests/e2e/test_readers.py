@@ -1,13 +1,14 @@
-"""A tenant's PDF is read (pypdf, PDFium) by a child process of its own: a PDF that
-crashes or hangs its reader fails that document only, with the reason.
+"""A tenant's file is decoded (pypdf, PDFium, Pillow) by a child process of its own: a
+file that crashes or hangs its reader fails that document only, with the reason.
 
 The faults are injected into the real reader with signals: SIGSEGV is what a crash in
-PDFium is, SIGSTOP what a reader going round for ever looks like from outside.
+PDFium or libtiff is, SIGSTOP what a reader going round for ever looks like from outside.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import signal
 import threading
 import time
@@ -18,10 +19,10 @@ import httpx
 import psutil
 import pytest
 
-from docpipe import pdfs
+from docpipe import readers
 from docpipe.errors import InvalidDocument, OcrFailed
 from docpipe.ocr import ocr_document
-from docpipe.pdfs import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
+from docpipe.readers import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
 from docpipe.validation import inspect_document
 from tests import documents
 from tests.helpers import post_batch, wait_for_batch
@@ -33,12 +34,12 @@ LIMITS: dict[str, Any] = {"max_pages": 100, "max_pixels": 100_000_000}
 
 
 def _readers(under: Path | None = None) -> set[int]:
-    """The PDF readers running: this process's own, or any working under `under`."""
+    """The readers running: this process's own, or any working under `under`."""
     found = set()
     candidates = psutil.process_iter() if under else psutil.Process().children(recursive=True)
     for proc in candidates:
         try:
-            if "docpipe.pdf_server" not in " ".join(proc.cmdline()):
+            if "docpipe.reader_server" not in " ".join(proc.cmdline()):
                 continue
             if under is None or Path(proc.cwd()).is_relative_to(under):
                 found.add(proc.pid)
@@ -48,7 +49,7 @@ def _readers(under: Path | None = None) -> set[int]:
 
 
 def _when_a_reader_starts(crash: Any, *, under: Path | None = None, timeout: float = 120) -> None:
-    """Call `crash(reader)` in the background as soon as a new PDF reader is running."""
+    """Call `crash(reader)` in the background as soon as a new reader is running."""
     before = _readers(under)
 
     def watch() -> None:
@@ -64,7 +65,7 @@ def _when_a_reader_starts(crash: Any, *, under: Path | None = None, timeout: flo
 
 
 def _this_threads_reader() -> psutil.Process:
-    child = pdfs._readers._local.child
+    child = readers._readers._local.child
     assert child is not None and child.poll() is None
     return psutil.Process(child.pid)
 
@@ -72,12 +73,29 @@ def _this_threads_reader() -> psutil.Process:
 def test_a_reader_that_crashes_fails_its_pdf_only_and_the_next_pdf_reads() -> None:
     texts = [documents.phrase(40 + i) for i in range(6)]
     data = documents.multipage_pdf(texts)
-    pdfs._readers.close()  # the crash is for a reader started by this test
+    readers._readers.close()  # the crash is for a reader started by this test
     _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV))
-    with pytest.raises(OcrFailed, match=r"the PDF's reader died .*killed by signal 11"):
+    with pytest.raises(OcrFailed, match=r"the file's reader died .*killed by signal 11"):
         ocr_document(data, kind="pdf", engine="api", **OPTIONS)
     result = ocr_document(data, kind="pdf", engine="api", **OPTIONS)
     assert result.page_count == 6
+    for expected, page in zip(texts, result.pages, strict=True):
+        assert documents.words(expected) <= documents.words(page.text)
+
+
+def test_a_reader_that_crashes_on_an_image_fails_it_as_not_decoding_and_the_next_reads() -> None:
+    """libtiff and friends run in the reader too: a crash there is the image's failure."""
+    texts = [documents.phrase(80 + i) for i in range(4)]
+    frames = [documents.page_image([text]) for text in texts]
+    tiff = io.BytesIO()
+    frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:], compression="tiff_lzw")
+    data = tiff.getvalue()
+    readers._readers.close()
+    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV))
+    with pytest.raises(InvalidDocument, match=r"the file's reader died .*killed by signal 11"):
+        ocr_document(data, kind="tiff", engine="api", **OPTIONS)
+    result = ocr_document(data, kind="tiff", engine="api", **OPTIONS)
+    assert result.page_count == 4
     for expected, page in zip(texts, result.pages, strict=True):
         assert documents.words(expected) <= documents.words(page.text)
 
@@ -88,7 +106,7 @@ def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced() -> None:
     reader = _this_threads_reader()
     reader.suspend()  # from outside, a reader going round for ever
     started = time.monotonic()
-    with pytest.raises(InvalidDocument, match=r"the PDF took longer than 2 s checking it"):
+    with pytest.raises(InvalidDocument, match=r"the file took longer than 2 s checking it"):
         inspect_document(data, kind="pdf", dpi=300, timeout=2, **LIMITS)
     assert time.monotonic() - started < 30
     assert not reader.is_running() or reader.status() == psutil.STATUS_ZOMBIE
@@ -101,7 +119,7 @@ def test_the_reader_caps_its_memory_leaves_no_core_and_holds_no_secret(
     from docpipe.config import get_settings
 
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:secret")
-    pdfs._readers.close()  # a reader started with that in the flow run's environment
+    readers._readers.close()  # a reader started with that in the flow run's environment
     inspect_document(documents.multipage_pdf(["x"]), kind="pdf", dpi=300, timeout=60, **LIMITS)
     reader = _this_threads_reader()
     soft, hard = reader.rlimit(psutil.RLIMIT_AS)
@@ -128,7 +146,7 @@ def test_in_a_batch_a_pdf_that_crashes_its_reader_fails_alone(
     by_name = {d["fileName"]: d for d in batch["documents"]}
     # Dead while checking it (ValidationFailed) or drawing it (OcrFailed): where it lands.
     assert by_name["hostile.pdf"]["status"] in ("ValidationFailed", "OcrFailed")
-    assert "the PDF's reader died" in by_name["hostile.pdf"]["error"]
+    assert "the file's reader died" in by_name["hostile.pdf"]["error"]
     assert str(home) not in by_name["hostile.pdf"]["error"]
     assert all(by_name[name]["status"] == "Ready" for name, _ in images)
     assert (batch["successCount"], batch["failureCount"]) == (4, 1)

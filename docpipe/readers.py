@@ -1,10 +1,11 @@
-"""Every reading of a tenant's PDF, done by a child process (docpipe.pdf_server).
+"""Every decoding of a tenant's file, done by a child process (docpipe.reader_server).
 
-pypdf's deep check, PDFium's rendering and the searchable PDF's assembly all run in a
-long-lived child per thread, bounded in time (each request) and memory (the child's
-address space). A PDF that crashes or hangs its reader fails its own document, with the
+A PDF's deep check (pypdf), its pages drawn (PDFium), an image's frames decoded (Pillow,
+over libpng, libjpeg and libtiff) and the searchable PDF made of either all run in the
+reader: a long-lived child per thread, bounded in time (each request) and memory (its
+address space). A file that crashes or hangs its reader fails its own document, with the
 reason, and the next document gets a new reader: the flow run and the rest of the batch
-never notice.
+never notice. The flow run itself only reads headers (docpipe.validation).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +27,10 @@ if TYPE_CHECKING:
     from docpipe.outputs import TextLayer
 
 # The reader's address space: room for Python and PDFium, and for the largest page the
-# limits let through (drawn in grey, one byte a pixel) a few times over.
+# limits let through, a few times over: a 16-bit grey page is scaled to 8 bits in
+# float64 arrays, 8 bytes a pixel, up to three at once.
 BASE_MEMORY_BYTES = 2 * 1024**3
-BYTES_PER_PAGE_PIXEL = 4
+BYTES_PER_PAGE_PIXEL = 32
 
 
 def _memory_limit() -> int:
@@ -37,7 +40,7 @@ def _memory_limit() -> int:
 
 
 _readers = Children(
-    "docpipe.pdf_server",
+    "docpipe.reader_server",
     lambda: [str(_memory_limit())],
     # A maths library's thread per core would spend the address space it is capped at.
     env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
@@ -45,7 +48,7 @@ _readers = Children(
 )
 
 
-def inspect(
+def inspect_pdf(
     data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int, timeout: float
 ) -> int:
     """pypdf's deep check of the PDF (docpipe.validation.inspect_pdf); its page count."""
@@ -60,7 +63,7 @@ def inspect(
     return int(reply["pages"])
 
 
-def render(
+def render_pdf(
     data: bytes,
     *,
     dpi: int,
@@ -89,9 +92,29 @@ def render(
             yield Path(out)
 
 
-def searchable(original: bytes, *, pages: Sequence[TextLayer], timeout: float) -> bytes:
-    """The searchable PDF of a PDF: its own pages, each with its text layer laid over it
-    (docpipe.outputs.searchable_pdf, in the reader)."""
+def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Path, int]]:
+    """Each frame of an image decoded, in a mode Tesseract reads, as a BMP file the caller
+    removes once read; with its resolution (its own if a scan could have it, else `dpi`).
+    A frame that does not decode raises InvalidDocument, as the deep check would."""
+    with _on_disk(data) as path:
+        ask = partial(_ask, timeout=timeout, failure=InvalidDocument)
+        frames = ask({"do": "frames", "path": path}, doing="opening it")["frames"]
+        for index in range(int(frames)):
+            out = _new_file(".bmp")
+            try:
+                said = ask(
+                    {"do": "decode", "path": path, "index": index, "dpi": dpi, "out": out},
+                    doing=f"decoding page {index + 1}",
+                )
+            except BaseException:
+                Path(out).unlink(missing_ok=True)
+                raise
+            yield Path(out), int(said["dpi"])
+
+
+def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeout: float) -> bytes:
+    """The searchable PDF of the document (docpipe.outputs.searchable_pdf, in the reader):
+    a PDF's own pages, or pages holding an image's frames, each with its text over it."""
     layers = [
         {"pdf": base64.b64encode(page.pdf or b"").decode(), "dpi": page.dpi,
          "rotation": page.rotation, "skew": page.skew}
@@ -101,7 +124,13 @@ def searchable(original: bytes, *, pages: Sequence[TextLayer], timeout: float) -
         out = Path(_new_file(".pdf"))
         try:
             _ask(
-                {"do": "searchable", "path": path, "out": str(out), "layers": layers},
+                {
+                    "do": "searchable",
+                    "path": path,
+                    "kind": kind,
+                    "out": str(out),
+                    "layers": layers,
+                },  # fmt: skip
                 timeout=timeout,
                 doing="making its searchable PDF",
             )
@@ -121,15 +150,15 @@ def _ask(
     try:
         reply = _readers.ask(request, timeout=timeout)
     except ChildTimedOut as e:
-        raise failure(f"the PDF took longer than {timeout:g} s {doing}") from e
+        raise failure(f"the file took longer than {timeout:g} s {doing}") from e
     except ChildDied as e:
-        raise failure(f"the PDF's reader died {doing} ({e})") from e
+        raise failure(f"the file's reader died {doing} ({e})") from e
     if "invalid" in reply:
         raise InvalidDocument(_clean(reply["invalid"]))
     if "failed" in reply:
         raise OcrFailed(_clean(reply["failed"]))
     if "error" in reply:
-        raise failure(f"the PDF's reader failed {doing}: {_clean(reply['error'])}")
+        raise failure(f"the file's reader failed {doing}: {_clean(reply['error'])}")
     return reply
 
 
