@@ -26,6 +26,7 @@ A document it cannot read answers `{"invalid": reason}` (the document is not val
 from __future__ import annotations
 
 import base64
+import io
 import resource
 import struct
 import sys
@@ -69,8 +70,8 @@ def main() -> None:
     def picture(path: str) -> Any:
         if path not in opened:
             forget()
-            try:
-                opened[path] = Image.open(path)
+            try:  # from memory, as the deep check read it: a reason then names no file
+                opened[path] = Image.open(io.BytesIO(Path(path).read_bytes()))
             except (OSError, ValueError, SyntaxError, struct.error) as e:
                 raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
         return opened[path]
@@ -139,11 +140,11 @@ def main() -> None:
                 frames.seek(index)
                 frame = opaque(frames)
                 frame.load()
-                dpi = scan_dpi(frames.info.get("dpi"), default=request["dpi"])
-                width, height = frame.size
-                frame.save(request["out"], format="BMP")
             except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:
                 raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
+            dpi = scan_dpi(frames.info.get("dpi"), default=request["dpi"])
+            width, height = frame.size
+            frame.save(request["out"], format="BMP")  # a full disk is not the image's fault
             if index == image_pages(frames) - 1:
                 forget()
             return {"width": width, "height": height, "dpi": dpi}
@@ -166,13 +167,20 @@ def main() -> None:
         try:
             return handle(request)
         except InvalidDocument as e:
-            return {"invalid": str(e)}
+            return {"invalid": unnamed(str(e), request)}
         except OcrFailed as e:
-            return {"failed": str(e)}
+            return {"failed": unnamed(str(e), request)}
         except OSError as e:  # its own files: nothing of the tenant's to say, nor paths
             return {"error": f"its file could not be read or written ({type(e).__name__})"}
         except Exception as e:
-            return {"error": describe_error(e)}
+            return {"error": unnamed(describe_error(e), request)}
+
+    def unnamed(reason: str, request: dict[str, Any]) -> str:
+        """The reason without the names of the files it was handed (they are ours)."""
+        for key in ("path", "out"):
+            if isinstance(request.get(key), str):
+                reason = reason.replace(request[key], "the file")
+        return reason
 
     answer(said)
 

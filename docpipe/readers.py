@@ -60,7 +60,7 @@ def inspect_pdf(
             doing="checking it",
             failure=InvalidDocument,
         )  # fmt: skip
-    return int(reply["pages"])
+    return _count(reply, "pages")
 
 
 def render_pdf(
@@ -96,20 +96,21 @@ def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Pat
     """Each frame of an image decoded, in a mode Tesseract reads, as a BMP file the caller
     removes once read; with its resolution (its own if a scan could have it, else `dpi`).
     A frame that does not decode raises InvalidDocument, as the deep check would."""
-    with _on_disk(data) as path:
+    with _on_disk(data, ".image") as path:
         ask = partial(_ask, timeout=timeout, failure=InvalidDocument)
-        frames = ask({"do": "frames", "path": path}, doing="opening it")["frames"]
-        for index in range(int(frames)):
+        frames = _count(ask({"do": "frames", "path": path}, doing="opening it"), "frames")
+        for index in range(frames):
             out = _new_file(".bmp")
             try:
                 said = ask(
                     {"do": "decode", "path": path, "index": index, "dpi": dpi, "out": out},
                     doing=f"decoding page {index + 1}",
                 )
+                page_dpi = _count(said, "dpi")
             except BaseException:
                 Path(out).unlink(missing_ok=True)
                 raise
-            yield Path(out), int(said["dpi"])
+            yield Path(out), page_dpi
 
 
 def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeout: float) -> bytes:
@@ -120,7 +121,7 @@ def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeou
          "rotation": page.rotation, "skew": page.skew}
         for page in pages
     ]  # fmt: skip
-    with _on_disk(original) as path:
+    with _on_disk(original, f".{kind}") as path:
         out = Path(_new_file(".pdf"))
         try:
             _ask(
@@ -162,6 +163,14 @@ def _ask(
     return reply
 
 
+def _count(reply: dict[str, Any], field: str) -> int:
+    """A whole number the reader answered; a reader that answers otherwise has failed."""
+    value = reply.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OcrFailed(f"the file's reader answered no {field}")
+    return value
+
+
 def _clean(said: object) -> str:
     """A reader's reason as a tenant may see it: short, and naming no folder of ours."""
     text = str(said).replace(tempfile.gettempdir(), "")
@@ -170,9 +179,9 @@ def _clean(said: object) -> str:
 
 
 @contextlib.contextmanager
-def _on_disk(data: bytes) -> Iterator[str]:
+def _on_disk(data: bytes, suffix: str = ".pdf") -> Iterator[str]:
     """The bytes as a file in the run's page folder (the reader's working folder)."""
-    path = _new_file(".pdf")
+    path = _new_file(suffix)
     try:
         Path(path).write_bytes(data)
         yield path

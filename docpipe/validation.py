@@ -192,7 +192,10 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, b
                 raise InvalidDocument(f"image has {frames} pages; the limit is {max_pages}")
             total = 0
             for frame in range(frames):
-                image.seek(frame)
+                # An animated PNG's frames lie inside its canvas, and seeking one decodes
+                # those before it: its canvas's size stands for each, nothing decoded here.
+                if image.format != "PNG":
+                    image.seek(frame)
                 width, height = image.size
                 if width * height > max_pixels:
                     raise InvalidDocument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import signal
 import threading
 import time
@@ -150,3 +151,14 @@ def test_in_a_batch_a_pdf_that_crashes_its_reader_fails_alone(
     assert str(home) not in by_name["hostile.pdf"]["error"]
     assert all(by_name[name]["status"] == "Ready" for name, _ in images)
     assert (batch["successCount"], batch["failureCount"]) == (4, 1)
+
+
+def test_a_reason_names_no_file_of_ours() -> None:
+    """Pillow names the file it could not open; the reader hands it a copy in the run's
+    page folder, whose name is nobody's business."""
+    damaged = b"II*\x00" + b"\x08\x00\x00\x00" + b"\xff" * 64
+    with pytest.raises(InvalidDocument) as raised:
+        list(readers.decode_image(damaged, dpi=300, timeout=60))
+    reason = str(raised.value)
+    assert reason.startswith("image does not decode")
+    assert not re.search(r"tmp|/|\.image\b", reason), reason

@@ -117,3 +117,28 @@ def test_pixel_limit_is_enforced_before_decoding() -> None:
 def test_multipage_pdf_reports_its_pages() -> None:
     data = documents.multipage_pdf(["ONE", "TWO", "THREE"])
     assert inspect_document(data, kind="pdf", **LIMITS).page_count == 3
+
+
+def test_an_animated_pngs_frames_are_not_decoded_by_the_deep_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seeking an animated PNG's frame decodes every frame before it: the deep check, which
+    runs in the flow run, reads the canvas's size instead (pixels are the reader's job)."""
+    import io
+
+    from PIL import Image, ImageFile
+
+    frames = [Image.new("L", (400, 300), shade) for shade in (0, 128, 255)]
+    animated = io.BytesIO()
+    frames[0].save(animated, "PNG", save_all=True, append_images=frames[1:])
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def counting_load(self: ImageFile.ImageFile) -> object:
+        decoded.append(self)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    inspection = inspect_document(animated.getvalue(), kind="png", max_pages=10, max_pixels=10**6)
+    assert inspection.page_count == 3
+    assert decoded == []
