@@ -112,9 +112,9 @@ def ocr_document(
     pages drawn by PDFium, image frames decoded by Pillow, both in the reader: a child
     process, docpipe.readers), one at a time and each with its own timeout: never the
     uploaded file, whose format quirks (a TIFF whose pages loop, a damaged JPEG) its own
-    readers would meet. A page that does not decode raises InvalidDocument. Temporary files go under
-    `scratch`. Pages are read on the process's `slots` OCR threads, which every document
-    read at once shares: one long document is spread over all of them.
+    readers would meet. A page that does not decode raises InvalidDocument. Temporary
+    files go under `scratch`. Pages are read on the process's `slots` OCR threads, which
+    every document read at once shares: one long document is spread over all of them.
     """
     started = time.perf_counter()
     if scratch is not None:

@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,17 +78,9 @@ def render_pdf(
         sizes = _ask({"do": "sizes", "path": path}, timeout=timeout, doing="opening it")["sizes"]
         check([(float(width), float(height)) for width, height in sizes])
         for index in range(len(sizes)):
-            out = _new_file(".bmp")
-            try:
-                _ask(
-                    {"do": "render", "path": path, "index": index, "dpi": dpi, "out": out},
-                    timeout=timeout,
-                    doing=f"drawing page {index + 1}",
-                )
-            except BaseException:
-                Path(out).unlink(missing_ok=True)
-                raise
-            yield Path(out)
+            request = {"do": "render", "path": path, "index": index, "dpi": dpi}
+            page, _ = _page_file(request, doing=f"drawing page {index + 1}", timeout=timeout)
+            yield page
 
 
 def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Path, int]]:
@@ -97,20 +88,22 @@ def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Pat
     removes once read; with its resolution (its own if a scan could have it, else `dpi`).
     A frame that does not decode raises InvalidDocument, as the deep check would."""
     with _on_disk(data, ".image") as path:
-        ask = partial(_ask, timeout=timeout, failure=InvalidDocument)
-        frames = _count(ask({"do": "frames", "path": path}, doing="opening it"), "frames")
+        reply = _ask(
+            {"do": "frames", "path": path},
+            timeout=timeout,
+            doing="opening it",
+            failure=InvalidDocument,
+        )
+        frames = _count(reply, "frames")
         for index in range(frames):
-            out = _new_file(".bmp")
-            try:
-                said = ask(
-                    {"do": "decode", "path": path, "index": index, "dpi": dpi, "out": out},
-                    doing=f"decoding page {index + 1}",
-                )
-                page_dpi = _count(said, "dpi")
-            except BaseException:
-                Path(out).unlink(missing_ok=True)
-                raise
-            yield Path(out), page_dpi
+            request = {"do": "decode", "path": path, "index": index, "dpi": dpi}
+            yield _page_file(
+                request,
+                doing=f"decoding page {index + 1}",
+                timeout=timeout,
+                failure=InvalidDocument,
+                field="dpi",
+            )
 
 
 def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeout: float) -> bytes:
@@ -125,19 +118,32 @@ def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeou
         out = Path(_new_file(".pdf"))
         try:
             _ask(
-                {
-                    "do": "searchable",
-                    "path": path,
-                    "kind": kind,
-                    "out": str(out),
-                    "layers": layers,
-                },  # fmt: skip
+                {"do": "searchable", "path": path, "kind": kind, "out": str(out), "layers": layers},
                 timeout=timeout,
                 doing="making its searchable PDF",
             )
             return out.read_bytes()
         finally:
             out.unlink(missing_ok=True)
+
+
+def _page_file(
+    request: dict[str, Any],
+    *,
+    doing: str,
+    timeout: float,
+    failure: type[Exception] = OcrFailed,
+    field: str | None = None,
+) -> tuple[Path, int]:
+    """A page the reader writes to a new file of ours (removed if it fails), and the whole
+    number it answers in `field` with it (0 without one)."""
+    out = _new_file(".bmp")
+    try:
+        reply = _ask({**request, "out": out}, timeout=timeout, doing=doing, failure=failure)
+        return Path(out), _count(reply, field) if field else 0
+    except BaseException:
+        Path(out).unlink(missing_ok=True)
+        raise
 
 
 def _ask(

@@ -71,17 +71,22 @@ def _this_threads_reader() -> psutil.Process:
     return psutil.Process(child.pid)
 
 
-def test_a_reader_that_crashes_fails_its_pdf_only_and_the_next_pdf_reads() -> None:
-    texts = [documents.phrase(40 + i) for i in range(6)]
-    data = documents.multipage_pdf(texts)
+def _crash_then_read(data: bytes, kind: str, texts: list[str], fails_as: type[Exception]) -> None:
+    """The reader crashes on the document: it fails as `fails_as`, saying so; read again
+    by a new reader, every page comes back."""
     readers._readers.close()  # the crash is for a reader started by this test
     _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV))
-    with pytest.raises(OcrFailed, match=r"the file's reader died .*killed by signal 11"):
-        ocr_document(data, kind="pdf", engine="api", **OPTIONS)
-    result = ocr_document(data, kind="pdf", engine="api", **OPTIONS)
-    assert result.page_count == 6
+    with pytest.raises(fails_as, match=r"the file's reader died .*killed by signal 11"):
+        ocr_document(data, kind=kind, engine="api", **OPTIONS)
+    result = ocr_document(data, kind=kind, engine="api", **OPTIONS)
+    assert result.page_count == len(texts)
     for expected, page in zip(texts, result.pages, strict=True):
         assert documents.words(expected) <= documents.words(page.text)
+
+
+def test_a_reader_that_crashes_fails_its_pdf_only_and_the_next_pdf_reads() -> None:
+    texts = [documents.phrase(40 + i) for i in range(6)]
+    _crash_then_read(documents.multipage_pdf(texts), "pdf", texts, OcrFailed)
 
 
 def test_a_reader_that_crashes_on_an_image_fails_it_as_not_decoding_and_the_next_reads() -> None:
@@ -90,15 +95,7 @@ def test_a_reader_that_crashes_on_an_image_fails_it_as_not_decoding_and_the_next
     frames = [documents.page_image([text]) for text in texts]
     tiff = io.BytesIO()
     frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:], compression="tiff_lzw")
-    data = tiff.getvalue()
-    readers._readers.close()
-    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV))
-    with pytest.raises(InvalidDocument, match=r"the file's reader died .*killed by signal 11"):
-        ocr_document(data, kind="tiff", engine="api", **OPTIONS)
-    result = ocr_document(data, kind="tiff", engine="api", **OPTIONS)
-    assert result.page_count == 4
-    for expected, page in zip(texts, result.pages, strict=True):
-        assert documents.words(expected) <= documents.words(page.text)
+    _crash_then_read(tiff.getvalue(), "tiff", texts, InvalidDocument)
 
 
 def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced() -> None:
