@@ -337,11 +337,13 @@ def _plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
 def opaque(image: Image.Image) -> Image.Image:
     """A frame in a mode Tesseract reads; what was transparent shows as white paper, and
     deeper greys (16-bit, 32-bit, floating point) are scaled to 8 bits, not clipped."""
-    if image.mode in ("1", "L", "RGB"):
+    # A grey or colour PNG may name one colour see-through (tRNS) too.
+    see_through = "transparency" in image.info and not image.mode.startswith("I")
+    if image.mode in ("1", "L", "RGB") and not see_through:
         return image
     if image.mode.startswith("I") or image.mode == "F":
         return _eight_bit_grey(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    if image.mode in ("RGBA", "LA", "PA") or see_through:
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(paper, rgba).convert("RGB")

@@ -533,9 +533,10 @@ def test_a_pdf_pages_own_scripts_are_not_served_back() -> None:
     assert b"app.alert" not in searchable_pdf(data, kind="pdf", pages=result.pages)
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "RGB"])
 def test_a_transparent_image_reads_as_ink_on_white_paper(mode: str) -> None:
-    """Black text on a transparent background: what is see-through is paper, not black."""
+    """Black text on a transparent background: what is see-through is paper, not black.
+    A grey or colour PNG without alpha names its see-through colour in a tRNS chunk."""
     from docpipe.ocr import ocr_document
     from docpipe.outputs import searchable_pdf
 
@@ -549,6 +550,9 @@ def test_a_transparent_image_reads_as_ink_on_white_paper(mode: str) -> None:
     elif mode == "P":
         page = page.convert("RGBA").quantize(colors=16)
         page.info["transparency"] = 0
+    elif mode in ("L", "RGB"):  # black is see-through; the ink stays just off black
+        page = ink.point(lambda v: 0 if v > 128 else max(v, 1)).convert(mode)
+        page.info["transparency"] = 0 if mode == "L" else (0, 0, 0)
     buf = io.BytesIO()
     page.save(buf, "PNG")
     data = buf.getvalue()
