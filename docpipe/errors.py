@@ -1,5 +1,18 @@
 """docpipe's error hierarchy; the API maps these to HTTP codes in one place."""
 
+import re
+
+# What of a library's message a tenant may see.
+MAX_REASON_CHARS = 300
+
+
+def fit_for_tenant(message: str) -> str:
+    """A library's message as a tenant may see it: no object reprs, no memory addresses,
+    at most MAX_REASON_CHARS; empty if nothing is left."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", message)
+    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text).strip()
+    return text[:MAX_REASON_CHARS].strip()
+
 
 class DocpipeError(Exception):
     """Base of every error docpipe raises on purpose."""

@@ -23,7 +23,13 @@ from PIL import Image
 
 from docpipe import readers
 from docpipe.children import ChildDied, Children, ChildTimedOut, dying_with_parent
-from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted, UnknownLanguage
+from docpipe.errors import (
+    InvalidDocument,
+    OcrFailed,
+    OcrInterrupted,
+    UnknownLanguage,
+    fit_for_tenant,
+)
 from docpipe.outputs import (
     confidence,
     likely_turns,
@@ -425,8 +431,8 @@ class ApiEngine:
         except ChildDied as e:
             raise OcrInterrupted(f"Tesseract's engine died ({e})") from e
         if "error" in reply:
-            said = str(reply["error"]).replace(_tessdata(), "")[:300]
-            raise OcrFailed(f"Tesseract failed: {said}")
+            said = str(reply["error"]).replace(_tessdata(), "").replace(_folder(), "")
+            raise OcrFailed(f"Tesseract failed: {fit_for_tenant(said) or 'no reason given'}")
 
 
 def _folder() -> str:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from docpipe.children import ChildDied, Children, ChildTimedOut
-from docpipe.errors import InvalidDocument, OcrFailed
+from docpipe.errors import InvalidDocument, OcrFailed, fit_for_tenant
 
 if TYPE_CHECKING:
     from docpipe.outputs import TextLayer
@@ -179,9 +178,7 @@ def _count(reply: dict[str, Any], field: str) -> int:
 
 def _clean(said: object) -> str:
     """A reader's reason as a tenant may see it: short, and naming no folder of ours."""
-    text = str(said).replace(tempfile.gettempdir(), "")
-    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text)
-    return text[:300].strip() or "no reason given"
+    return fit_for_tenant(str(said).replace(tempfile.gettempdir(), "")) or "no reason given"
 
 
 @contextlib.contextmanager

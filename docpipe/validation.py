@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import struct
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ import pypdf
 from PIL import Image, UnidentifiedImageError
 
 from docpipe import readers
-from docpipe.errors import InvalidDocument
+from docpipe.errors import InvalidDocument, fit_for_tenant
 
 # The bytes each allowed type starts with; the file name is never trusted for this.
 SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -223,9 +222,7 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, b
 
 def describe_error(error: Exception) -> str:
     """A library's message fit for a tenant: no object reprs, no memory addresses."""
-    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(error))
-    text = re.sub(r"0x[0-9a-fA-F]{6,}", "", text).strip()
-    return text[:300] or type(error).__name__
+    return fit_for_tenant(str(error)) or type(error).__name__
 
 
 # Our own pixel limit replaces Pillow's warning-based one.
