@@ -610,6 +610,14 @@ def as_finished(
         yield key_of[future.task_run_id], future.state
 
 
+def failure_of(state: State) -> object:
+    """The exception a failed task run raised, if Prefect still has it; else None."""
+    try:
+        return state.result(raise_on_failure=False)
+    except Exception:  # a result that cannot be read back says nothing more
+        return None
+
+
 class _QuietCompletions(logging.Filter):
     """Leaves out each task run's "Finished in state Completed()" line: its state says so,
     and every line costs the run, the worker and the server. Failures still log."""

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 from docpipe import readers
 from docpipe.config import get_settings
 from docpipe.db import session_scope
-from docpipe.errors import Conflict, InvalidDocument, NotFound, OcrFailed
+from docpipe.errors import (
+    Conflict,
+    DocpipeError,
+    InvalidDocument,
+    NotFound,
+    OcrFailed,
+    OcrInterrupted,
+)
 from docpipe.ghostscript import to_pdfa
 from docpipe.metrics import count_document_end
 from docpipe.models import (
@@ -142,6 +149,11 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
     except InvalidDocument as e:  # a page that does not decode, found as it is read
         _finish(document_id, DocumentStatus.VALIDATION_FAILED, tier=tier, error=str(e))
         raise
+    except OcrInterrupted:
+        raise  # the task tries again; the flow records the last try's reason
+    except OcrFailed as e:
+        _finish(document_id, DocumentStatus.OCR_FAILED, tier=tier, error=str(e))
+        raise
     try:
         made = _store_outputs(document, data, result, outputs)
     except OcrFailed as e:
@@ -196,11 +208,17 @@ def _store_outputs(
     return list(made)
 
 
-def record_unexpected_failure(document_id: str, *, reason: str) -> None:
-    """A step broke for a reason of its own (not the document's): end the document anyway.
+def record_unexpected_failure(document_id: str, *, error: object, reason: str | None) -> None:
+    """The document's task run failed without recording why (a Tesseract that died on every
+    try, or a step that broke for a reason of its own): end the document anyway, with
+    docpipe's own error as it is, or Prefect's `reason` for anything else.
 
     It failed validation if it never got past it, else OCR.
     """
+    if isinstance(error, DocpipeError):
+        said = str(error)
+    else:
+        said = f"processing broke: {reason or 'unknown'}"
     values = {
         "status": case(
             (
@@ -209,7 +227,7 @@ def record_unexpected_failure(document_id: str, *, reason: str) -> None:
             ),
             else_=DocumentStatus.OCR_FAILED,
         ),
-        "error": f"processing broke: {reason}"[:2000],
+        "error": said[:2000],
         "processed_at": utcnow(),
     }
     with session_scope() as session:

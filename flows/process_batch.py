@@ -78,8 +78,9 @@ def process_batch(batch_id: str) -> dict[str, Any] | State:
             for document_id, state in orchestrator.as_finished(runs, ids):
                 if not state.is_completed():
                     # Recorded on the document already, unless the task broke before it could.
-                    reason = state.message or "unknown"
-                    pipeline.record_unexpected_failure(document_id, reason=reason)
+                    pipeline.record_unexpected_failure(
+                        document_id, error=orchestrator.failure_of(state), reason=state.message
+                    )
                 progress.advance()
         summary = summarize_batch(batch_id)
     if plan.source == "inbox":

@@ -45,8 +45,9 @@ def work_through(
         document_id = in_hand.pop(future)
         if not future.state.is_completed():
             # Recorded on the document already, unless the task broke before it could.
-            reason = future.state.message or "unknown"
-            pipeline.record_unexpected_failure(document_id, reason=reason)
+            state = future.state
+            error = orchestrator.failure_of(state)
+            pipeline.record_unexpected_failure(document_id, error=error, reason=state.message)
         parts.release(document_id, run_id)
         on_each()
 

@@ -141,10 +141,12 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
         def run(engine: Any, page: ocr.PagePass, *, timeout: float) -> None:
             # Tesseract is handed decoded pages: the two documents differ in width.
             with Image.open(page.input) as decoded:
-                name = "page.png" if decoded.size[0] == 1240 else "page.tiff"
+                name = {1240: "page.png", 1000: "page.tiff"}.get(decoded.size[0], "page.jpeg")
             calls[name] = calls.get(name, 0) + 1
             if name == "page.png" and calls[name] == 1:
                 raise OcrInterrupted("Tesseract was killed by signal 9")  # the first try dies
+            if name == "page.jpeg":
+                raise OcrInterrupted("Tesseract was killed by signal 9")  # every try dies
             if name == "page.tiff":
                 raise OcrFailed("Tesseract failed: Error during processing.")  # always fails
             real(engine, page, timeout=timeout)
@@ -155,20 +157,29 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
         monkeypatch.setattr(engine, "run", flaky(engine.run))
     tenant_id, _ = tenant
     narrow = documents.encode(documents.page_image([documents.phrase(1)], width=1000), "tiff")
+    narrower = documents.encode(documents.page_image([documents.phrase(2)], width=900), "jpeg")
     batch_id = new_batch(
         tenant_id,
-        [("png.png", documents.document(documents.phrase(0), "png")), ("tiff.tiff", narrow)],
+        [
+            ("png.png", documents.document(documents.phrase(0), "png")),
+            ("tiff.tiff", narrow),
+            ("jpeg.jpeg", narrower),
+        ],
     )
 
     summary: Any = process_batch(batch_id)
 
-    assert (summary["succeeded"], summary["failed"]) == (1, 1)
+    assert (summary["succeeded"], summary["failed"]) == (1, 2)
     docs = statuses(tenant_id, batch_id)
     assert docs["png.png"].status == DocumentStatus.READY
     assert calls["page.png"] == 2
     assert docs["tiff.tiff"].status == DocumentStatus.OCR_FAILED
-    assert "Error during processing" in docs["tiff.tiff"].error
+    # The reason as docpipe gave it, not wrapped in Prefect's words for a failed task.
+    assert docs["tiff.tiff"].error == "Tesseract failed: Error during processing."
     assert calls["page.tiff"] == 1
+    assert docs["jpeg.jpeg"].status == DocumentStatus.OCR_FAILED
+    assert docs["jpeg.jpeg"].error == "Tesseract was killed by signal 9"
+    assert calls["page.jpeg"] == 3  # the first try and both retries
 
 
 @pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])
