@@ -101,9 +101,10 @@ def _parsed(url: str) -> httpx.URL:
         raise WebhookRefused("a webhook URL may not hold spaces or control characters")
     try:
         parts = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as e:
+        host = parts.host  # an xn-- label that is not punycode fails only here
+    except (httpx.InvalidURL, TypeError, UnicodeError) as e:
         raise WebhookRefused("the webhook URL is not a valid URL") from e
-    if parts.scheme not in ("http", "https") or not parts.host:
+    if parts.scheme not in ("http", "https") or not host:
         raise WebhookRefused("a webhook URL must be http:// or https:// with a host")
     if parts.userinfo:
         raise WebhookRefused("a webhook URL may not hold a user name or password")

@@ -58,6 +58,24 @@ def test_an_upload_whose_callback_is_not_public_is_refused(
     assert "DOCPIPE_WEBHOOK_ALLOW_PRIVATE" in response.json()["error"]
 
 
+def test_an_upload_whose_callback_host_is_not_punycode_is_a_400(
+    client: TestClient, tenant: tuple[str, str]
+) -> None:
+    """An xn-- host that does not decode is the caller's mistake, not a 500."""
+    tenant_id, key = tenant
+    rotate_webhook_secret(tenant_id)
+
+    response = client.post(
+        "/api/documents/bulk-upload",
+        params={"tenantId": tenant_id, "callbackUrl": "http://xn--/"},
+        files=files_part(page()),
+        headers={"X-API-Key": key},
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "the webhook URL is not a valid URL"}
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -67,6 +85,8 @@ def test_an_upload_whose_callback_is_not_public_is_refused(
         pytest.param("http:///nohost", id="no-host"),
         pytest.param("http://example.com/a b", id="space"),
         pytest.param("http://example.com/" + "a" * 2100, id="too-long"),
+        pytest.param("http://xn--/", id="empty-punycode"),
+        pytest.param("https://xn--zz.example/", id="bad-punycode"),
     ],
 )
 def test_a_webhook_url_must_be_plain_http(home: Path, tenant: tuple[str, str], url: str) -> None:
