@@ -18,6 +18,7 @@ from PIL import Image
 from pypdf import PageObject, Transformation
 from pypdf.errors import PyPdfError
 from pypdf.generic import (
+    ArrayObject,
     DecodedStreamObject,
     DictionaryObject,
     NameObject,
@@ -187,6 +188,7 @@ def searchable_pdf(
     their own already, which a second layer would only repeat to a search.
     """
     writer = pypdf.PdfWriter()
+    disarmed = False
     try:
         if kind == "pdf":
             reader = pypdf.PdfReader(io.BytesIO(original))
@@ -196,7 +198,9 @@ def searchable_pdf(
                     "no searchable PDF can be made of it"
                 )
             for index, (page, read) in enumerate(zip(reader.pages, pages, strict=True)):
-                _lay_text_over(writer.add_page(page), read, layer=index not in own_text)
+                added = writer.add_page(page)
+                disarmed |= _disarm(added)
+                _lay_text_over(added, read, layer=index not in own_text)
         else:
             for index, read in enumerate(pages):
                 page = _image_page(writer, original, kind=kind, index=index, dpi=read.dpi)
@@ -204,6 +208,12 @@ def searchable_pdf(
         writer.add_metadata({"/Producer": "docpipe (Tesseract)"})
         out = io.BytesIO()
         writer.write(out)
+        if kind == "pdf" and disarmed:
+            # What was taken off the pages is still among the writer's objects: a copy
+            # holds only what the document reaches.
+            copy = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(out.getvalue())))
+            out = io.BytesIO()
+            copy.write(out)
     except (PyPdfError, ValueError, KeyError, TypeError) as e:
         raise OcrFailed(f"the searchable PDF could not be made: {e}") from e
     return out.getvalue()
@@ -214,8 +224,6 @@ def _lay_text_over(page: PageObject, read: TextLayer, *, layer: bool = True) -> 
     the writer: pypdf edits only those."""
     rotate = (_shown_rotation(page) + read.rotation) % 360
     page[NameObject("/Rotate")] = NumberObject(rotate)
-    # Scripts that run on their own when the page opens go: this file is served inline.
-    page.pop("/AA", None)
     if not layer:
         return
     assert read.pdf is not None
@@ -242,6 +250,42 @@ def _lay_text_over(page: PageObject, read: TextLayer, *, layer: bool = True) -> 
     page.merge_transformed_page(text, ctm, over=True, expand=False)
 
 
+# Annotations that play, launch or carry something rather than mark or link the page.
+_CARRIERS = {"/FileAttachment", "/Sound", "/Movie", "/Screen", "/RichMedia", "/3D"}
+# The actions a link may keep: to a web address, or to a place in this document.
+_LINKS = {"/URI", "/GoTo"}
+
+
+def _disarm(page: PageObject) -> bool:
+    """Keep a PDF page's links and marks, without what a viewer would run or open on its
+    own or at a click (the searchable PDF is served inline): the page's actions on opening
+    (/AA); its annotations' too, and their actions that are not a plain link (a script, a
+    program to launch, a form to send) or that chain another (/Next); annotations that
+    carry a file or play media. Whether it took anything off."""
+    changed = page.pop("/AA", None) is not None
+    annotations = page.get("/Annots")
+    if annotations is None:
+        return changed
+    kept = ArrayObject()
+    for reference in annotations.get_object():
+        annotation = reference.get_object()
+        if not isinstance(annotation, DictionaryObject):
+            continue
+        if annotation.get("/Subtype") in _CARRIERS:
+            changed = True
+            continue
+        changed |= annotation.pop("/AA", None) is not None
+        action = annotation.get("/A")
+        action = action.get_object() if action is not None else None
+        if isinstance(action, DictionaryObject) and action.get("/S") in _LINKS:
+            changed |= action.pop("/Next", None) is not None
+        else:
+            changed |= annotation.pop("/A", None) is not None
+        kept.append(reference)
+    page[NameObject("/Annots")] = kept
+    return changed
+
+
 def _image_page(
     writer: pypdf.PdfWriter, original: bytes, *, kind: str, index: int, dpi: int
 ) -> PageObject:
@@ -266,7 +310,7 @@ def _embedded_image(original: bytes, *, kind: str, index: int) -> StreamObject:
     fields: dict[str, Any]
     png = _plain_png(original) if kind == "png" else None
     with Image.open(io.BytesIO(original)) as frames:
-        if png is not None:
+        if png is not None and png[:2] == frames.size:  # the size that was checked
             width, height, colors, data = png
             fields = {
                 "/Filter": NameObject("/FlateDecode"),
@@ -319,7 +363,9 @@ def _plain_png(data: bytes) -> tuple[int, int, int, bytes] | None:
     while position + 8 <= len(data):
         length, name = struct.unpack(">I4s", data[position : position + 8])
         body = data[position + 8 : position + 8 + length]
-        if name == b"IHDR" and len(body) == 13:
+        if name == b"IHDR":
+            if position != 8 or len(body) != 13:  # a header only where it belongs, once
+                return None
             width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", body)
             if depth != 8 or colour not in (0, 2) or interlaced:
                 return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from html.parser import HTMLParser
 from typing import Any
 
@@ -520,17 +521,120 @@ def test_a_pdf_pages_own_scripts_are_not_served_back() -> None:
     action = DictionaryObject(
         {
             NameObject("/S"): NameObject("/JavaScript"),
-            NameObject("/JS"): TextStringObject("app.alert(1)"),
+            NameObject("/JS"): TextStringObject("alertone"),
         }
     )
     writer.pages[0][NameObject("/AA")] = DictionaryObject({NameObject("/O"): action})
     original = io.BytesIO()
     writer.write(original)
     data = original.getvalue()
+    assert b"alertone" in data
     result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
     made = pypdf.PdfReader(io.BytesIO(searchable_pdf(data, kind="pdf", pages=result.pages)))
     assert "/AA" not in made.pages[0]
-    assert b"app.alert" not in searchable_pdf(data, kind="pdf", pages=result.pages)
+    assert b"alertone" not in searchable_pdf(data, kind="pdf", pages=result.pages)
+
+
+def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> None:
+    """Links stay; what a viewer would run, launch or open from an annotation goes: a
+    script on the page's opening, a program to launch, a script chained after a link, and
+    a file attached to the page."""
+    from pypdf.generic import (
+        ArrayObject,
+        DictionaryObject,
+        FloatObject,
+        NameObject,
+        StreamObject,
+        TextStringObject,
+    )
+
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(documents.document("X", "pdf"))))
+
+    def name(value: str) -> NameObject:
+        return NameObject(value)
+
+    def script(js: str) -> DictionaryObject:
+        return DictionaryObject(
+            {name("/S"): name("/JavaScript"), name("/JS"): TextStringObject(js)}
+        )
+
+    def annotation(subtype: str, **fields: Any) -> Any:
+        entries = {
+            name("/Type"): name("/Annot"),
+            name("/Subtype"): name(subtype),
+            name("/Rect"): ArrayObject([FloatObject(v) for v in (10, 10, 60, 60)]),
+        }
+        entries.update({name(f"/{key}"): value for key, value in fields.items()})
+        return writer._add_object(DictionaryObject(entries))
+
+    link = DictionaryObject(
+        {
+            name("/S"): name("/URI"),
+            name("/URI"): TextStringObject("https://example.com/kept"),
+            name("/Next"): script("alertchained"),
+        }
+    )
+    launch = DictionaryObject(
+        {name("/S"): name("/Launch"), name("/F"): TextStringObject("launchme")}
+    )
+    attached = StreamObject()
+    attached._data = b"MZ evilpayload"
+    attached[name("/Type")] = name("/EmbeddedFile")
+    spec = DictionaryObject(
+        {
+            name("/Type"): name("/Filespec"),
+            name("/F"): TextStringObject("evilfile"),
+            name("/EF"): DictionaryObject({name("/F"): writer._add_object(attached)}),
+        }
+    )
+    writer.pages[0][name("/Annots")] = ArrayObject(
+        [
+            annotation("/Link", A=link),
+            annotation("/Link", AA=DictionaryObject({name("/PO"): script("alertpo")})),
+            annotation("/Link", A=launch),
+            annotation("/FileAttachment", FS=spec),
+        ]
+    )
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+    harmful = (b"alertchained", b"alertpo", b"launchme", b"evilpayload", b"evilfile")
+    assert all(marker in data for marker in harmful)  # (pypdf escapes a name's dots)
+
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
+    made = searchable_pdf(data, kind="pdf", pages=result.pages)
+
+    assert not [marker for marker in harmful if marker in made]
+    page: Any = pypdf.PdfReader(io.BytesIO(made)).pages[0]
+    annotations = [a.get_object() for a in page["/Annots"]]
+    assert [a["/Subtype"] for a in annotations] == ["/Link"] * 3
+    assert annotations[0]["/A"]["/URI"] == "https://example.com/kept"
+
+
+def test_a_png_with_a_second_header_is_shown_at_the_size_that_was_read() -> None:
+    """A second IHDR after the pixels names a size no check saw: the searchable PDF's
+    image has the size Pillow read, checked and OCR'd, not the header's claim."""
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+    from tests.hostile import png_chunk
+
+    text = documents.phrase(46)
+    good = documents.encode(documents.page_image([text], noise=False), "png")
+    end = good.rindex(b"IEND") - 4  # the IEND chunk starts with its length
+    claim = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)
+    data = good[:end] + png_chunk(b"IHDR", claim) + good[end:]
+
+    result = ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=60, pdf=True)
+    pdf = searchable_pdf(data, kind="png", pages=result.pages)
+
+    page: Any = pypdf.PdfReader(io.BytesIO(pdf)).pages[0]
+    image = next(iter(page["/Resources"]["/XObject"].values())).get_object()
+    with Image.open(io.BytesIO(good)) as read:
+        assert (image["/Width"], image["/Height"]) == read.size
+    assert documents.words(text) <= pdf_words(pdf)[0]
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "RGB"])
