@@ -9,6 +9,8 @@ own address space (`python -m docpipe.reader_server BYTES`) before it reads anyt
 Requests, one JSON line each (every path is in the run's page folder):
 - `{"do": "inspect", "path", "max_pages", "max_pixels", "budget", "dpi"}`: pypdf's deep
   check of a PDF; answers `{"pages": n}`.
+- `{"do": "inspect_image", "path", "kind", "max_pages", "max_pixels", "budget"}`: the
+  deep check of an image (its frames' sizes, a PNG's chunks); answers `{"pages": n}`.
 - `{"do": "sizes", "path"}`: PDFium's own page sizes, in points: `{"sizes": [[w, h], ...]}`.
 - `{"do": "render", "path", "index", "dpi", "out"}`: PDF page `index` drawn in grey at
   `dpi`, written to `out` as BMP: `{"width": w, "height": h}`.
@@ -56,7 +58,13 @@ def main() -> None:
 
     from docpipe.errors import InvalidDocument, OcrFailed
     from docpipe.outputs import opaque, searchable_pdf
-    from docpipe.validation import describe_error, image_pages, inspect_pdf, scan_dpi
+    from docpipe.validation import (
+        describe_error,
+        image_pages,
+        inspect_image,
+        inspect_pdf,
+        scan_dpi,
+    )
 
     # The document open (in PDFium, or Pillow): its pages are asked for one request at a
     # time. It is let go after its last page, its searchable PDF, or when another comes.
@@ -111,6 +119,16 @@ def main() -> None:
                 max_pixels=request["max_pixels"],
                 budget=request["budget"],
                 dpi=request["dpi"],
+            )
+            return {"pages": pages}
+        if what == "inspect_image":
+            forget()
+            pages = inspect_image(
+                Path(request["path"]).read_bytes(),
+                kind=request["kind"],
+                max_pages=request["max_pages"],
+                max_pixels=request["max_pixels"],
+                budget=request["budget"],
             )
             return {"pages": pages}
         if what == "sizes":

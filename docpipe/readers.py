@@ -61,6 +61,21 @@ def inspect_pdf(
     return _count(reply, "pages")
 
 
+def inspect_image(
+    data: bytes, *, kind: str, max_pages: int, max_pixels: int, budget: int, timeout: float
+) -> int:
+    """The deep check of an image (docpipe.validation.inspect_image); its page count."""
+    with _on_disk(data, ".image") as path:
+        reply = _ask(
+            {"do": "inspect_image", "path": path, "kind": kind, "max_pages": max_pages,
+             "max_pixels": max_pixels, "budget": budget},
+            timeout=timeout,
+            doing="checking it",
+            failure=InvalidDocument,
+        )  # fmt: skip
+    return _count(reply, "pages")
+
+
 def render_pdf(
     data: bytes,
     *,

@@ -80,8 +80,8 @@ def inspect_document(
 
     Cost is bounded before any work is spent on it: pages, each page's pixels (a PDF's
     at the rendering DPI) and all pages' pixels together. An image's pixels are decoded
-    once, by the OCR step, where a page that does not decode fails the same way. A PDF's
-    check gets `timeout` seconds.
+    once, by the OCR step, where a page that does not decode fails the same way. The check
+    runs in the reader's process (docpipe.readers) and gets `timeout` seconds.
     """
     if sniff_kind(data[:SNIFF_BYTES]) != kind:
         raise InvalidDocument(f"content is not {kind.upper()}")
@@ -94,11 +94,22 @@ def inspect_document(
             timeout=timeout,
         )  # fmt: skip
         return Inspection(kind, pages)
+    # An image's too: a crafted file can stretch Pillow's reading of its headers and chunks
+    # for as long as it likes (two million empty PNG chunks: 16 s).
+    pages = readers.inspect_image(
+        data, kind=kind, max_pages=max_pages, max_pixels=max_pixels, budget=budget,
+        timeout=timeout,
+    )  # fmt: skip
+    return Inspection(kind, pages)
+
+
+def inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, budget: int) -> int:
+    """The image's frames are sound and within the limits; how many (run by the reader,
+    docpipe.reader_server)."""
     if kind == "tiff":
         _check_tiff_directories(data, max_pages=max_pages)
-    return Inspection(
-        kind,
-        _inspect_image(data, kind=kind, max_pages=max_pages, max_pixels=max_pixels, budget=budget),
+    return _inspect_image(
+        data, kind=kind, max_pages=max_pages, max_pixels=max_pixels, budget=budget
     )
 
 

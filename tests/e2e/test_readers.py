@@ -27,6 +27,7 @@ from docpipe.readers import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
 from docpipe.validation import inspect_document
 from tests import documents
 from tests.helpers import post_batch, wait_for_batch
+from tests.hostile import png_chunk
 
 pytestmark = pytest.mark.e2e
 
@@ -49,16 +50,24 @@ def _readers(under: Path | None = None) -> set[int]:
     return found
 
 
-def _when_a_reader_starts(crash: Any, *, under: Path | None = None, timeout: float = 120) -> None:
-    """Call `crash(reader)` in the background as soon as a new reader is running."""
+def _when_a_reader_starts(
+    crash: Any, *, under: Path | None = None, holding: str = "", timeout: float = 120
+) -> None:
+    """Call `crash(reader)` in the background as soon as a new reader is running (and has
+    a file ending in `holding` open)."""
     before = _readers(under)
+
+    def holds(pid: int) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return any(f.path.endswith(holding) for f in psutil.Process(pid).open_files())
+        return False
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if new := _readers(under) - before:
+            if new := [pid for pid in _readers(under) - before if not holding or holds(pid)]:
                 with contextlib.suppress(psutil.Error):
-                    crash(psutil.Process(new.pop()))
+                    crash(psutil.Process(new[0]))
                 return
             time.sleep(0.01)
 
@@ -98,17 +107,32 @@ def test_a_reader_that_crashes_on_an_image_fails_it_as_not_decoding_and_the_next
     _crash_then_read(tiff.getvalue(), "tiff", texts, InvalidDocument)
 
 
-def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced() -> None:
-    data = documents.multipage_pdf([documents.phrase(50)])
-    inspect_document(data, kind="pdf", dpi=300, timeout=60, **LIMITS)
+@pytest.mark.parametrize("kind", ["pdf", "png", "tiff"])
+def test_a_reader_that_hangs_is_killed_at_the_timeout_and_replaced(kind: str) -> None:
+    """Every deep check, an image's too, is the reader's: its hang is the document's."""
+    if kind == "pdf":
+        data = documents.multipage_pdf([documents.phrase(50)])
+    else:
+        data = documents.encode(documents.page_image([documents.phrase(50)]), kind)
+    inspect_document(data, kind=kind, dpi=300, timeout=60, **LIMITS)
     reader = _this_threads_reader()
     reader.suspend()  # from outside, a reader going round for ever
     started = time.monotonic()
     with pytest.raises(InvalidDocument, match=r"the file took longer than 2 s checking it"):
-        inspect_document(data, kind="pdf", dpi=300, timeout=2, **LIMITS)
+        inspect_document(data, kind=kind, dpi=300, timeout=2, **LIMITS)
     assert time.monotonic() - started < 30
     assert not reader.is_running() or reader.status() == psutil.STATUS_ZOMBIE
-    assert inspect_document(data, kind="pdf", dpi=300, timeout=60, **LIMITS).page_count == 1
+    assert inspect_document(data, kind=kind, dpi=300, timeout=60, **LIMITS).page_count == 1
+
+
+def test_a_png_of_millions_of_empty_chunks_is_stopped_at_the_timeout() -> None:
+    """Reading every chunk of a PNG crafted to hold millions takes seconds: the check's
+    timeout, not the flow run's patience, bounds it."""
+    good = documents.encode(documents.page_image([documents.phrase(51)]), "png")
+    end = good.rindex(b"IEND") - 4
+    flood = png_chunk(b"laZy", b"") * 3_000_000  # 36 MB of chunks saying nothing: 7 s here
+    with pytest.raises(InvalidDocument, match=r"the file took longer than 1 s checking it"):
+        inspect_document(good[:end] + flood + good[end:], kind="png", dpi=300, timeout=1, **LIMITS)
 
 
 def test_the_reader_caps_its_memory_leaves_no_core_and_holds_no_secret(
@@ -137,7 +161,8 @@ def test_in_a_batch_a_pdf_that_crashes_its_reader_fails_alone(
     pdf = documents.multipage_pdf([documents.phrase(60 + i) for i in range(12)])
     images = [(f"page-{i}.png", documents.document(documents.phrase(i), "png")) for i in range(4)]
     home = stack.settings.home
-    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGSEGV), under=home)
+    # The reader of the PDF, once PDFium holds it open: the images' readers start too.
+    _when_a_reader_starts(lambda r: r.send_signal(signal.SIGSEGV), under=home, holding=".pdf")
     batch_id = post_batch(api, tenant_id, key, [("hostile.pdf", pdf), *images])
     batch = wait_for_batch(api, key, batch_id)
     assert batch["status"] == "Completed"
