@@ -212,9 +212,10 @@ def _ingest(
                 _remove(folder_fd, [NOTICE])  # docpipe's note from before the tenant existed
                 continue
             if entry.is_symlink():
-                # Left where it is: moving it is as much a write as following it.
+                # Set aside like any refused file: a rename moves the link, not what it names.
                 report.rejected[entry.name] = LINK_REASON
                 log.warning("%s in %s: %s", safe_name(entry.name), safe_name(folder), LINK_REASON)
+                _reject(folder_fd, entry.name, LINK_REASON)
             elif not entry.name.isprintable() and _not_utf8(entry.name):
                 report.rejected[safe_name(entry.name)] = BAD_NAME_REASON
             elif entry.is_file(follow_symlinks=False):
@@ -389,7 +390,7 @@ def _open_for_writing(files: set[tuple[int, int]]) -> set[tuple[int, int]]:
     return writing
 
 
-LINK_REASON = "a symbolic link: docpipe never follows links in the inbox; left in place"
+LINK_REASON = "a symbolic link: docpipe never follows links in the inbox"
 BAD_NAME_REASON = "the file name is not valid UTF-8; left in place (rename it to have it read)"
 
 

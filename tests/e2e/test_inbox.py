@@ -345,8 +345,9 @@ def test_scheduled_scans_missed_while_docpipe_was_down_run_once_not_all_at_once(
         stack.stop()
 
 
-def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack: object) -> None:
-    """A link to another tenant's stored original, or to any file, is not ingested."""
+def test_links_are_never_followed_and_set_aside(tmp_path: Path, stack: object) -> None:
+    """A link to another tenant's stored original, or to any file, is not ingested: it
+    goes to rejected/ with its reason, as a link."""
     from docpipe.storage import get_storage
 
     tenant_id, _, tenant, folder = tenant_with_folder()
@@ -369,8 +370,14 @@ def test_links_are_never_followed_and_left_where_they_are(tmp_path: Path, stack:
         ["loop.png", "secret.png", "theirs.png"], inbox.LINK_REASON
     )
     assert batch_count(tenant_id) == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["loop.png", "secret.png", "theirs.png"]
-    assert all((folder / name).is_symlink() for name in report.rejected)
+    # Set aside with a note, as links: what they name is untouched.
+    assert [p.name for p in folder.iterdir()] == ["rejected"]
+    aside = folder / "rejected"
+    for name in report.rejected:
+        assert (aside / name).is_symlink()
+        assert (aside / f"{name}.reason.txt").read_text() == inbox.LINK_REASON + "\n"
+    assert secret.read_bytes() == good(5)[1]
+    assert (Path(get_storage().root) / stored).is_file()
 
 
 def test_a_rejected_folder_or_reason_file_that_is_a_link_is_not_written_through(
