@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_API_PORT = 8000
 # Batch statuses after which nothing changes by itself.
 FINAL_STATUSES = frozenset({"Completed", "Failed", "Cancelled"})
 # Names a directory's files must end with to be sent; a file named outright is always sent.
@@ -53,6 +53,12 @@ class InvalidFiles(ClientError):
 class Limits:
     max_file_bytes: int
     max_batch_documents: int
+
+
+def default_api_url() -> str:
+    """This machine's API, on the port `make up` gives it (DOCPIPE_API_PORT, else 8000)."""
+    port = os.environ.get("DOCPIPE_API_PORT", "").strip()
+    return f"http://127.0.0.1:{port if port.isdecimal() else DEFAULT_API_PORT}"
 
 
 def config_path() -> Path:
@@ -136,7 +142,8 @@ _API_KEY_CHARACTERS = re.compile(r"[!-~]+")
 
 class Client:
     """docpipe's API for one key. URL and key: the arguments, else DOCPIPE_API_URL and
-    DOCPIPE_API_KEY, else the file `docpipe login` wrote. Answers are the API's JSON."""
+    DOCPIPE_API_KEY, else the file `docpipe login` wrote (else this machine's API, on
+    DOCPIPE_API_PORT). Answers are the API's JSON."""
 
     def __init__(
         self,
@@ -150,7 +157,7 @@ class Client:
         api_key = api_key or os.environ.get("DOCPIPE_API_KEY")
         # The file is read only for what the arguments and the environment left out.
         config = {} if api_url and api_key else read_config()
-        self.api_url = (api_url or config.get("apiUrl") or DEFAULT_API_URL).rstrip("/")
+        self.api_url = (api_url or config.get("apiUrl") or default_api_url()).rstrip("/")
         key = api_key or config.get("apiKey")
         if not key:
             raise ClientError(

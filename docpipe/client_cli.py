@@ -31,11 +31,11 @@ from rich.progress import (
 from rich.table import Column, Table
 
 from docpipe.client import (
-    DEFAULT_API_URL,
     FINAL_STATUSES,
     Client,
     ClientError,
     InvalidFiles,
+    default_api_url,
     write_config,
 )
 
@@ -50,7 +50,8 @@ ApiUrl = Annotated[
     typer.Option(
         "--api-url",
         metavar="URL",
-        help=f"The API; default DOCPIPE_API_URL, else `docpipe login`'s, else {DEFAULT_API_URL}.",
+        help="The API; default DOCPIPE_API_URL, else `docpipe login`'s, else "
+        "http://127.0.0.1 on DOCPIPE_API_PORT (8000).",
         show_default=False,
     ),
 ]
@@ -344,8 +345,14 @@ def retry_batch_command(
 @app.command("login", short_help="Keep an API URL and key for these commands.")
 def save_login(
     api_url: Annotated[
-        str, typer.Option("--api-url", metavar="URL", help="The API's URL.")
-    ] = DEFAULT_API_URL,
+        str | None,
+        typer.Option(
+            "--api-url",
+            metavar="URL",
+            help="The API's URL; default http://127.0.0.1 on DOCPIPE_API_PORT (8000).",
+            show_default=False,
+        ),
+    ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -363,6 +370,7 @@ def save_login(
     key = (api_key or _ask_key()).strip()
     if not key:
         raise typer.Exit(_fail("no API key given: type it at the prompt, or give --api-key"))
+    api_url = api_url or default_api_url()
     with _client(api_url, key) as client:
         client.limits()  # answers only to a valid key
     try:

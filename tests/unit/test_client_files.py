@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from docpipe.client import InvalidFiles, Limits, check_files, document_files
+from docpipe.client import Client, InvalidFiles, Limits, check_files, document_files
 
 
 def test_a_directory_gives_its_documents_by_suffix_and_no_hidden_or_linked_ones(
@@ -70,3 +70,19 @@ def test_input_the_system_refuses_is_one_line_and_exit_2(args: list[str]) -> Non
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert result.output.strip().startswith("error:"), result.output
+
+
+@pytest.mark.parametrize(
+    ("port", "url"),
+    [("8621", "http://127.0.0.1:8621"), ("", "http://127.0.0.1:8000")],
+)
+def test_without_a_url_the_client_finds_the_api_on_this_machines_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, port: str, url: str
+) -> None:
+    """No URL given, set or saved: the API `make up` runs here, on DOCPIPE_API_PORT."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no `docpipe login` file
+    monkeypatch.delenv("DOCPIPE_API_URL", raising=False)
+    monkeypatch.setenv("DOCPIPE_API_PORT", port)
+
+    with Client(api_key="key") as client:
+        assert client.api_url == url
