@@ -251,7 +251,7 @@ def read_output(document: Document, output: Output) -> bytes:
     made = document.made_outputs()
     if output not in made:
         raise NotFound(
-            f"no {output.value} was made for this document; it has "
+            f"this document has no {output.value} output; it has "
             + ", ".join(o.value for o in made)
             + " (its tenant's outputs setting chooses them)"
         )

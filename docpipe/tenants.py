@@ -186,7 +186,8 @@ def authenticate(api_key: str | None) -> Tenant:
     if tenant is None:
         raise Unauthorized(
             "invalid API key: no tenant of this docpipe has it (a key works only with the "
-            "installation, DOCPIPE_HOME or database, where its tenant was created)"
+            "installation, DOCPIPE_HOME or database, where its tenant was created, and until "
+            "the tenant's key is rotated or revoked)"
         )
     return tenant
 

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,17 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One of a request's validation errors, as `where: what`."""
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    if where == "body.files" and error.get("type") == "missing":
+        return (
+            "body.files: no documents; send them as multipart/form-data, each file in a "
+            "part named files"
+        )
+    return _no_reprs(f"{where}: {error.get('msg', '')}")
 
 
 def _no_reprs(problem: str) -> str:
@@ -150,10 +162,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(RequestValidationError)
     def _bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
         # Location and message only: never the value sent back, which may be huge.
-        problems = [
-            _no_reprs(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}")
-            for err in e.errors()[:10]
-        ]
+        problems = [_problem(err) for err in e.errors()[:10]]
         return JSONResponse(status_code=400, content={"error": "; ".join(problems)})
 
     return app

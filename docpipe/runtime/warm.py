@@ -34,6 +34,7 @@ import stat
 import struct
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -361,6 +362,10 @@ def run_job(job: Job) -> NoReturn:
 
     get_settings.cache_clear()
     sys.argv = [ENGINE, *job.argv]
+    # Imported ahead on purpose (that is the warm start): runpy's warning says only that.
+    warnings.filterwarnings(
+        "ignore", f"'{ENGINE}' found in sys.modules", RuntimeWarning, module="runpy"
+    )
     known = set(sys.modules)
     code: object = 0
     try:

@@ -120,12 +120,18 @@ def test_more_files_than_a_batch_allows_is_rejected(
 @pytest.mark.parametrize(
     ("path", "kwargs", "message"),
     [
-        pytest.param(UPLOAD + "?tenantId={t}", {}, "files", id="no-files"),
+        pytest.param(UPLOAD + "?tenantId={t}", {}, "a part named files", id="no-files"),
         pytest.param(
             UPLOAD + "?tenantId={t}",
             {"content": b"not multipart", "headers": {"Content-Type": "text/plain"}},
-            "",
+            "send them as multipart/form-data",
             id="not-multipart",
+        ),
+        pytest.param(
+            UPLOAD + "?tenantId={t}",
+            {"json": {"files": ["a.png"]}},
+            "send them as multipart/form-data",
+            id="json",
         ),
         pytest.param("/api/batches?tenantId={t}&limit=0", {}, "limit", id="bad-limit"),
         pytest.param("/api/batches/x?waitSeconds=61", {}, "waitSeconds", id="wait-too-long"),
