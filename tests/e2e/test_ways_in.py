@@ -128,7 +128,6 @@ def test_the_readmes_from_python_block_runs_a_batch(
     script = block.group(1).replace(
         "127.0.0.1:4200", f"{stack.settings.prefect_host}:{stack.settings.prefect_port}"
     )
-    script = script.replace("var/", f"{stack.settings.home}/")
     tenant_id, key = make_tenant()
     batch_id = finished_batch(api, tenant_id, key)
     before = batches.find_batch(tenant_id, batch_id).flow_run_id
@@ -136,7 +135,12 @@ def test_the_readmes_from_python_block_runs_a_batch(
     result = subprocess.run(
         ["bash", "-c", script],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "BATCH": batch_id, "HOME": str(stack.settings.home)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "BATCH": batch_id,
+            "HOME": str(stack.settings.home),
+            "DOCPIPE_HOME": str(stack.settings.home),
+        },
         capture_output=True,
         text=True,
         timeout=120,
