@@ -266,6 +266,9 @@ def _disarm(page: PageObject) -> bool:
     annotations = page.get("/Annots")
     if annotations is None:
         return changed
+    if not isinstance(annotations.get_object(), ArrayObject):  # not a list: nothing to keep
+        del page["/Annots"]
+        return True
     kept = ArrayObject()
     for reference in annotations.get_object():
         annotation = reference.get_object()

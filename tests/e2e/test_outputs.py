@@ -637,6 +637,28 @@ def test_a_png_with_a_second_header_is_shown_at_the_size_that_was_read() -> None
     assert documents.words(text) <= pdf_words(pdf)[0]
 
 
+def test_a_pdf_page_whose_annotations_are_not_a_list_still_gets_its_searchable_pdf() -> None:
+    from pypdf.generic import DictionaryObject, NameObject
+
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    text = documents.phrase(47)
+    writer = pypdf.PdfWriter(
+        clone_from=pypdf.PdfReader(io.BytesIO(documents.document(text, "pdf")))
+    )
+    writer.pages[0][NameObject("/Annots")] = DictionaryObject()  # a list, says the standard
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
+    made = searchable_pdf(data, kind="pdf", pages=result.pages)
+
+    assert "/Annots" not in pypdf.PdfReader(io.BytesIO(made)).pages[0]
+    assert documents.words(text) <= pdf_words(made)[0]
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "RGB"])
 def test_a_transparent_image_reads_as_ink_on_white_paper(mode: str) -> None:
     """Black text on a transparent background: what is see-through is paper, not black.
