@@ -38,7 +38,12 @@ class ChildTimedOut(Exception):
 
 class ChildDied(Exception):
     """The child died on the request (a crash, a signal), or broke the protocol and was
-    killed for it; the message says which."""
+    killed for it; the message says which, and `status` is its exit status (negative: the
+    signal that killed it) if it died by itself."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Children:
@@ -75,7 +80,8 @@ class Children:
             self._replace(child)
             raise ChildTimedOut(f"no answer within {timeout:g} s") from None
         except _Ended:
-            raise ChildDied(exit_reason(self._replace(child))) from None
+            status = self._replace(child)
+            raise ChildDied(exit_reason(status), status=status) from None
         except (_Broke, ValueError) as e:
             self._replace(child)
             raise ChildDied(f"killed: {e}" if isinstance(e, _Broke) else "killed: not JSON") from e

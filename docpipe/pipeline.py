@@ -156,6 +156,8 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
         raise
     try:
         made = _store_outputs(document, data, result, outputs)
+    except OcrInterrupted:
+        raise  # as above
     except OcrFailed as e:
         _finish(document_id, DocumentStatus.OCR_FAILED, tier=tier, error=str(e))
         raise

@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from docpipe.children import ChildDied, Children, ChildTimedOut
-from docpipe.errors import InvalidDocument, OcrFailed, fit_for_tenant
+from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted, fit_for_tenant
 
 if TYPE_CHECKING:
     from docpipe.outputs import TextLayer
@@ -173,6 +174,10 @@ def _ask(
     except ChildTimedOut as e:
         raise failure(f"the file took longer than {timeout:g} s {doing}") from e
     except ChildDied as e:
+        if e.status == -signal.SIGTERM:
+            # Stopped from outside (a cancel, a shutdown: no file sends it that), so not
+            # the document's failure: the task may try it again, or end as the run does.
+            raise OcrInterrupted(f"the file's reader was stopped {doing} ({e})") from e
         raise failure(f"the file's reader died {doing} ({e})") from e
     if "invalid" in reply:
         raise InvalidDocument(_clean(reply["invalid"]))

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from docpipe import readers
-from docpipe.errors import InvalidDocument, OcrFailed
+from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
 from docpipe.ocr import ocr_document
 from docpipe.readers import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
 from docpipe.validation import inspect_document
@@ -105,6 +105,25 @@ def test_a_reader_that_crashes_on_an_image_fails_it_as_not_decoding_and_the_next
     tiff = io.BytesIO()
     frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:], compression="tiff_lzw")
     _crash_then_read(tiff.getvalue(), "tiff", texts, InvalidDocument)
+
+
+@pytest.mark.parametrize("kind", ["pdf", "tiff"])
+def test_a_reader_stopped_from_outside_is_not_the_files_failure(kind: str) -> None:
+    """SIGTERM is a cancel or a shutdown, which no file can send: the document may be tried
+    again (OcrInterrupted), not failed for it."""
+    texts = [documents.phrase(90 + i) for i in range(3)]
+    if kind == "pdf":
+        data = documents.multipage_pdf(texts)
+    else:
+        frames = [documents.page_image([text]) for text in texts]
+        tiff = io.BytesIO()
+        frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:])
+        data = tiff.getvalue()
+    readers._readers.close()
+    _when_a_reader_starts(lambda reader: reader.send_signal(signal.SIGTERM))
+    with pytest.raises(OcrInterrupted, match=r"the file's reader was stopped .*signal 15"):
+        ocr_document(data, kind=kind, engine="api", **OPTIONS)
+    assert ocr_document(data, kind=kind, engine="api", **OPTIONS).page_count == len(texts)
 
 
 @pytest.mark.parametrize("kind", ["pdf", "png", "tiff"])
