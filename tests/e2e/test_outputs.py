@@ -255,7 +255,7 @@ def test_outputs_not_chosen_are_not_made_and_the_default_is_text_and_pdf(
     for output in ("hocr", "words"):
         response = fetch(api, key, document, output)
         assert response.status_code == 404
-        assert f"no {output} was made" in response.json()["error"]
+        assert f"this document has no {output} output" in response.json()["error"]
 
 
 def test_an_output_of_a_document_not_ready_is_a_409(api: httpx.Client, stack: Any) -> None:
