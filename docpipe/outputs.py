@@ -254,6 +254,22 @@ def _lay_text_over(page: PageObject, read: TextLayer, *, layer: bool = True) -> 
 _CARRIERS = {"/FileAttachment", "/Sound", "/Movie", "/Screen", "/RichMedia", "/3D"}
 # The actions a link may keep: to a web address, or to a place in this document.
 _LINKS = {"/URI", "/GoTo"}
+_WEB = ("http:", "https:", "mailto:")
+
+
+def _resolved(entry: Any) -> Any:
+    """An entry's value itself: a viewer follows a reference where one stands."""
+    return entry.get_object() if entry is not None else None
+
+
+def _plain_link(action: Any) -> bool:
+    """Whether an action only takes the reader to a web address or a place here."""
+    if not isinstance(action, DictionaryObject) or _resolved(action.get("/S")) not in _LINKS:
+        return False
+    if _resolved(action.get("/S")) == "/GoTo":
+        return True
+    address = _resolved(action.get("/URI"))
+    return isinstance(address, str) and address.strip().lower().startswith(_WEB)
 
 
 def _disarm(page: PageObject) -> bool:
@@ -263,24 +279,23 @@ def _disarm(page: PageObject) -> bool:
     program to launch, a form to send) or that chain another (/Next); annotations that
     carry a file or play media. Whether it took anything off."""
     changed = page.pop("/AA", None) is not None
-    annotations = page.get("/Annots")
+    annotations = _resolved(page.get("/Annots"))
     if annotations is None:
         return changed
-    if not isinstance(annotations.get_object(), ArrayObject):  # not a list: nothing to keep
+    if not isinstance(annotations, ArrayObject):  # not a list: nothing to keep
         del page["/Annots"]
         return True
     kept = ArrayObject()
-    for reference in annotations.get_object():
-        annotation = reference.get_object()
-        if not isinstance(annotation, DictionaryObject):
-            continue
-        if annotation.get("/Subtype") in _CARRIERS:
+    for reference in annotations:
+        annotation = _resolved(reference)
+        if not isinstance(annotation, DictionaryObject) or (
+            _resolved(annotation.get("/Subtype")) in _CARRIERS
+        ):
             changed = True
             continue
         changed |= annotation.pop("/AA", None) is not None
-        action = annotation.get("/A")
-        action = action.get_object() if action is not None else None
-        if isinstance(action, DictionaryObject) and action.get("/S") in _LINKS:
+        action = _resolved(annotation.get("/A"))
+        if _plain_link(action):
             changed |= action.pop("/Next", None) is not None
         else:
             changed |= annotation.pop("/A", None) is not None

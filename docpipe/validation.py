@@ -227,7 +227,11 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, b
         return frames
     except InvalidDocument:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, struct.error) as e:
+    # Pillow's plugins raise more than their documented errors on a crafted TIFF directory.
+    except (
+        OSError, UnidentifiedImageError, ValueError, SyntaxError, struct.error, TypeError,
+        KeyError, IndexError, ZeroDivisionError, EOFError,
+    ) as e:  # fmt: skip
         raise InvalidDocument(f"image does not decode: {describe_error(e)}") from e
 
 

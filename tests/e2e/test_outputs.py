@@ -590,18 +590,36 @@ def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> Non
             name("/EF"): DictionaryObject({name("/F"): writer._add_object(attached)}),
         }
     )
+    hidden = StreamObject()
+    hidden._data = b"MZ evilhidden"
+    hidden[name("/Type")] = name("/EmbeddedFile")
+    indirect_spec = DictionaryObject(
+        {name("/Type"): name("/Filespec"), name("/F"): TextStringObject("evilfile")}
+    )
+    indirect_spec[name("/EF")] = DictionaryObject({name("/F"): writer._add_object(hidden)})
+    attachment = annotation("/Link", FS=indirect_spec).get_object()
+    # Its kind given by reference: a viewer follows it.
+    attachment[name("/Subtype")] = writer._add_object(name("/FileAttachment"))
+    in_script = DictionaryObject({name("/S"): name("/URI"), name("/URI"): TextStringObject("")})
+    in_script[name("/URI")] = TextStringObject("javascript:alerturi()")
     writer.pages[0][name("/Annots")] = ArrayObject(
         [
             annotation("/Link", A=link),
             annotation("/Link", AA=DictionaryObject({name("/PO"): script("alertpo")})),
             annotation("/Link", A=launch),
             annotation("/FileAttachment", FS=spec),
+            attachment.indirect_reference,
+            annotation("/Link", A=in_script),
+            writer._add_object(ArrayObject([writer._add_object(script("alertarray"))])),
         ]
     )
     original = io.BytesIO()
     writer.write(original)
     data = original.getvalue()
-    harmful = (b"alertchained", b"alertpo", b"launchme", b"evilpayload", b"evilfile")
+    harmful = (
+        b"alertchained", b"alertpo", b"launchme", b"evilpayload", b"evilfile", b"evilhidden",
+        b"alerturi", b"alertarray",
+    )  # fmt: skip
     assert all(marker in data for marker in harmful)  # (pypdf escapes a name's dots)
 
     result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
@@ -610,7 +628,7 @@ def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> Non
     assert not [marker for marker in harmful if marker in made]
     page: Any = pypdf.PdfReader(io.BytesIO(made)).pages[0]
     annotations = [a.get_object() for a in page["/Annots"]]
-    assert [a["/Subtype"] for a in annotations] == ["/Link"] * 3
+    assert [a["/Subtype"] for a in annotations] == ["/Link"] * 4
     assert annotations[0]["/A"]["/URI"] == "https://example.com/kept"
 
 

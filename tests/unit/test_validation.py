@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import pypdf
 import pytest
@@ -106,6 +107,27 @@ def test_deep_checks_reject_broken_documents(make, kind: str, reason: str) -> No
     with pytest.raises(InvalidDocument, match=reason):
         inspect_document(data, kind=kind, **LIMITS)
         ocr_document(data, kind=kind, language="eng", dpi=300, page_timeout=60)
+
+
+def _tiff_whose_second_page_has_no_size() -> bytes:
+    """Two page directories; the second names no width or height (Pillow: TypeError)."""
+
+    def directory(entries: list[tuple[int, int, int, int]], after: int) -> bytes:
+        fields = b"".join(struct.pack("<HHII", *entry) for entry in entries)
+        return struct.pack("<H", len(entries)) + fields + struct.pack("<I", after)
+
+    page = [(256, 3, 1, 4), (257, 3, 1, 4), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 200), (277, 3, 1, 1), (278, 3, 1, 4), (279, 4, 1, 16)]  # fmt: skip
+    first = directory(page, 0)
+    first = directory(page, 8 + len(first))
+    second = directory([(262, 3, 1, 1), (273, 4, 1, 200), (279, 4, 1, 16)], 0)
+    data = b"II*\0" + struct.pack("<I", 8) + first + second
+    return data + b"\0" * (220 - len(data))
+
+
+def test_a_tiff_page_without_a_size_is_refused_with_a_reason() -> None:
+    with pytest.raises(InvalidDocument, match="^image does not decode: "):
+        inspect_document(_tiff_whose_second_page_has_no_size(), kind="tiff", **LIMITS)
 
 
 def test_pixel_limit_is_enforced_before_decoding() -> None:
