@@ -264,9 +264,10 @@ def _resolved(entry: Any) -> Any:
 
 def _plain_link(action: Any) -> bool:
     """Whether an action only takes the reader to a web address or a place here."""
-    if not isinstance(action, DictionaryObject) or _resolved(action.get("/S")) not in _LINKS:
+    kind = _resolved(action.get("/S")) if isinstance(action, DictionaryObject) else None
+    if kind not in _LINKS:
         return False
-    if _resolved(action.get("/S")) == "/GoTo":
+    if kind == "/GoTo":
         return True
     address = _resolved(action.get("/URI"))
     return isinstance(address, str) and address.strip().lower().startswith(_WEB)

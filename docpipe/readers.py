@@ -51,29 +51,29 @@ def inspect_pdf(
     data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int, timeout: float
 ) -> int:
     """pypdf's deep check of the PDF (docpipe.validation.inspect_pdf); its page count."""
-    with _on_disk(data) as path:
-        reply = _ask(
-            {"do": "inspect", "path": path, "max_pages": max_pages, "max_pixels": max_pixels,
-             "budget": budget, "dpi": dpi},
-            timeout=timeout,
-            doing="checking it",
-            failure=InvalidDocument,
-        )  # fmt: skip
-    return _count(reply, "pages")
+    request = {"do": "inspect", "max_pages": max_pages, "max_pixels": max_pixels,
+               "budget": budget, "dpi": dpi}  # fmt: skip
+    return _deep_check(data, ".pdf", request, timeout=timeout)
 
 
 def inspect_image(
     data: bytes, *, kind: str, max_pages: int, max_pixels: int, budget: int, timeout: float
 ) -> int:
     """The deep check of an image (docpipe.validation.inspect_image); its page count."""
-    with _on_disk(data, ".image") as path:
+    request = {"do": "inspect_image", "kind": kind, "max_pages": max_pages,
+               "max_pixels": max_pixels, "budget": budget}  # fmt: skip
+    return _deep_check(data, ".image", request, timeout=timeout)
+
+
+def _deep_check(data: bytes, suffix: str, request: dict[str, Any], *, timeout: float) -> int:
+    """The reader's deep check of the file; its page count. A failure is the file's."""
+    with _on_disk(data, suffix) as path:
         reply = _ask(
-            {"do": "inspect_image", "path": path, "kind": kind, "max_pages": max_pages,
-             "max_pixels": max_pixels, "budget": budget},
+            {**request, "path": path},
             timeout=timeout,
             doing="checking it",
             failure=InvalidDocument,
-        )  # fmt: skip
+        )
     return _count(reply, "pages")
 
 
