@@ -125,6 +125,11 @@ class Children:
                     pipe.close()
         return child.wait()
 
+    def running(self) -> bool:
+        """Whether this thread has a child alive (one that failed a request has gone)."""
+        child: subprocess.Popen[bytes] | None = getattr(self._local, "child", None)
+        return child is not None and child.poll() is None
+
     def close(self) -> None:
         """End this thread's child, if it has one (it would end with the run anyway)."""
         child: subprocess.Popen[bytes] | None = getattr(self._local, "child", None)

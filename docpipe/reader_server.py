@@ -21,6 +21,7 @@ Requests, one JSON line each (every path is in the run's page folder):
 - `{"do": "searchable", "path", "kind", "out", "layers": [...]}`: the searchable PDF of
   the document, each layer a page's text layer (base64) with its dpi, rotation and
   skew; a PDF's page that has text of its own (PDFium finds some) gets no layer.
+- `{"do": "forget"}`: let go of the document open (its caller stopped before its end).
 A document it cannot read answers `{"invalid": reason}` (the document is not valid) or
 `{"failed": reason}` (a PDF's page does not render).
 """
@@ -166,6 +167,9 @@ def main() -> None:
             if index == image_pages(frames) - 1:
                 forget()
             return {"width": width, "height": height, "dpi": dpi}
+        if what == "forget":
+            forget()
+            return {"ok": True}
         if what == "searchable":
             layers = [
                 _Layer(
@@ -184,14 +188,18 @@ def main() -> None:
     def said(request: dict[str, Any]) -> dict[str, Any]:
         try:
             return handle(request)
-        except InvalidDocument as e:
-            return {"invalid": unnamed(str(e), request)}
-        except OcrFailed as e:
-            return {"failed": unnamed(str(e), request)}
-        except OSError as e:  # its own files: nothing of the tenant's to say, nor paths
-            return {"error": f"its file could not be read or written ({type(e).__name__})"}
         except Exception as e:
-            return {"error": unnamed(describe_error(e), request)}
+            forget()  # a failure ends its document: its memory goes now, not at the next
+            return refusal(e, request)
+
+    def refusal(error: Exception, request: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(error, InvalidDocument):
+            return {"invalid": unnamed(str(error), request)}
+        if isinstance(error, OcrFailed):
+            return {"failed": unnamed(str(error), request)}
+        if isinstance(error, OSError):  # its own files: nothing of the tenant's to say, nor paths
+            return {"error": f"its file could not be read or written ({type(error).__name__})"}
+        return {"error": unnamed(describe_error(error), request)}
 
     def unnamed(reason: str, request: dict[str, Any]) -> str:
         """The reason without the names of the files it was handed (they are ours)."""

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,13 +83,13 @@ def render_pdf(
     dpi: int,
     timeout: float,
     check: Callable[[list[tuple[float, float]]], None],
-) -> Iterator[Path]:
+) -> Generator[Path, None, None]:
     """Each page drawn in grey at `dpi`, as a BMP file the caller removes once read.
 
     PDFium's own page sizes (points) go to `check` before any page is drawn: one PDF can
     read differently to pypdf and to PDFium.
     """
-    with _on_disk(data) as path:
+    with _on_disk(data) as path, _let_go_if_stopped():
         sizes = _ask({"do": "sizes", "path": path}, timeout=timeout, doing="opening it")["sizes"]
         check([(float(width), float(height)) for width, height in sizes])
         for index in range(len(sizes)):
@@ -98,11 +98,13 @@ def render_pdf(
             yield page
 
 
-def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Path, int]]:
+def decode_image(
+    data: bytes, *, dpi: int, timeout: float
+) -> Generator[tuple[Path, int], None, None]:
     """Each frame of an image decoded, in a mode Tesseract reads, as a BMP file the caller
     removes once read; with its resolution (its own if a scan could have it, else `dpi`).
     A frame that does not decode raises InvalidDocument, as the deep check would."""
-    with _on_disk(data, ".image") as path:
+    with _on_disk(data, ".image") as path, _let_go_if_stopped():
         reply = _ask(
             {"do": "frames", "path": path},
             timeout=timeout,
@@ -119,6 +121,19 @@ def decode_image(data: bytes, *, dpi: int, timeout: float) -> Iterator[tuple[Pat
                 failure=InvalidDocument,
                 field="dpi",
             )
+
+
+@contextlib.contextmanager
+def _let_go_if_stopped() -> Iterator[None]:
+    """A document stopped before its last page (it failed here, or the caller stopped
+    reading it): the reader lets it go now, not when the next document comes."""
+    try:
+        yield
+    except BaseException:
+        if _readers.running():  # one that failed a request has gone, and its document too
+            with contextlib.suppress(Exception):
+                _readers.ask({"do": "forget"}, timeout=5)
+        raise
 
 
 def searchable(original: bytes, *, kind: str, pages: Sequence[TextLayer], timeout: float) -> bytes:

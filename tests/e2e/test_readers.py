@@ -203,3 +203,33 @@ def test_a_reason_names_no_file_of_ours() -> None:
     reason = str(raised.value)
     assert reason.startswith("image does not decode")
     assert not re.search(r"tmp|/|\.image\b", reason), reason
+
+
+def _holds(reader: psutil.Process, suffix: str) -> list[str]:
+    """The files of ours the reader has open, removed ones too (psutil leaves those out)."""
+    fds = Path(f"/proc/{reader.pid}/fd")
+    held = []
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            held.append(str(fd.readlink()).removesuffix(" (deleted)"))
+    return [path for path in held if path.endswith(suffix)]
+
+
+def test_a_document_stopped_before_its_end_is_let_go_at_once() -> None:
+    """A PDF refused after its sizes were read (over a limit), or a document whose OCR
+    stopped at its first page, is closed in the reader then: it no longer holds the
+    deleted file's disk space and the decoder's memory until another document comes."""
+    data = documents.multipage_pdf([documents.phrase(70 + i) for i in range(3)])
+
+    def refuse(sizes: list[tuple[float, float]]) -> None:
+        raise InvalidDocument("over a limit")
+
+    with pytest.raises(InvalidDocument):
+        list(readers.render_pdf(data, dpi=100, timeout=60, check=refuse))
+    assert not _holds(_this_threads_reader(), ".pdf")
+
+    pages = readers.render_pdf(data, dpi=100, timeout=60, check=lambda sizes: None)
+    next(pages).unlink()
+    assert _holds(_this_threads_reader(), ".pdf")  # open while its pages are read
+    pages.close()  # the caller stops: its first page failed
+    assert not _holds(_this_threads_reader(), ".pdf")
