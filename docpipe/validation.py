@@ -237,7 +237,12 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, b
 
 def describe_error(error: Exception) -> str:
     """A library's message fit for a tenant: no object reprs, no memory addresses."""
-    return fit_for_tenant(str(error)) or type(error).__name__
+    said = fit_for_tenant(str(error))
+    if isinstance(error, LookupError):
+        # A decoder's own slip on a crafted field, whose message alone ("88") says nothing.
+        detail = f"{type(error).__name__} {said}".strip()
+        return f"it holds a field the decoder cannot use ({detail})"
+    return said or type(error).__name__
 
 
 # Our own pixel limit replaces Pillow's warning-based one.

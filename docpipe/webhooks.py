@@ -108,6 +108,8 @@ def _parsed(url: str) -> httpx.URL:
         raise WebhookRefused("a webhook URL must be http:// or https:// with a host")
     if parts.userinfo:
         raise WebhookRefused("a webhook URL may not hold a user name or password")
+    if parts.port == 0:  # no server listens there; it would be taken for the default port
+        raise WebhookRefused("a webhook URL's port must be 1 to 65535")
     return parts
 
 

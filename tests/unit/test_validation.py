@@ -9,7 +9,7 @@ import pypdf
 import pytest
 
 from docpipe.errors import InvalidDocument
-from docpipe.validation import check_upload, inspect_document, sniff_kind
+from docpipe.validation import check_upload, describe_error, inspect_document, sniff_kind
 from tests import documents
 
 LIMITS = {"max_pages": 10, "max_pixels": 50_000_000}
@@ -128,6 +128,13 @@ def _tiff_whose_second_page_has_no_size() -> bytes:
 def test_a_tiff_page_without_a_size_is_refused_with_a_reason() -> None:
     with pytest.raises(InvalidDocument, match="^image does not decode: "):
         inspect_document(_tiff_whose_second_page_has_no_size(), kind="tiff", **LIMITS)
+
+
+def test_a_decoders_bare_key_error_is_told_as_a_field_it_cannot_use() -> None:
+    """Pillow's TIFF plugin can fail on a crafted tag with KeyError(88): "88" alone
+    tells a tenant nothing."""
+    assert describe_error(KeyError(88)) == "it holds a field the decoder cannot use (KeyError 88)"
+    assert describe_error(TypeError("Missing dimensions")) == "Missing dimensions"
 
 
 def test_pixel_limit_is_enforced_before_decoding() -> None:

@@ -94,6 +94,15 @@ def test_a_webhook_url_must_be_plain_http(home: Path, tenant: tuple[str, str], u
         set_webhook(tenant[0], url)
 
 
+def test_a_webhook_url_on_port_zero_is_refused_as_such(
+    home: Path, tenant: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port 0 would be taken for the scheme's own: the batch's summary sent to port 80."""
+    settings_with(monkeypatch, webhook_allow_private="true")
+    with pytest.raises(WebhookRefused, match="port must be 1 to 65535"):
+        set_webhook(tenant[0], "http://127.0.0.1:0/hook")
+
+
 def test_private_addresses_are_allowed_by_the_setting(
     client: TestClient, tenant: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
