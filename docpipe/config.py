@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     pdfa: bool = False
     ocr_dpi: int = 300
     ocr_page_timeout_seconds: float = 120.0
+    # All of one document's pages together: a hostile 100-page PDF of pages that each
+    # take nearly the page timeout would otherwise hold a slot for hours.
+    ocr_document_timeout_seconds: float = Field(1800.0, gt=0, allow_inf_nan=False)
     # A flow run's OCR slots: pages read at once, whichever documents they are from (one
     # long PDF uses all of them), and documents decoded at once.
     ocr_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)

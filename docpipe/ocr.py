@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -100,6 +101,7 @@ def ocr_document(
     language: str,
     dpi: int,
     page_timeout: float,
+    document_timeout: float | None = None,
     pdf: bool = False,
     straighten: Straightening | None = None,
     engine: str = "auto",
@@ -118,7 +120,8 @@ def ocr_document(
     pages drawn by PDFium, image frames decoded by Pillow, both in the reader: a child
     process, docpipe.readers), one at a time and each with its own timeout: never the
     uploaded file, whose format quirks (a TIFF whose pages loop, a damaged JPEG) its own
-    readers would meet. A page that does not decode raises InvalidDocument. Temporary
+    readers would meet. A page that does not decode raises InvalidDocument; pages that
+    take over `document_timeout` seconds of OCR in all raise OcrFailed. Temporary
     files go under `scratch`. Pages are read on the process's `slots` OCR threads, which
     every document read at once shares: one long document is spread over all of them.
     """
@@ -133,6 +136,7 @@ def ocr_document(
     job = _PageJob(
         language=language,
         timeout=page_timeout,
+        budget=_Budget(document_timeout),
         pdf=pdf,
         straighten=straighten or Straightening(orient=False, deskew=False),
         engine=get_engine(engine),
@@ -463,12 +467,38 @@ def get_engine(name: str = "auto") -> CliEngine | ApiEngine:
     return _engines[name]
 
 
+class _Budget:
+    """The seconds of OCR one document's pages may take in all (None: no bound).
+
+    Its pages' own time, not the time they waited for a slot behind other documents.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds, self.spent = seconds, 0.0
+        self.lock = threading.Lock()
+
+    def left(self) -> float:
+        with self.lock:
+            return math.inf if self.seconds is None else self.seconds - self.spent
+
+    def spend(self, seconds: float) -> None:
+        with self.lock:
+            self.spent += seconds
+
+    def overrun(self) -> OcrFailed:
+        return OcrFailed(
+            f"the document's pages took over {self.seconds:g} s of OCR in all; that is the "
+            "limit for one document (DOCPIPE_OCR_DOCUMENT_TIMEOUT_SECONDS)"
+        )
+
+
 @dataclass(frozen=True)
 class _PageJob:
     """How every page of one document is read."""
 
     language: str
     timeout: float
+    budget: _Budget
     pdf: bool
     straighten: Straightening
     engine: CliEngine | ApiEngine
@@ -481,10 +511,18 @@ class _PageJob:
         """
         started = time.perf_counter()
         try:
+            if self.budget.left() <= 0:
+                raise self.budget.overrun()
             with Image.open(page) as image:  # its header only, unless it must be turned
                 best = self._best(page, image, dpi)
+        except OcrFailed as e:
+            # A page stopped because the document's time ran out says so, not the page's.
+            if self.budget.left() - (time.perf_counter() - started) <= 0:
+                raise self.budget.overrun() from e
+            raise
         finally:
             page.unlink(missing_ok=True)
+            self.budget.spend(time.perf_counter() - started)
         return replace(best, seconds=time.perf_counter() - started)
 
     def _best(self, page: Page, image: Image.Image, dpi: int) -> PageRead:
@@ -527,7 +565,7 @@ class _PageJob:
         ):
             self.engine.run(
                 PagePass(name, base, self.language, dpi, renderers),
-                timeout=self.timeout,
+                timeout=min(self.timeout, max(self.budget.left(), 0.01)),
             )
             text = Path(f"{base}.txt").read_text(encoding="utf-8", errors="replace").strip()
             hocr = Path(f"{base}.hocr").read_text(encoding="utf-8", errors="replace")

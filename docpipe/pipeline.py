@@ -136,6 +136,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             language=document.language or settings.ocr_language,
             dpi=settings.ocr_dpi,
             page_timeout=settings.ocr_page_timeout_seconds,
+            document_timeout=settings.ocr_document_timeout_seconds,
             pdf=Output.PDF in outputs,
             straighten=Straightening(orient=settings.ocr_orient, deskew=settings.ocr_deskew),
             engine=settings.ocr_engine,

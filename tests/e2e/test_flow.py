@@ -13,7 +13,7 @@ from docpipe.models import BatchStatus, DocumentStatus
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
 from tests import documents
-from tests.helpers import make_tenant
+from tests.helpers import make_tenant, settings_with
 
 pytestmark = pytest.mark.e2e
 
@@ -180,6 +180,30 @@ def test_ocr_retries_when_tesseract_dies_but_not_when_it_cannot_read(
     assert docs["jpeg.jpeg"].status == DocumentStatus.OCR_FAILED
     assert docs["jpeg.jpeg"].error == "Tesseract was killed by signal 9"
     assert calls["page.jpeg"] == 3  # the first try and both retries
+
+
+def test_a_document_over_its_time_in_all_fails_alone_with_the_reason(
+    tenant: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOCPIPE_OCR_DOCUMENT_TIMEOUT_SECONDS bounds a document's pages together: a long
+    PDF over it ends OcrFailed saying so, and a short document beside it reads."""
+    from flows.process_batch import process_batch
+
+    settings_with(monkeypatch, ocr_document_timeout_seconds=1.0)
+    tenant_id, _ = tenant
+    long_pdf = documents.multipage_pdf([documents.phrase(90 + i) for i in range(20)])
+    batch_id = new_batch(
+        tenant_id,
+        [("long.pdf", long_pdf), ("short.png", documents.document(documents.phrase(3), "png"))],
+    )
+
+    summary: Any = process_batch(batch_id)
+
+    assert (summary["succeeded"], summary["failed"]) == (1, 1)
+    docs = statuses(tenant_id, batch_id)
+    assert docs["short.png"].status == DocumentStatus.READY
+    assert docs["long.pdf"].status == DocumentStatus.OCR_FAILED
+    assert docs["long.pdf"].error.startswith("the document's pages took over 1 s of OCR in all")
 
 
 @pytest.mark.parametrize("case", ["unknown", "cancelled", "all-ready"])

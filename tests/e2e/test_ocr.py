@@ -48,11 +48,26 @@ def test_a_page_that_takes_too_long_fails_with_a_reason_and_the_next_one_reads(
     engine: str,
 ) -> None:
     data = documents.document(documents.phrase(1), "png")
-    with pytest.raises(OcrFailed, match="took longer than"):
-        ocr_document(data, kind="png", language="eng", dpi=300, page_timeout=0.01, engine=engine)
+    # The reader and the engine started and warm: only Tesseract's read is cut short below.
+    ocr_document(data, kind="png", engine=engine, **OPTIONS)
+    lines = [documents.phrase(i, words=6) for i in range(30)]
+    dense = documents.encode(documents.page_image(lines, width=2480, dpi=300), "png")
+    with pytest.raises(OcrFailed, match="Tesseract took longer than 0.3 s on a page"):
+        ocr_document(dense, kind="png", language="eng", dpi=300, page_timeout=0.3, engine=engine)
     # The engine that hung was replaced: the next page reads as if nothing happened.
     result = ocr_document(data, kind="png", engine=engine, **OPTIONS)
     assert documents.words(documents.phrase(1)) <= documents.words(result.text)
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.5], ids=["mid-page", "between-pages"])
+def test_a_document_over_its_time_in_all_fails_with_that_reason(
+    engine: str, seconds: float
+) -> None:
+    """Pages each well inside the page timeout, but too many of them: the document's own
+    bound stops it, whether it runs out during a page or between two."""
+    data = documents.multipage_pdf([documents.phrase(80 + i) for i in range(12)])
+    with pytest.raises(OcrFailed, match=r"over [\d.]+ s of OCR in all; that is the limit for one"):
+        ocr_document(data, kind="pdf", engine=engine, document_timeout=seconds, **OPTIONS)
 
 
 def test_an_unknown_language_fails_with_tesseracts_reason(engine: str) -> None:
