@@ -620,13 +620,15 @@ def failure_of(state: State) -> object:
 
 class _QuietCompletions(logging.Filter):
     """Leaves out each task run's "Finished in state Completed()" line: its state says so,
-    and every line costs the run, the worker and the server. Failures still log."""
+    and every line costs the run, the worker and the server. Failures still log; a task
+    run a cancel ended logs as information (Prefect logs it as an error), not a failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        said = record.msg if isinstance(record.msg, str) else ""
+        if said.startswith("Finished in state Cancelled"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return not (
-            record.levelno == logging.INFO
-            and isinstance(record.msg, str)
-            and record.msg.startswith("Finished in state Completed")
+            record.levelno == logging.INFO and said.startswith("Finished in state Completed")
         )
 
 

@@ -211,6 +211,12 @@ def _store_outputs(
     return list(made)
 
 
+def is_cancelled(document_id: str) -> bool:
+    with session_scope() as session:
+        status = session.scalar(select(Document.status).where(Document.id == document_id))
+    return status == DocumentStatus.CANCELLED
+
+
 def record_unexpected_failure(document_id: str, *, error: object, reason: str | None) -> None:
     """The document's task run failed without recording why (a Tesseract that died on every
     try, or a step that broke for a reason of its own): end the document anyway, with

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import State, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled
 
 from docpipe import pipeline
 from docpipe.errors import OcrInterrupted
@@ -24,11 +25,17 @@ def _interrupted(task: object, task_run: object, state: State) -> bool:
     retry_delay_seconds=1,
     retry_condition_fn=_interrupted,
 )
-def process_document(document_id: str, label: str, tier: Tier) -> int:
+def process_document(document_id: str, label: str, tier: Tier) -> int | State:
     """Deep-check one document, then OCR it; returns its page count.
 
     One task run per document, not per step: each task run costs the server its state
     events. The document's status still says which step it reached, and a failed run's
     message says why.
     """
-    return pipeline.check_and_ocr(document_id, tier=tier)
+    try:
+        return pipeline.check_and_ocr(document_id, tier=tier)
+    except OcrInterrupted:
+        if pipeline.is_cancelled(document_id):
+            # The cancel stopped its Tesseract: nothing to try again, nor to log as a crash.
+            return Cancelled(message="batch was cancelled")
+        raise

@@ -7,6 +7,13 @@ import time
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterLevel,
+)
 from prefect.client.schemas.objects import StateType
 
 from loadtest.pages import page_png
@@ -55,6 +62,16 @@ def test_cancel_then_retry(api: httpx.Client, tenant: tuple[str, str], prefect_a
         while (run := client.read_flow_run(body["flowRunId"])).state_type != StateType.CANCELLED:
             assert time.monotonic() < deadline, run.state
             time.sleep(1)
+        # A cancel is no crash: the task runs it stopped end Cancelled, not Crashed after
+        # a retry their Tesseract's death set off, and the run logs no error for it.
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+        assert not [t.name for t in task_runs if t.state_type == StateType.CRASHED]
+        errors = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=40))
+        )
+        assert not [log.message for log in errors]
     after = api.get(f"/api/batches/{batch_id}", headers=headers).json()
     assert after["status"] == "Cancelled"
     assert [d["status"] for d in after["documents"]] == [d["status"] for d in body["documents"]]
