@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from dotenv import dotenv_values
 
 DEFAULT_API_PORT = 8000
 # Batch statuses after which nothing changes by itself.
@@ -55,9 +56,20 @@ class Limits:
     max_batch_documents: int
 
 
+def setting(name: str) -> str | None:
+    """An environment variable, else its line in the `.env` file of the folder the command
+    runs in, as the server's own settings are read (docpipe.config)."""
+    if value := os.environ.get(name):
+        return value
+    try:
+        return dotenv_values(".env").get(name) or None
+    except (OSError, UnicodeError):  # a .env it may not read is one it was not given
+        return None
+
+
 def default_api_url() -> str:
     """This machine's API, on the port `make up` gives it (DOCPIPE_API_PORT, else 8000)."""
-    port = os.environ.get("DOCPIPE_API_PORT", "").strip()
+    port = (setting("DOCPIPE_API_PORT") or "").strip()
     return f"http://127.0.0.1:{port if port.isdecimal() else DEFAULT_API_PORT}"
 
 
@@ -142,8 +154,8 @@ _API_KEY_CHARACTERS = re.compile(r"[!-~]+")
 
 class Client:
     """docpipe's API for one key. URL and key: the arguments, else DOCPIPE_API_URL and
-    DOCPIPE_API_KEY, else the file `docpipe login` wrote (else this machine's API, on
-    DOCPIPE_API_PORT). Answers are the API's JSON."""
+    DOCPIPE_API_KEY (the environment, else `.env`), else the file `docpipe login` wrote
+    (else this machine's API, on DOCPIPE_API_PORT). Answers are the API's JSON."""
 
     def __init__(
         self,
@@ -153,8 +165,8 @@ class Client:
         tenant: str | None = None,
         timeout: float = 60,
     ) -> None:
-        api_url = api_url or os.environ.get("DOCPIPE_API_URL")
-        api_key = api_key or os.environ.get("DOCPIPE_API_KEY")
+        api_url = api_url or setting("DOCPIPE_API_URL")
+        api_key = api_key or setting("DOCPIPE_API_KEY")
         # The file is read only for what the arguments and the environment left out.
         config = {} if api_url and api_key else read_config()
         self.api_url = (api_url or config.get("apiUrl") or default_api_url()).rstrip("/")

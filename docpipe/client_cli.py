@@ -338,7 +338,11 @@ def retry_batch_command(
     Example: docpipe retry 3f2c9a6e-... && docpipe status 3f2c9a6e-... --watch
     """
     with _client(api_url, api_key) as client:
-        batch = client.retry(batch_id, include_invalid=include_invalid)
+        try:
+            batch = client.retry(batch_id, include_invalid=include_invalid)
+        except ClientError as e:  # the API's hint names its parameter; here it is a flag
+            said = str(e).replace("includeInvalid=true", "--include-invalid")
+            raise ClientError(said, status=e.status) from None
     _print_batch(batch, as_json)
 
 

@@ -112,7 +112,7 @@ async def refuse(
     send: Send, status: int, reason: str, headers: dict[str, str] | None = None
 ) -> None:
     """Answer `{"error": reason}` and close the connection (a body may be left unread)."""
-    body = json.dumps({"error": reason}).encode()
+    body = json.dumps({"error": reason}, separators=(",", ":")).encode()
     raw: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -100,7 +100,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         self._end_head()
-        body = json.dumps({"error": reason}).encode()
+        body = json.dumps({"error": reason}, separators=(",", ":")).encode()
         phrase = HTTPStatus(status).phrase
         self.transport.write(
             f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"

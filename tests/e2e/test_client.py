@@ -95,6 +95,9 @@ def test_upload_wait_names_the_failed_document_and_its_reason_and_exits_1(
         "pdf", batch["documents"][1]["id"], "-o", "out.pdf", url=url, key=key, home=tmp_path
     )
     assert saved.returncode == 0 and (tmp_path / "out.pdf").read_bytes().startswith(b"%PDF")
+    # The API's hint names its query parameter; the command names its own flag.
+    retried = client("retry", batch_id, url=url, key=key, home=tmp_path)
+    assert one_line_error(retried).endswith("retry with --include-invalid to check them again\n")
 
 
 def test_all_good_exits_0_and_json_outputs_parse(

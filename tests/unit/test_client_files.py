@@ -86,3 +86,23 @@ def test_without_a_url_the_client_finds_the_api_on_this_machines_port(
 
     with Client(api_key="key") as client:
         assert client.api_url == url
+
+
+def test_the_client_reads_its_url_and_key_from_dot_env_as_the_server_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's settings live in `.env` for every command: a client run beside it
+    finds the API on the port `make up` was given there, and the key."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no `docpipe login` file
+    for name in ("DOCPIPE_API_URL", "DOCPIPE_API_KEY", "DOCPIPE_API_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DOCPIPE_API_PORT=8622\nDOCPIPE_API_KEY=key-from-env\n")
+
+    with Client() as client:
+        assert client.api_url == "http://127.0.0.1:8622"
+        assert client._http.headers["X-API-Key"] == "key-from-env"
+
+    monkeypatch.setenv("DOCPIPE_API_PORT", "8623")  # the environment comes first
+    with Client() as client:
+        assert client.api_url == "http://127.0.0.1:8623"
