@@ -73,10 +73,13 @@ class Settings(BaseSettings):
     # counted at its Content-Length); past either, an upload is answered 503 at once.
     max_concurrent_uploads: int = 4
     max_staged_bytes: int = 8 * 1024 * MIB
-    # A request head not complete this long after its first byte, or a body whose next
-    # bytes take longer than the idle timeout, is answered 408 and its connection closed.
+    # A request head not complete this long after its connection opened, a body whose
+    # next bytes take longer than the idle timeout, or one arriving slower on average
+    # than the minimum rate once the idle timeout has passed, is answered 408 and its
+    # connection closed: an upload's place is not held by a trickle of bytes.
     request_head_timeout_seconds: float = 10.0
     request_idle_timeout_seconds: float = 30.0
+    request_min_bytes_per_second: int = Field(10_000, ge=0)
 
     # Tesseract's languages for tenants that have none of their own (`deu+eng`), and at
     # most how many one upload may ask for: each one adds to every page's cost.

@@ -108,7 +108,12 @@ def create_app() -> FastAPI:
         body_limit=limit,
         max_per_tenant=settings.tenant_concurrent_uploads,
     )
-    app.add_middleware(BodyLimit, limit=limit, idle_timeout=settings.request_idle_timeout_seconds)
+    app.add_middleware(
+        BodyLimit,
+        limit=limit,
+        idle_timeout=settings.request_idle_timeout_seconds,
+        min_rate=settings.request_min_bytes_per_second,
+    )
     metrics = ApiMetrics()
     app.add_middleware(Measured, metrics=metrics)  # outermost: sees every refusal and its time
     app.include_router(documents.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,8 @@ def body_limit(max_documents: int, max_file_bytes: int) -> int:
 
 class BodyLimit:
     """ASGI middleware: 413, with a reason, for a request body over `limit` bytes; 408 for
-    one whose next chunk does not arrive within `idle_timeout` seconds.
+    one whose next chunk does not arrive within `idle_timeout` seconds, or that arrives at
+    under `min_rate` bytes a second on average once `idle_timeout` has passed.
 
     Starlette reads a multipart body whole, spooling its files to disk, before a route
     sees it: the per-file limit used to answer only after a 10 GB upload had been written
@@ -43,10 +45,13 @@ class BodyLimit:
     shorter than its Content-Length used to hold its connection open for ever.)
     """
 
-    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float = 30.0) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, idle_timeout: float = 30.0, min_rate: int = 0
+    ) -> None:
         self.app = app
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +64,7 @@ class BodyLimit:
         received = 0
         body_done = started = refused = False
         over: str | None = None
+        began = time.monotonic()
 
         async def counting_receive() -> Message:
             nonlocal received, over, body_done
@@ -77,6 +83,10 @@ class BodyLimit:
                     over = "size"
                     # The route's body parser stops here; what it answers is replaced.
                     raise BodyTooLarge
+                took = time.monotonic() - began
+                if not body_done and took > self.idle_timeout and received < self.min_rate * took:
+                    over = "trickle"
+                    raise BodyTooSlow
             return message
 
         async def replacing_send(message: Message) -> None:
@@ -97,6 +107,9 @@ class BodyLimit:
     async def _refuse_for(self, over: str | None, send: Send) -> None:
         if over == "timeout":
             reason = f"the request body stalled: nothing arrived for {self.idle_timeout:g} s"
+            await refuse(send, 408, reason)
+        elif over == "trickle":
+            reason = f"the request body arrives at under {self.min_rate} bytes a second"
             await refuse(send, 408, reason)
         else:
             await refuse(send, 413, self._too_large())

@@ -40,10 +40,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._head_deadline: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        # From the connection, not its first byte: one that sends nothing held its socket
+        # for ever (uvicorn's keep-alive timer starts only after a first answer).
+        self._start_head_clock()
+
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
-            if self._head_bytes == 0:
-                self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
+            if self._head_bytes == 0 and self._head_deadline is None:
+                self._start_head_clock()
             self._head_bytes += len(data)
         super().data_received(data)
         # Checked after parsing: the chunk that completes a head may carry body bytes too.
@@ -87,6 +93,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
         super().connection_lost(exc)
+
+    def _start_head_clock(self) -> None:
+        self._head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
 
     def _end_head(self) -> None:
         self._reading_head = False

@@ -3,6 +3,7 @@ head or body may be, and how many uploads are received at once."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -108,6 +109,17 @@ def test_a_request_head_sent_too_slowly_gets_408(api: httpx.Client) -> None:
     assert "request head took" in httpx.Response(code, content=body).json()["error"]
 
 
+def test_a_connection_that_sends_nothing_is_closed_at_the_head_timeout(
+    api: httpx.Client,
+) -> None:
+    """Anyone may connect without a key: a socket that never speaks must not be held."""
+    with raw(api) as conn:
+        started = time.monotonic()
+        code, _, _ = answer_of(conn)  # until the API closes it (the socket's own: 30 s)
+    assert code == 408
+    assert time.monotonic() - started < 25  # the head timeout (3 s here), not the client's
+
+
 def test_a_body_shorter_than_its_length_does_not_hold_the_connection(
     api: httpx.Client, docpipe_home: Path
 ) -> None:
@@ -119,6 +131,30 @@ def test_a_body_shorter_than_its_length_does_not_hold_the_connection(
     assert code == 408
     assert "stalled" in httpx.Response(code, content=body).json()["error"]
     assert time.monotonic() - started < 25  # the idle timeout, not a client's patience
+    assert staged(docpipe_home) == []
+
+
+def test_a_body_sent_a_trickle_at_a_time_loses_its_place(
+    api: httpx.Client, docpipe_home: Path
+) -> None:
+    """A byte every half second never stalls for the idle timeout, but would hold an
+    upload's place for hours: past the idle timeout, too slow on average is refused."""
+    tenant_id, key = make_tenant()
+    with raw(api) as conn:
+        conn.sendall(upload_head(tenant_id, key, length=10_000) + b"--b\r\n")
+        started = time.monotonic()
+        conn.settimeout(0.5)
+        with contextlib.suppress(OSError):  # the API's answer and close end the trickle
+            while time.monotonic() - started < 25:
+                conn.sendall(b"x")
+                with contextlib.suppress(TimeoutError):
+                    if conn.recv(1, socket.MSG_PEEK):
+                        break
+        conn.settimeout(30)
+        code, _, body = answer_of(conn)
+    assert code == 408
+    assert "bytes a second" in httpx.Response(code, content=body).json()["error"]
+    assert time.monotonic() - started < 20  # the idle timeout (3 s here) and a little
     assert staged(docpipe_home) == []
 
 
