@@ -105,15 +105,16 @@ def create_batch(
     return CreatedBatch(batch_id, document_ids, tenant.tier, BatchStatus.QUEUED)
 
 
-def check_tenant_limits(tenant_id: str) -> None:
-    """Raise OverLimit if the tenant may not start another batch now (0 turns a limit off).
+def check_tenant_limits(tenant_id: str, *, new_batch: bool = True) -> None:
+    """Raise OverLimit if the tenant may not start another batch now (0 turns a limit off);
+    a retry (`new_batch=False`) reopens one, so the limits on open work hold for it too.
 
     Counted in the database, so every API process and the inbox see the same numbers.
     """
     settings = get_settings()
     now = utcnow()
     with session_scope() as session:
-        if limit := settings.tenant_uploads_per_minute:
+        if new_batch and (limit := settings.tenant_uploads_per_minute):
             recent = session.scalars(
                 select(Batch.created_at)
                 .where(Batch.tenant_id == tenant_id, Batch.created_at > now - timedelta(minutes=1))

@@ -78,3 +78,23 @@ def test_finished_work_no_longer_counts(home: Path, monkeypatch: pytest.MonkeyPa
         batches.mark_cancelled(tenant_id, first["batchId"])
         assert batches.find_batch(tenant_id, first["batchId"]).status == BatchStatus.CANCELLED
         assert upload(client, tenant_id, key).status_code == 202
+
+
+def test_a_retry_reopens_work_only_within_the_limits(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel and retry would otherwise reopen any number of batches past the limit."""
+    tenant_id, key = make_tenant()
+    for client in client_with(monkeypatch, tenant_open_batches=1):
+        first = upload(client, tenant_id, key).json()["batchId"]
+        batches.mark_cancelled(tenant_id, first)
+        second = upload(client, tenant_id, key).json()["batchId"]  # the one open batch
+
+        refused = client.post(f"/api/batches/{first}/retry", headers={"X-API-Key": key})
+
+        assert refused.status_code == 429, refused.text
+        assert "batches still open" in refused.json()["error"]
+        assert batches.find_batch(tenant_id, first).status == BatchStatus.CANCELLED
+        batches.mark_cancelled(tenant_id, second)
+        retried = client.post(f"/api/batches/{first}/retry", headers={"X-API-Key": key})
+        assert retried.status_code == 202, retried.text

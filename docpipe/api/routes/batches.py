@@ -85,7 +85,14 @@ def cancel_batch(batch_id: BatchId, tenant: TenantDep) -> BatchView:
     "/{batch_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     responses=error_answers(
-        400, 401, 404, 409, 503, _409="The batch is still running, or has nothing to redo."
+        400,
+        401,
+        404,
+        409,
+        429,
+        503,
+        _409="The batch is still running, or has nothing to redo.",
+        _429="The tenant's open batches or pages in flight are at their limit (Retry-After).",
     ),
 )
 def retry_batch(
@@ -102,6 +109,6 @@ def retry_batch(
     ] = False,
 ) -> BatchView:
     """Reprocess the documents whose OCR failed or that were cancelled. 409 while the batch
-    runs, or when there is nothing to redo."""
+    runs, or when there is nothing to redo; 429 over the tenant's limits on open work."""
     dispatch.retry(tenant.id, batch_id, include_invalid=include_invalid)
     return BatchView.model_validate(batches.find_batch(tenant.id, batch_id))
