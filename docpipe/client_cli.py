@@ -29,6 +29,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Column, Table
+from rich.text import Text
 
 from docpipe.client import (
     FINAL_STATUSES,
@@ -204,8 +205,8 @@ def show_batches(
     )
     for b in page["items"]:
         table.add_row(
-            b["id"],
-            b["status"],
+            _plain(b["id"]),
+            _plain(b["status"]),
             b["createdAt"][:19].replace("T", " "),
             str(b["successCount"]),
             str(b["failureCount"]),
@@ -407,10 +408,12 @@ def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:
         _print_json(batch)
         return code
     _out.print(
-        f"batch {batch['id']}: {batch['status']}, {batch['successCount']} of "
-        f"{batch['totalDocuments']} succeeded, {batch['failureCount']} failed"
-        + (f", {batch['cancelledCount']} cancelled" if batch["cancelledCount"] else "")
-        + (f" ({batch['error']})" if batch.get("error") else ""),
+        _plain(
+            f"batch {batch['id']}: {batch['status']}, {batch['successCount']} of "
+            f"{batch['totalDocuments']} succeeded, {batch['failureCount']} failed"
+            + (f", {batch['cancelledCount']} cancelled" if batch["cancelledCount"] else "")
+            + (f" ({batch['error']})" if batch.get("error") else "")
+        ),
         highlight=False,
     )
     shown = [d for d in batch["documents"] if not only_failed or d["status"] != "Ready"]
@@ -419,7 +422,7 @@ def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:
             Column("document", no_wrap=True, min_width=ID_WIDTH), "file", "status", "reason"
         )
         for d in shown:
-            table.add_row(d["id"], d["fileName"], d["status"], d.get("error") or "")
+            table.add_row(*map(_plain, (d["id"], d["fileName"], d["status"], d.get("error") or "")))
         _out.print(table)
     return code
 
@@ -463,11 +466,17 @@ def _print_batch(batch: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _print_json(batch)
     else:
-        _out.print(f"batch {batch['id']}: {batch['status']}", highlight=False)
+        _out.print(_plain(f"batch {batch['id']}: {batch['status']}"), highlight=False)
 
 
 def _print_json(value: object) -> None:
     typer.echo(json.dumps(value))
+
+
+def _plain(text: str) -> Text:
+    """What the API sent (a file name is whatever its uploader chose), shown as it is:
+    not read as Rich's markup, and with no control character for the terminal to obey."""
+    return Text(_one_line(str(text)))
 
 
 def _one_line(text: str) -> str:

@@ -94,6 +94,9 @@ def create_app() -> FastAPI:
         openapi_tags=TAGS,
         docs_url=None,  # served from local assets below, not a CDN
         redoc_url=None,
+        # A 307 to the same path without its slash is built from the request's Host header:
+        # anyone could have the API send a client to a host of their choosing.
+        redirect_slashes=False,
     )
     settings = get_settings()
     limit = body_limit(settings.max_batch_documents, settings.max_file_bytes)

@@ -303,3 +303,23 @@ def test_batches_are_listed_newest_first_and_paged(
         f"/api/batches?tenantId={tenant_id}&limit=2&offset=2", headers={"X-API-Key": key}
     ).json()
     assert [b["id"] for b in rest["items"]] == [ids[0]]
+
+
+def test_a_download_name_cannot_pose_as_another_type() -> None:
+    """A right-to-left override in an uploaded name would show "\u202egnp.exe" as
+    "exe.png" in a browser's save dialog: the name given back holds no such character."""
+    from docpipe.api.routes.documents import _disposition
+
+    header = _disposition("attachment", "scan\u202egnp.exe\x07")["Content-Disposition"]
+
+    assert header.endswith("filename*=UTF-8''scangnp.exe")
+    assert 'filename="scan_gnp.exe_"' in header
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_requests_host(client: TestClient) -> None:
+    """Starlette's slash redirect is built from the Host header, which the caller writes."""
+    answer = client.get("/health/", headers={"Host": "evil.example"}, follow_redirects=False)
+
+    assert answer.status_code == 404
+    assert "location" not in answer.headers
+    assert "error" in answer.json()

@@ -106,3 +106,24 @@ def test_the_client_reads_its_url_and_key_from_dot_env_as_the_server_does(
     monkeypatch.setenv("DOCPIPE_API_PORT", "8623")  # the environment comes first
     with Client() as client:
         assert client.api_url == "http://127.0.0.1:8623"
+
+
+def test_a_file_name_reaches_the_terminal_as_text_not_as_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An uploader chooses its file names: one holding a terminal's escape sequence or
+    Rich's markup is shown as written, never obeyed."""
+    from docpipe import client_cli
+
+    name = "\x1b[31mred\x1b]0;title\x07[bold]loud[/bold]\u202egnp.exe"
+    document = {"id": "d1", "fileName": name, "status": "OcrFailed", "error": "[red]x[/red]"}
+    batch = {
+        "id": "b1", "status": "Completed", "successCount": 0, "totalDocuments": 1,
+        "failureCount": 1, "cancelledCount": 0, "error": None, "documents": [document],
+    }  # fmt: skip
+
+    client_cli._report(batch, False, only_failed=False)
+
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert "[bold]loud[/bold]" in shown and "[red]x[/red]" in shown

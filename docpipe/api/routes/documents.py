@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -267,6 +268,7 @@ def _stem(file_name: str) -> str:
 def _disposition(kind: str, file_name: str) -> dict[str, str]:
     """A file name a browser saves under and no header can be broken by (RFC 6266)."""
     plain = re.sub(r"[^A-Za-z0-9._ ()-]", "_", file_name).strip(" .") or "document"
-    return {
-        "Content-Disposition": f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(file_name)}"
-    }
+    # Without control and format characters: a right-to-left override would make
+    # "\u202egnp.exe" show as "exe.png" in a browser's save dialog.
+    shown = "".join(c for c in file_name if unicodedata.category(c) not in ("Cc", "Cf")) or plain
+    return {"Content-Disposition": f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(shown)}"}
