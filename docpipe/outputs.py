@@ -197,10 +197,10 @@ def searchable_pdf(
                     f"the PDF's pages do not agree ({len(reader.pages)} or {len(pages)}): "
                     "no searchable PDF can be made of it"
                 )
-            for index, (page, read) in enumerate(zip(reader.pages, pages, strict=True)):
-                added = writer.add_page(page)
-                disarmed |= _disarm(added)
-                _lay_text_over(added, read, layer=index not in own_text)
+            added = [writer.add_page(page) for page in reader.pages]
+            disarmed = _disarm(added)
+            for index, (page, read) in enumerate(zip(added, pages, strict=True)):
+                _lay_text_over(page, read, layer=index not in own_text)
         else:
             for index, read in enumerate(pages):
                 page = _image_page(writer, original, kind=kind, index=index, dpi=read.dpi)
@@ -273,36 +273,75 @@ def _plain_link(action: Any) -> bool:
     return isinstance(address, str) and address.strip().lower().startswith(_WEB)
 
 
-def _disarm(page: PageObject) -> bool:
-    """Keep a PDF page's links and marks, without what a viewer would run or open on its
-    own or at a click (the searchable PDF is served inline): the page's actions on opening
-    (/AA); its annotations' too, and their actions that are not a plain link (a script, a
-    program to launch, a form to send) or that chain another (/Next); annotations that
-    carry a file or play media. Whether it took anything off."""
-    changed = page.pop("/AA", None) is not None
-    annotations = _resolved(page.get("/Annots"))
-    if annotations is None:
-        return changed
-    if not isinstance(annotations, ArrayObject):  # not a list: nothing to keep
-        del page["/Annots"]
-        return True
-    kept = ArrayObject()
-    for reference in annotations:
-        annotation = _resolved(reference)
-        if not isinstance(annotation, DictionaryObject) or (
-            _resolved(annotation.get("/Subtype")) in _CARRIERS
-        ):
-            changed = True
+# Keys that hold what a viewer runs or opens, wherever they stand: actions on opening or
+# on an event (/AA, /OpenAction), scripts (/JS, /JavaScript), actions chained after a
+# link (/Next) or a page's when shown (/PA), attached files (/EF, /FS, /EmbeddedFiles), a
+# document's own name trees and forms (/Names, /AcroForm) and an app's private data
+# (/PieceInfo, which may point back at the whole original).
+_ACTIVE_KEYS = {
+    "/AA", "/OpenAction", "/JS", "/JavaScript", "/Next", "/PA", "/EF", "/FS",
+    "/EmbeddedFiles", "/Names", "/AcroForm", "/PieceInfo",
+}  # fmt: skip
+# What no page of ours may reach: the original's catalog or page tree (and through them
+# everything of the document's), or a file.
+_CUT_TYPES = {"/Catalog", "/Pages", "/Filespec", "/EmbeddedFile"}
+
+
+def _disarm(pages: Sequence[PageObject]) -> bool:
+    """Keep the PDF's pages, links and marks without what a viewer would run or open on
+    its own or at a click (the searchable PDF is served inline). Everything the pages
+    reach is walked, not only their annotations: a popup, an annotation's reply, a
+    form XObject or a key of an app's own may lead anywhere in the original. Actions
+    that are not a plain link (a script, a program to launch, a form to send) go, and
+    so do annotations that carry a file or play media, and the keys in _ACTIVE_KEYS.
+    Whether it took anything off."""
+    ours = {id(page) for page in pages}
+    seen: set[int] = set()
+    waiting: list[Any] = list(pages)
+    changed = False
+    while waiting:
+        item = _resolved(waiting.pop())
+        if id(item) in seen:
             continue
-        changed |= annotation.pop("/AA", None) is not None
-        action = _resolved(annotation.get("/A"))
-        if _plain_link(action):
-            changed |= action.pop("/Next", None) is not None
-        else:
-            changed |= annotation.pop("/A", None) is not None
-        kept.append(reference)
-    page[NameObject("/Annots")] = kept
+        seen.add(id(item))
+        if isinstance(item, DictionaryObject):
+            for key in list(item.keys()):
+                if key == "/Parent" and id(item) in ours:
+                    continue  # a page's own place in the new document
+                value = _resolved(item[key])
+                if key in _ACTIVE_KEYS or _cut(value) or (key == "/A" and not _plain_link(value)):
+                    del item[key]
+                    changed = True
+                elif key == "/Annots" and not isinstance(value, ArrayObject):
+                    del item[key]  # not a list: nothing to keep
+                    changed = True
+                else:
+                    if key == "/Annots":  # annotations are dictionaries; anything else goes
+                        annotations = [
+                            a for a in value if isinstance(_resolved(a), DictionaryObject)
+                        ]
+                        changed |= len(annotations) != len(value)
+                        value[:] = annotations
+                    waiting.append(item[key])
+        elif isinstance(item, ArrayObject):
+            kept = [entry for entry in item if not _cut(_resolved(entry))]
+            if len(kept) != len(item):
+                item[:] = kept
+                changed = True
+            waiting.extend(item)
     return changed
+
+
+def _cut(value: Any) -> bool:
+    """Whether a reference to `value` goes: a document's or a file's dictionary, or an
+    annotation that carries a file or plays media."""
+    if not isinstance(value, DictionaryObject):
+        return False
+    return (
+        _resolved(value.get("/Type")) in _CUT_TYPES
+        or _resolved(value.get("/Subtype")) in _CARRIERS
+        or "/EF" in value
+    )
 
 
 def _image_page(

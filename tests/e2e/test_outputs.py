@@ -632,6 +632,132 @@ def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> Non
     assert annotations[0]["/A"]["/URI"] == "https://example.com/kept"
 
 
+def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -> None:
+    """Found by an attacker's review: a popup or a reply reached from an annotation, a
+    link's own /JS and /PA, a file named by /FS or a key of the page's own, and /PieceInfo
+    pointing at the original's catalog (its opening script, named scripts and attached
+    files) all came through. Everything the pages reach is walked now."""
+    from pypdf.generic import (
+        ArrayObject,
+        DictionaryObject,
+        FloatObject,
+        NameObject,
+        StreamObject,
+        TextStringObject,
+    )
+
+    from docpipe.ocr import ocr_document
+    from docpipe.outputs import searchable_pdf
+
+    text = documents.phrase(31)
+    original_pdf = io.BytesIO(documents.document(text, "pdf"))
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(original_pdf))
+
+    def name(value: str) -> NameObject:
+        return NameObject(value)
+
+    def script(js: str) -> DictionaryObject:
+        return DictionaryObject(
+            {name("/S"): name("/JavaScript"), name("/JS"): TextStringObject(js)}
+        )
+
+    def embedded(marker: bytes) -> Any:
+        stream = StreamObject()
+        stream._data = b"MZ " + marker
+        stream[name("/Type")] = name("/EmbeddedFile")
+        return writer._add_object(stream)
+
+    def annotation(subtype: str, **fields: Any) -> Any:
+        entries = {
+            name("/Type"): name("/Annot"),
+            name("/Subtype"): name(subtype),
+            name("/Rect"): ArrayObject([FloatObject(v) for v in (10, 10, 60, 60)]),
+        }
+        entries.update({name(f"/{key}"): value for key, value in fields.items()})
+        return writer._add_object(DictionaryObject(entries))
+
+    catalog = writer._root_object
+    catalog[name("/OpenAction")] = script("alertopen")
+    catalog[name("/Names")] = DictionaryObject(
+        {
+            name("/JavaScript"): DictionaryObject(
+                {name("/Names"): ArrayObject([TextStringObject("n"), script("alertnamed")])}
+            ),
+            name("/EmbeddedFiles"): DictionaryObject(
+                {
+                    name("/Names"): ArrayObject(
+                        [
+                            TextStringObject("f"),
+                            DictionaryObject(
+                                {
+                                    name("/Type"): name("/Filespec"),
+                                    name("/EF"): DictionaryObject(
+                                        {name("/F"): embedded(b"evilnamed")}
+                                    ),
+                                }
+                            ),
+                        ]
+                    )
+                }
+            ),
+        }
+    )
+    page = writer.pages[0]
+    page[name("/PieceInfo")] = DictionaryObject(
+        {name("/X"): DictionaryObject({name("/Private"): catalog.indirect_reference})}
+    )
+    page[name("/Extra")] = embedded(b"evilextra")
+    popup = annotation(
+        "/Popup", A=script("alertpopup"), AA=DictionaryObject({name("/O"): script("alertpopupaa")})
+    )
+    widget = annotation(
+        "/Widget",
+        A=DictionaryObject(
+            {name("/S"): name("/Launch"), name("/F"): TextStringObject("launchcalc")}
+        ),
+        AA=DictionaryObject({name("/K"): script("alertwidget")}),
+    )
+    goto = DictionaryObject(
+        {
+            name("/S"): name("/GoTo"),
+            name("/D"): ArrayObject([page.indirect_reference, name("/Fit")]),
+            name("/JS"): TextStringObject("alertgoto"),
+        }
+    )
+    spec = DictionaryObject(
+        {
+            name("/Type"): name("/Filespec"),
+            name("/EF"): DictionaryObject({name("/F"): embedded(b"evillinkfs")}),
+        }
+    )
+    page[name("/Annots")] = ArrayObject(
+        [
+            annotation("/Text", Popup=popup, IRT=widget),
+            annotation("/Link", A=goto, PA=script("alertpa")),
+            annotation("/Link", FS=spec),
+        ]
+    )
+    original = io.BytesIO()
+    writer.write(original)
+    data = original.getvalue()
+    harmful = (
+        b"alertopen", b"alertnamed", b"evilnamed", b"evilextra", b"alertpopup", b"launchcalc",
+        b"alertwidget", b"alertgoto", b"alertpa", b"evillinkfs",
+    )  # fmt: skip
+    assert all(marker in data for marker in harmful)
+
+    result = ocr_document(data, kind="pdf", language="eng", dpi=300, page_timeout=60, pdf=True)
+    made = searchable_pdf(data, kind="pdf", pages=result.pages)
+
+    assert not [marker for marker in harmful if marker in made]
+    assert made.count(b"/Catalog") == 1  # its own, and no copy of the original's
+    shown: Any = pypdf.PdfReader(io.BytesIO(made)).pages[0]
+    annotations = [a.get_object() for a in shown["/Annots"]]
+    assert [a["/Subtype"] for a in annotations] == ["/Text", "/Link", "/Link"]
+    assert annotations[1]["/A"]["/S"] == "/GoTo"  # the link still goes where it went
+    assert documents.words(text) <= pdf_words(made)[0]
+
+
 def test_a_png_with_a_second_header_is_shown_at_the_size_that_was_read() -> None:
     """A second IHDR after the pixels names a size no check saw: the searchable PDF's
     image has the size Pillow read, checked and OCR'd, not the header's claim."""
