@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Pixels of one page (a PDF page's at ocr_dpi), and of all a document's pages: about
     # 115 A4 pages at 300 dpi. What a document costs is bounded before any is spent.
     max_image_pixels: int = 100_000_000
+    # A PDF page's drawing instructions, decompressed (its contents and the forms it
+    # draws): a few kilobytes on a scan, far more only on a detailed map or plan. An
+    # 800 KB file whose page strokes 30 million lines drove PDFium past 5 GB.
+    max_pdf_page_content_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_document_pixels: int = 1_000_000_000
     # Per tenant (0: no limit): batches started a minute, batches Queued or Processing,
     # and pages not yet finished. Past one, an upload is answered 429 and nothing stored.

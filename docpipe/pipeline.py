@@ -117,6 +117,7 @@ def check_and_ocr(document_id: str, *, tier: Tier) -> int:
             max_pages=settings.max_pdf_pages,
             max_pixels=settings.max_image_pixels,
             max_document_pixels=settings.max_document_pixels,
+            max_content_bytes=settings.max_pdf_page_content_bytes,
             dpi=settings.ocr_dpi,
             timeout=settings.ocr_page_timeout_seconds,
         )

@@ -4,11 +4,12 @@ A tenant's file meets large readers written in C and C++: PDFium (a PDF's pages)
 (its deep check, its searchable PDF), libpng, libjpeg and libtiff (an image's pixels).
 A crafted file that crashes one or sends it round for ever costs this process and its
 document only; docpipe.readers kills it at the timeout and starts another. It caps its
-own address space (`python -m docpipe.reader_server BYTES`) before it reads anything.
+own address space (`python -m docpipe.reader_server BYTES PDF_BYTES`: the second while
+it reads a PDF) before it reads anything.
 
 Requests, one JSON line each (every path is in the run's page folder):
-- `{"do": "inspect", "path", "max_pages", "max_pixels", "budget", "dpi"}`: pypdf's deep
-  check of a PDF; answers `{"pages": n}`.
+- `{"do": "inspect", "path", "max_pages", "max_pixels", "budget", "dpi", "max_content"}`:
+  pypdf's deep check of a PDF; answers `{"pages": n}`.
 - `{"do": "inspect_image", "path", "kind", "max_pages", "max_pixels", "budget"}`: the
   deep check of an image (its frames' sizes, a PNG's chunks); answers `{"pages": n}`.
 - `{"do": "sizes", "path"}`: PDFium's own page sizes, in points: `{"sizes": [[w, h], ...]}`.
@@ -52,8 +53,13 @@ class _Layer:
 
 def main() -> None:
     answer = serving()
-    limit = int(sys.argv[1])
+    limit, pdf_limit = int(sys.argv[1]), int(sys.argv[2])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def hold_to(soft: int) -> None:
+        """The address space for this request: the soft limit moves, the hard one stays."""
+        resource.setrlimit(resource.RLIMIT_AS, (soft, limit))
+
     import pypdfium2 as pdfium
     from PIL import Image
 
@@ -111,6 +117,8 @@ def main() -> None:
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         what = request["do"]
+        on_pdf = what in ("inspect", "sizes", "render") or request.get("kind") == "pdf"
+        hold_to(pdf_limit if on_pdf else limit)
         if what == "inspect":
             forget()
             data = Path(request["path"]).read_bytes()
@@ -120,6 +128,7 @@ def main() -> None:
                 max_pixels=request["max_pixels"],
                 budget=request["budget"],
                 dpi=request["dpi"],
+                max_content=request["max_content"],
             )
             return {"pages": pages}
         if what == "inspect_image":

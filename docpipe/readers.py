@@ -27,20 +27,27 @@ if TYPE_CHECKING:
 
 # The reader's address space: room for Python and PDFium, and for the largest page the
 # limits let through, a few times over: a 16-bit grey page is scaled to 8 bits in
-# float64 arrays, 8 bytes a pixel, up to three at once.
+# float64 arrays, 8 bytes a pixel, up to three at once. A PDF's page needs far less (it
+# is drawn in 8-bit grey), so the reader holds itself to less while it reads a PDF: a
+# PDF drawing more than its page (an image far larger than the page) fails sooner.
 BASE_MEMORY_BYTES = 2 * 1024**3
 BYTES_PER_PAGE_PIXEL = 32
+BYTES_PER_PDF_PAGE_PIXEL = 8
 
 
-def _memory_limit() -> int:
+def _memory_limits() -> list[str]:
     from docpipe.config import get_settings
 
-    return BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * get_settings().max_image_pixels
+    pixels = get_settings().max_image_pixels
+    return [
+        str(BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * pixels),
+        str(BASE_MEMORY_BYTES + BYTES_PER_PDF_PAGE_PIXEL * pixels),
+    ]
 
 
 _readers = Children(
     "docpipe.reader_server",
-    lambda: [str(_memory_limit())],
+    _memory_limits,
     # A maths library's thread per core would spend the address space it is capped at.
     env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     cwd=tempfile.gettempdir,  # the run's page folder, once docpipe.ocr has chosen it
@@ -48,11 +55,18 @@ _readers = Children(
 
 
 def inspect_pdf(
-    data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int, timeout: float
+    data: bytes,
+    *,
+    max_pages: int,
+    max_pixels: int,
+    budget: int,
+    dpi: int,
+    max_content: int,
+    timeout: float,
 ) -> int:
     """pypdf's deep check of the PDF (docpipe.validation.inspect_pdf); its page count."""
     request = {"do": "inspect", "max_pages": max_pages, "max_pixels": max_pixels,
-               "budget": budget, "dpi": dpi}  # fmt: skip
+               "budget": budget, "dpi": dpi, "max_content": max_content}  # fmt: skip
     return _deep_check(data, ".pdf", request, timeout=timeout)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import pypdf
 from PIL import Image, UnidentifiedImageError
@@ -73,13 +75,15 @@ def inspect_document(
     max_pages: int,
     max_pixels: int,
     max_document_pixels: int | None = None,
+    max_content_bytes: int = 16 * 1024 * 1024,
     dpi: int = 300,
     timeout: float = 120.0,
 ) -> Inspection:
     """The deep checks: the document's structure is sound and its cost within limits.
 
     Cost is bounded before any work is spent on it: pages, each page's pixels (a PDF's
-    at the rendering DPI) and all pages' pixels together. An image's pixels are decoded
+    at the rendering DPI) and all pages' pixels together, and a PDF page's drawing
+    instructions (`max_content_bytes`, decompressed). An image's pixels are decoded
     once, by the OCR step, where a page that does not decode fails the same way. The check
     runs in the reader's process (docpipe.readers) and gets `timeout` seconds.
     """
@@ -91,7 +95,7 @@ def inspect_document(
         # it (docpipe.readers).
         pages = readers.inspect_pdf(
             data, max_pages=max_pages, max_pixels=max_pixels, budget=budget, dpi=dpi,
-            timeout=timeout,
+            max_content=max_content_bytes, timeout=timeout,
         )  # fmt: skip
         return Inspection(kind, pages)
     # An image's too: a crafted file can stretch Pillow's reading of its headers and chunks
@@ -113,7 +117,15 @@ def inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, bu
     )
 
 
-def inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dpi: int) -> int:
+def inspect_pdf(
+    data: bytes,
+    *,
+    max_pages: int,
+    max_pixels: int,
+    budget: int,
+    dpi: int,
+    max_content: int = 16 * 1024 * 1024,
+) -> int:
     """pypdf's strict reading of the PDF within the limits; its page count (run by the
     reader, docpipe.reader_server)."""
     # Byte offsets in a PDF count from its header, wherever the header starts.
@@ -144,11 +156,64 @@ def inspect_pdf(data: bytes, *, max_pages: int, max_pixels: int, budget: int, dp
                     f"the pages come to over {budget} pixels at {dpi} dpi; that is the limit "
                     "for one document"
                 )
+            if _content_bytes(page, max_content) > max_content:
+                raise InvalidDocument(
+                    f"page {number}'s drawing instructions come to over {max_content} bytes; "
+                    "the limit is that for one page"
+                )
     except InvalidDocument:
         raise
     except Exception as e:  # pypdf raises many types for broken files
         raise InvalidDocument(f"PDF does not open: {describe_error(e)}") from e
     return pages
+
+
+def _content_bytes(page: Any, limit: int) -> int:
+    """The size of a page's drawing instructions decompressed (its contents and the forms
+    it draws, each once), counted only until it passes `limit`."""
+    streams = _resolved(page.get("/Contents"))
+    waiting = list(streams) if isinstance(streams, list) else [streams]
+    waiting.append(page.get("/Resources"))
+    seen: set[int] = set()
+    total = 0
+    while waiting and total <= limit:
+        item = _resolved(waiting.pop())
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, pypdf.generic.StreamObject):
+            total += _decoded_size(item, limit - total)
+        if isinstance(item, dict):
+            # A form's own resources may draw further forms.
+            for form in (_resolved(item.get("/XObject")) or {}).values():
+                form = _resolved(form)
+                if isinstance(form, dict) and _resolved(form.get("/Subtype")) == "/Form":
+                    waiting += [form, form.get("/Resources")]
+    return total
+
+
+def _decoded_size(stream: Any, limit: int) -> int:
+    """A stream's decoded size, up to just past `limit`, never holding more than a chunk
+    of it at once when it is deflated (as every compressed bomb is)."""
+    filters = _resolved(stream.get("/Filter"))
+    filters = list(filters) if isinstance(filters, list) else [filters] if filters else []
+    raw = stream._data
+    if not filters:
+        return len(raw)
+    if filters != ["/FlateDecode"]:
+        return len(stream.get_data())  # other filters expand little; the reader's cap holds
+    inflate, size, rest = zlib.decompressobj(), 0, raw
+    try:
+        while rest and size <= limit:
+            size += len(inflate.decompress(rest, 1 << 20))
+            rest = inflate.unconsumed_tail
+    except zlib.error:
+        pass  # what PDFium makes of a damaged stream is bounded by what it decoded
+    return size
+
+
+def _resolved(value: Any) -> Any:
+    return value.get_object() if value is not None else None
 
 
 def _check_tiff_directories(data: bytes, *, max_pages: int) -> None:

@@ -23,7 +23,7 @@ import pytest
 from docpipe import readers
 from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
 from docpipe.ocr import ocr_document
-from docpipe.readers import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL
+from docpipe.readers import BASE_MEMORY_BYTES, BYTES_PER_PAGE_PIXEL, BYTES_PER_PDF_PAGE_PIXEL
 from docpipe.validation import inspect_document
 from tests import documents
 from tests.helpers import post_batch, wait_for_batch
@@ -164,8 +164,11 @@ def test_the_reader_caps_its_memory_leaves_no_core_and_holds_no_secret(
     inspect_document(documents.multipage_pdf(["x"]), kind="pdf", dpi=300, timeout=60, **LIMITS)
     reader = _this_threads_reader()
     soft, hard = reader.rlimit(psutil.RLIMIT_AS)
-    expected = BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * get_settings().max_image_pixels
-    assert soft == hard == expected
+    pixels = get_settings().max_image_pixels
+    assert hard == BASE_MEMORY_BYTES + BYTES_PER_PAGE_PIXEL * pixels
+    assert soft == BASE_MEMORY_BYTES + BYTES_PER_PDF_PAGE_PIXEL * pixels  # a PDF's, less
+    inspect_document(documents.document("x", "png"), kind="png", timeout=60, **LIMITS)
+    assert reader.rlimit(psutil.RLIMIT_AS) == (hard, hard)  # an image's, the most
     # A crash leaves no core file: it would hold pages of tenants' documents.
     assert reader.rlimit(psutil.RLIMIT_CORE) == (0, 0)
     assert not [name for name in reader.environ() if name.startswith(("PREFECT_", "DOCPIPE_"))]

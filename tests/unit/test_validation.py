@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 import pypdf
 import pytest
@@ -171,3 +172,42 @@ def test_an_animated_pngs_frames_are_not_decoded_by_the_deep_check(
     inspection = inspect_document(animated.getvalue(), kind="png", max_pages=10, max_pixels=10**6)
     assert inspection.page_count == 3
     assert decoded == []
+
+
+def _drawing_bomb(*, in_form: bool) -> bytes:
+    """A page whose drawing instructions, 28 MB once inflated, fit in a few kilobytes:
+    PDFium builds every stroke in memory (30 million of them took it past 5 GB)."""
+    from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObject, StreamObject
+
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    strokes = StreamObject()
+    strokes._data = zlib.compress(b"0 0 m 1 1 l S\n" * 2_000_000, 9)
+    strokes[NameObject("/Filter")] = NameObject("/FlateDecode")
+    if in_form:
+        strokes[NameObject("/Type")] = NameObject("/XObject")
+        strokes[NameObject("/Subtype")] = NameObject("/Form")
+        strokes[NameObject("/BBox")] = ArrayObject([NumberObject(v) for v in (0, 0, 612, 792)])
+        page[NameObject("/Resources")] = DictionaryObject(
+            {
+                NameObject("/XObject"): DictionaryObject(
+                    {NameObject("/F0"): writer._add_object(strokes)}
+                )
+            }
+        )
+        drawing = StreamObject()
+        drawing._data = b"/F0 Do"
+        page[NameObject("/Contents")] = writer._add_object(drawing)
+    else:
+        page[NameObject("/Contents")] = writer._add_object(strokes)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("in_form", [False, True], ids=["contents", "form"])
+def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(in_form: bool) -> None:
+    data = _drawing_bomb(in_form=in_form)
+    assert len(data) < 200_000
+    with pytest.raises(InvalidDocument, match="page 1's drawing instructions come to over"):
+        inspect_document(data, kind="pdf", max_content_bytes=16 * 1024 * 1024, **LIMITS)
