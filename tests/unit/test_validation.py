@@ -211,3 +211,20 @@ def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(in_form: bo
     assert len(data) < 200_000
     with pytest.raises(InvalidDocument, match="page 1's drawing instructions come to over"):
         inspect_document(data, kind="pdf", max_content_bytes=16 * 1024 * 1024, **LIMITS)
+
+
+def _jpeg_of_scans(repeats: int) -> bytes:
+    """A progressive JPEG whose last scan comes `repeats` more times: each one is decoded
+    over the whole picture again (a decoder accepts them all)."""
+    image = documents.page_image([documents.phrase(5)], width=1000)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", progressive=True, quality=50)
+    data = buf.getvalue()
+    last = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded() -> None:
+    assert inspect_document(_jpeg_of_scans(10), kind="jpeg", **LIMITS).page_count == 1
+    with pytest.raises(InvalidDocument, match=r"JPEG has \d+ scans; the limit is 100"):
+        inspect_document(_jpeg_of_scans(3000), kind="jpeg", **LIMITS)
