@@ -136,6 +136,7 @@ def test_more_files_than_a_batch_allows_is_rejected(
         pytest.param("/api/batches?tenantId={t}&limit=0", {}, "limit", id="bad-limit"),
         pytest.param("/api/batches/x?waitSeconds=61", {}, "waitSeconds", id="wait-too-long"),
         pytest.param("/api/batches/x?waitSeconds=soon", {}, "waitSeconds", id="wait-not-a-number"),
+        pytest.param("/api/batches/x?waitSeconds=nan", {}, "finite number", id="wait-nan"),
     ],
 )
 def test_malformed_requests_get_400_with_a_reason(

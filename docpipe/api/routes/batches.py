@@ -53,6 +53,7 @@ async def get_batch(
             alias="waitSeconds",
             ge=0,
             le=60,
+            allow_inf_nan=False,  # nan is not "over 60", as it would otherwise be told
             description="Answer as soon as the batch has finished (Completed, Failed or "
             "Cancelled), or after this many seconds with its status then: a client waiting "
             "for a batch sends one request, not one a second.",
