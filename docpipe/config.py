@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     max_concurrent_uploads: int = 4
     max_staged_bytes: int = 8 * 1024 * MIB
     # A request head not complete this long after its connection opened, a body whose
-    # next bytes take longer than the idle timeout, or one arriving slower on average
-    # than the minimum rate once the idle timeout has passed, is answered 408 and its
+    # next bytes take longer than the idle timeout, or one arriving slower than the
+    # minimum rate over any stretch of the idle timeout's length, is answered 408 and its
     # connection closed: an upload's place is not held by a trickle of bytes.
     request_head_timeout_seconds: float = 10.0
     request_idle_timeout_seconds: float = 30.0

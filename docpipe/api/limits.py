@@ -34,7 +34,7 @@ def body_limit(max_documents: int, max_file_bytes: int) -> int:
 class BodyLimit:
     """ASGI middleware: 413, with a reason, for a request body over `limit` bytes; 408 for
     one whose next chunk does not arrive within `idle_timeout` seconds, or that arrives at
-    under `min_rate` bytes a second on average once `idle_timeout` has passed.
+    under `min_rate` bytes a second over any stretch of `idle_timeout` seconds.
 
     Starlette reads a multipart body whole, spooling its files to disk, before a route
     sees it: the per-file limit used to answer only after a 10 GB upload had been written
@@ -64,10 +64,12 @@ class BodyLimit:
         received = 0
         body_done = started = refused = False
         over: str | None = None
-        began = time.monotonic()
+        # The rate is judged over each stretch of `idle_timeout` seconds, not since the
+        # start: a burst bought a trickle minutes of holding its place.
+        stretch_began, stretch_start_bytes = time.monotonic(), 0
 
         async def counting_receive() -> Message:
-            nonlocal received, over, body_done
+            nonlocal received, over, body_done, stretch_began, stretch_start_bytes
             if body_done:  # what comes now is the client going away: no time limit
                 return await receive()
             try:
@@ -83,10 +85,12 @@ class BodyLimit:
                     over = "size"
                     # The route's body parser stops here; what it answers is replaced.
                     raise BodyTooLarge
-                took = time.monotonic() - began
-                if not body_done and took > self.idle_timeout and received < self.min_rate * took:
-                    over = "trickle"
-                    raise BodyTooSlow
+                took = time.monotonic() - stretch_began
+                if not body_done and took >= self.idle_timeout:
+                    if received - stretch_start_bytes < self.min_rate * took:
+                        over = "trickle"
+                        raise BodyTooSlow
+                    stretch_began, stretch_start_bytes = time.monotonic(), received
             return message
 
         async def replacing_send(message: Message) -> None:
