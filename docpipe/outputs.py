@@ -216,6 +216,11 @@ def searchable_pdf(
             copy.write(out)
     except (PyPdfError, ValueError, KeyError, TypeError) as e:
         raise OcrFailed(f"the searchable PDF could not be made: {e}") from e
+    except (AttributeError, RecursionError) as e:  # pypdf's own slips on a crafted file
+        raise OcrFailed(
+            f"the searchable PDF could not be made: the PDF holds objects pypdf cannot copy "
+            f"({type(e).__name__})"
+        ) from e
     return out.getvalue()
 
 
@@ -285,6 +290,13 @@ _ACTIVE_KEYS = {
 # What no page of ours may reach: the original's catalog or page tree (and through them
 # everything of the document's), or a file.
 _CUT_TYPES = {"/Catalog", "/Pages", "/Filespec", "/EmbeddedFile"}
+# Actions other than a link's, wherever they stand: harmless where no viewer looks for
+# them, but not ours to serve back.
+_ACTIONS = {
+    "/Launch", "/GoToR", "/GoToE", "/JavaScript", "/SubmitForm", "/ResetForm",
+    "/ImportData", "/Rendition", "/Sound", "/Movie", "/RichMediaExecute", "/GoTo3DView",
+    "/Hide", "/Named", "/SetOCGState", "/Thread",
+}  # fmt: skip
 
 
 def _disarm(pages: Sequence[PageObject]) -> bool:
@@ -337,9 +349,13 @@ def _cut(value: Any) -> bool:
     annotation that carries a file or plays media."""
     if not isinstance(value, DictionaryObject):
         return False
+    # Compared as text: a kind given as a string, not a name, still says what it is.
+    kind, subtype, action = (str(_resolved(value.get(key))) for key in ("/Type", "/Subtype", "/S"))
     return (
-        _resolved(value.get("/Type")) in _CUT_TYPES
-        or _resolved(value.get("/Subtype")) in _CARRIERS
+        kind in _CUT_TYPES
+        or subtype.lstrip("/") in {c.lstrip("/") for c in _CARRIERS}
+        or action in _ACTIONS
+        or (action == "/URI" and not _plain_link(value))
         or "/EF" in value
     )
 

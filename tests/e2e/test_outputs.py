@@ -707,6 +707,21 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
         {name("/X"): DictionaryObject({name("/Private"): catalog.indirect_reference})}
     )
     page[name("/Extra")] = embedded(b"evilextra")
+    page[name("/Foo")] = ArrayObject(  # actions where no viewer looks: still not served
+        [
+            DictionaryObject(
+                {name("/S"): name("/GoToR"), name("/F"): TextStringObject("evilgotor")}
+            ),
+            DictionaryObject(
+                {name("/S"): name("/Launch"), name("/F"): TextStringObject("evilfoo")}
+            ),
+        ]
+    )
+    model = StreamObject()
+    model._data = b"alertmodel"
+    odd = annotation("/3D")
+    odd.get_object()[name("/Subtype")] = TextStringObject("3D")  # a string, not a name
+    odd.get_object()[name("/3DD")] = writer._add_object(model)
     popup = annotation(
         "/Popup", A=script("alertpopup"), AA=DictionaryObject({name("/O"): script("alertpopupaa")})
     )
@@ -735,6 +750,7 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
             annotation("/Text", Popup=popup, IRT=widget),
             annotation("/Link", A=goto, PA=script("alertpa")),
             annotation("/Link", FS=spec),
+            odd,
         ]
     )
     original = io.BytesIO()
@@ -742,7 +758,8 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
     data = original.getvalue()
     harmful = (
         b"alertopen", b"alertnamed", b"evilnamed", b"evilextra", b"alertpopup", b"launchcalc",
-        b"alertwidget", b"alertgoto", b"alertpa", b"evillinkfs",
+        b"alertwidget", b"alertgoto", b"alertpa", b"evillinkfs", b"evilgotor", b"evilfoo",
+        b"alertmodel",
     )  # fmt: skip
     assert all(marker in data for marker in harmful)
 
