@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +161,11 @@ def inspect_pdf(
                     f"the pages come to over {budget} pixels at {dpi} dpi; that is the limit "
                     "for one document"
                 )
-            if _content_bytes(page, max_content) > max_content:
+            try:
+                drawn = _content_bytes(page, max_content)
+            except InvalidDocument as e:
+                raise InvalidDocument(f"page {number}: {e}") from e
+            if drawn > max_content:
                 raise InvalidDocument(
                     f"page {number}'s drawing instructions come to over {max_content} bytes; "
                     "the limit is that for one page"
@@ -172,47 +178,112 @@ def inspect_pdf(
 
 
 def _content_bytes(page: Any, limit: int) -> int:
-    """The size of a page's drawing instructions decompressed (its contents and the forms
-    it draws, each once), counted only until it passes `limit`."""
-    streams = _resolved(page.get("/Contents"))
-    waiting = list(streams) if isinstance(streams, list) else [streams]
-    waiting.append(page.get("/Resources"))
-    seen: set[int] = set()
+    """The size of a page's drawing instructions decompressed, counted as PDFium would
+    run them and only until it passes `limit`: each stream as often as the page lists
+    it, each form as often as it is drawn (a form drawing a form 100 times, drawn 200
+    times, is 20,000 copies), and the annotations' appearances. A JPEG it draws may not
+    hold over MAX_JPEG_SCANS scans (InvalidDocument)."""
+    drawing = _Drawing(limit)
+    resources = _resolved(page.get("/Resources"))
+    contents = _resolved(page.get("/Contents"))
     total = 0
-    while waiting and total <= limit:
-        item = _resolved(waiting.pop())
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, pypdf.generic.StreamObject):
-            total += _decoded_size(item, limit - total)
-        if isinstance(item, dict):
-            # A form's own resources may draw further forms.
-            for form in (_resolved(item.get("/XObject")) or {}).values():
-                form = _resolved(form)
-                if isinstance(form, dict) and _resolved(form.get("/Subtype")) == "/Form":
-                    waiting += [form, form.get("/Resources")]
+    for stream in contents if isinstance(contents, list) else [contents]:
+        total += drawing.cost(_resolved(stream), resources)
+        if total > limit:
+            return total
+    annotations = _resolved(page.get("/Annots"))
+    for annotation in annotations if isinstance(annotations, list) else []:
+        annotation = _resolved(annotation)
+        looks = _resolved(annotation.get("/AP")) if isinstance(annotation, dict) else None
+        normal = _resolved(looks.get("/N")) if isinstance(looks, dict) else None
+        shown = [normal] if isinstance(normal, pypdf.generic.StreamObject) else []
+        if isinstance(normal, dict) and not shown:  # one appearance for each state
+            shown = [_resolved(look) for look in normal.values()]
+        for look in shown:
+            total += drawing.form_cost(look, resources)
+            if total > limit:
+                return total
     return total
 
 
-def _decoded_size(stream: Any, limit: int) -> int:
-    """A stream's decoded size, up to just past `limit`, never holding more than a chunk
-    of it at once when it is deflated (as every compressed bomb is)."""
+# A form or image drawn by name: `/Name Do` (a name's #xx escapes read as their bytes).
+_DRAWN = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*Do(?![^\s/\[\]()<>{}%])")
+
+
+class _Drawing:
+    """What drawing a page's streams costs, each form's cost counted once and reused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.forms: dict[int, int] = {}
+        self.open: set[int] = set()
+
+    def cost(self, stream: Any, resources: Any) -> int:
+        if not isinstance(stream, pypdf.generic.StreamObject):
+            return 0
+        data = _decoded(stream, self.limit)
+        total = len(data)
+        xobjects = _resolved(resources.get("/XObject")) if isinstance(resources, dict) else None
+        if total > self.limit or not isinstance(xobjects, dict):
+            return total
+        drawn = Counter(
+            re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), name)
+            for name in _DRAWN.findall(data)
+        )
+        for name, times in drawn.items():
+            xobject = _resolved(xobjects.get("/" + name.decode("latin-1")))
+            if not isinstance(xobject, pypdf.generic.StreamObject):
+                continue
+            if _resolved(xobject.get("/Subtype")) == "/Form":
+                total += times * self.form_cost(xobject, resources)
+            elif (scans := _jpeg_scans(xobject)) > MAX_JPEG_SCANS:
+                raise InvalidDocument(
+                    f"it draws a JPEG of {scans} scans; the limit is {MAX_JPEG_SCANS}"
+                )
+            if total > self.limit:
+                break
+        return total
+
+    def form_cost(self, form: Any, inherited: Any) -> int:
+        key = id(form)
+        if key in self.forms:
+            return self.forms[key]
+        if key in self.open:  # a form that draws itself never ends
+            return self.limit + 1
+        self.open.add(key)
+        cost = self.cost(form, _resolved(form.get("/Resources")) or inherited)
+        self.open.discard(key)
+        self.forms[key] = cost
+        return cost
+
+
+def _jpeg_scans(image: Any) -> int:
+    """The scans of an image the PDF holds as a JPEG (0 for any other)."""
+    filters = _resolved(image.get("/Filter"))
+    filters = list(filters) if isinstance(filters, list) else [filters]
+    return image._data.count(b"\xff\xda") if filters and filters[-1] == "/DCTDecode" else 0
+
+
+def _decoded(stream: Any, limit: int) -> bytes:
+    """A stream decoded, but never past just over `limit` bytes, never holding more than
+    that when it is deflated (as every compressed bomb is)."""
     filters = _resolved(stream.get("/Filter"))
     filters = list(filters) if isinstance(filters, list) else [filters] if filters else []
     raw = stream._data
     if not filters:
-        return len(raw)
+        return bytes(raw[: limit + 1])
     if filters != ["/FlateDecode"]:
-        return len(stream.get_data())  # other filters expand little; the reader's cap holds
-    inflate, size, rest = zlib.decompressobj(), 0, raw
+        return bytes(stream.get_data()[: limit + 1])  # others expand little; the cap holds
+    inflate, parts, size, rest = zlib.decompressobj(), [], 0, raw
     try:
         while rest and size <= limit:
-            size += len(inflate.decompress(rest, 1 << 20))
+            part = inflate.decompress(rest, 1 << 20)
+            parts.append(part)
+            size += len(part)
             rest = inflate.unconsumed_tail
     except zlib.error:
         pass  # what PDFium makes of a damaged stream is bounded by what it decoded
-    return size
+    return b"".join(parts)
 
 
 def _resolved(value: Any) -> Any:

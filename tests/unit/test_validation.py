@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import Any
 
 import pypdf
 import pytest
@@ -174,40 +175,60 @@ def test_an_animated_pngs_frames_are_not_decoded_by_the_deep_check(
     assert decoded == []
 
 
-def _drawing_bomb(*, in_form: bool) -> bytes:
-    """A page whose drawing instructions, 28 MB once inflated, fit in a few kilobytes:
-    PDFium builds every stroke in memory (30 million of them took it past 5 GB)."""
+def _drawing_bomb(how: str) -> bytes:
+    """A page of a few kilobytes whose drawing instructions come to 28 MB as PDFium runs
+    them: PDFium builds every stroke in memory (30 million of them took it past 5 GB)."""
     from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObject, StreamObject
 
     writer = pypdf.PdfWriter()
     page = writer.add_blank_page(612, 792)
-    strokes = StreamObject()
-    strokes._data = zlib.compress(b"0 0 m 1 1 l S\n" * 2_000_000, 9)
-    strokes[NameObject("/Filter")] = NameObject("/FlateDecode")
-    if in_form:
-        strokes[NameObject("/Type")] = NameObject("/XObject")
-        strokes[NameObject("/Subtype")] = NameObject("/Form")
-        strokes[NameObject("/BBox")] = ArrayObject([NumberObject(v) for v in (0, 0, 612, 792)])
-        page[NameObject("/Resources")] = DictionaryObject(
+
+    def drawing(data: bytes, *, form: bool = False, draws: dict[str, Any] | None = None) -> Any:
+        made = StreamObject()
+        made._data = zlib.compress(data, 9)
+        made[NameObject("/Filter")] = NameObject("/FlateDecode")
+        if form:
+            made[NameObject("/Type")] = NameObject("/XObject")
+            made[NameObject("/Subtype")] = NameObject("/Form")
+            made[NameObject("/BBox")] = ArrayObject([NumberObject(v) for v in (0, 0, 612, 792)])
+        if draws:
+            made[NameObject("/Resources")] = resources(draws)
+        return writer._add_object(made)
+
+    def resources(draws: dict[str, Any]) -> DictionaryObject:
+        named = DictionaryObject({NameObject(f"/{n}"): f for n, f in draws.items()})
+        return DictionaryObject({NameObject("/XObject"): named})
+
+    strokes = b"0 0 m 1 1 l S\n"
+    if how == "contents":  # the page's own
+        page[NameObject("/Contents")] = drawing(strokes * 2_000_000)
+    elif how == "repeated":  # one stream listed 20 times
+        page[NameObject("/Contents")] = ArrayObject([drawing(strokes * 100_000)] * 20)
+    elif how == "nested":  # a form drawing a form 100 times, drawn 20 times
+        inner = drawing(strokes * 1000, form=True)
+        outer = drawing(b"/B Do\n" * 100, form=True, draws={"B": inner})
+        page[NameObject("/Resources")] = resources({"A": outer})
+        page[NameObject("/Contents")] = drawing(b"/A Do\n" * 20)
+    elif how == "appearance":  # an annotation's look
+        square = DictionaryObject(
             {
-                NameObject("/XObject"): DictionaryObject(
-                    {NameObject("/F0"): writer._add_object(strokes)}
-                )
+                NameObject("/Type"): NameObject("/Annot"),
+                NameObject("/Subtype"): NameObject("/Square"),
+                NameObject("/Rect"): ArrayObject([NumberObject(v) for v in (0, 0, 9, 9)]),
+                NameObject("/AP"): DictionaryObject(
+                    {NameObject("/N"): drawing(strokes * 2_000_000, form=True)}
+                ),
             }
         )
-        drawing = StreamObject()
-        drawing._data = b"/F0 Do"
-        page[NameObject("/Contents")] = writer._add_object(drawing)
-    else:
-        page[NameObject("/Contents")] = writer._add_object(strokes)
+        page[NameObject("/Annots")] = ArrayObject([writer._add_object(square)])
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
 
 
-@pytest.mark.parametrize("in_form", [False, True], ids=["contents", "form"])
-def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(in_form: bool) -> None:
-    data = _drawing_bomb(in_form=in_form)
+@pytest.mark.parametrize("how", ["contents", "repeated", "nested", "appearance"])
+def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(how: str) -> None:
+    data = _drawing_bomb(how)
     assert len(data) < 200_000
     with pytest.raises(InvalidDocument, match="page 1's drawing instructions come to over"):
         inspect_document(data, kind="pdf", max_content_bytes=16 * 1024 * 1024, **LIMITS)
@@ -228,3 +249,31 @@ def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded() -> None:
     assert inspect_document(_jpeg_of_scans(10), kind="jpeg", **LIMITS).page_count == 1
     with pytest.raises(InvalidDocument, match=r"JPEG has \d+ scans; the limit is 100"):
         inspect_document(_jpeg_of_scans(3000), kind="jpeg", **LIMITS)
+
+
+def test_a_pdf_drawing_a_jpeg_of_thousands_of_scans_is_refused() -> None:
+    """The scan limit holds for a JPEG inside a PDF too: PDFium decodes every scan."""
+    from pypdf.generic import DictionaryObject, NameObject, NumberObject, StreamObject
+
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    image = StreamObject()
+    image._data = _jpeg_of_scans(3000)
+    for key, value in {
+        "/Type": NameObject("/XObject"), "/Subtype": NameObject("/Image"),
+        "/Width": NumberObject(1000), "/Height": NumberObject(400),
+        "/ColorSpace": NameObject("/DeviceGray"), "/BitsPerComponent": NumberObject(8),
+        "/Filter": NameObject("/DCTDecode"),
+    }.items():  # fmt: skip
+        image[NameObject(key)] = value
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/XObject"): DictionaryObject({NameObject("/Im0"): writer._add_object(image)})}
+    )
+    drawn = StreamObject()
+    drawn._data = b"q 612 0 0 245 0 0 cm /Im0 Do Q"
+    page[NameObject("/Contents")] = writer._add_object(drawn)
+    out = io.BytesIO()
+    writer.write(out)
+
+    with pytest.raises(InvalidDocument, match=r"page 1: it draws a JPEG of \d+ scans"):
+        inspect_document(out.getvalue(), kind="pdf", **LIMITS)
