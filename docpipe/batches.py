@@ -111,50 +111,61 @@ def check_tenant_limits(tenant_id: str, *, new_batch: bool = True) -> None:
 
     Counted in the database, so every API process and the inbox see the same numbers.
     """
+    with session_scope() as session:
+        _check_limits(session, tenant_id, new_batch=new_batch)
+
+
+def _lock_tenant(session: Session, tenant_id: str) -> None:
+    """Take the tenant's turn until the transaction ends: two retries checking its limits
+    at once would each see room for one more. SQLite's transactions take turns already."""
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+
+
+def _check_limits(session: Session, tenant_id: str, *, new_batch: bool) -> None:
     settings = get_settings()
     now = utcnow()
-    with session_scope() as session:
-        if new_batch and (limit := settings.tenant_uploads_per_minute):
-            recent = session.scalars(
-                select(Batch.created_at)
-                .where(Batch.tenant_id == tenant_id, Batch.created_at > now - timedelta(minutes=1))
-                .order_by(Batch.created_at)
-            ).all()
-            if len(recent) >= limit:
-                wait = 60 - (now - recent[len(recent) - limit]).total_seconds()
-                raise OverLimit(
-                    f"over {limit} uploads a minute (DOCPIPE_TENANT_UPLOADS_PER_MINUTE)",
-                    retry_after=max(1, math.ceil(wait)),
-                )
-        if limit := settings.tenant_open_batches:
-            open_batches = session.scalar(
-                select(func.count())
-                .select_from(Batch)
-                .where(
-                    Batch.tenant_id == tenant_id,
-                    Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]),
-                )
+    if new_batch and (limit := settings.tenant_uploads_per_minute):
+        recent = session.scalars(
+            select(Batch.created_at)
+            .where(Batch.tenant_id == tenant_id, Batch.created_at > now - timedelta(minutes=1))
+            .order_by(Batch.created_at)
+        ).all()
+        if len(recent) >= limit:
+            wait = 60 - (now - recent[len(recent) - limit]).total_seconds()
+            raise OverLimit(
+                f"over {limit} uploads a minute (DOCPIPE_TENANT_UPLOADS_PER_MINUTE)",
+                retry_after=max(1, math.ceil(wait)),
             )
-            if (open_batches or 0) >= limit:
-                raise OverLimit(
-                    f"{open_batches} batches still open; the limit is {limit} "
-                    "(DOCPIPE_TENANT_OPEN_BATCHES)",
-                    retry_after=OPEN_WORK_RETRY_SECONDS,
-                )
-        if limit := settings.tenant_pages_in_flight:
-            # A document not yet validated counts as one page.
-            pages = session.scalar(
-                select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
-                    Document.tenant_id == tenant_id,
-                    Document.status.in_(list(OPEN_DOCUMENT_STATUSES)),
-                )
+    if limit := settings.tenant_open_batches:
+        open_batches = session.scalar(
+            select(func.count())
+            .select_from(Batch)
+            .where(
+                Batch.tenant_id == tenant_id,
+                Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]),
             )
-            if (pages or 0) >= limit:
-                raise OverLimit(
-                    f"{pages} pages still being processed; the limit is {limit} "
-                    "(DOCPIPE_TENANT_PAGES_IN_FLIGHT)",
-                    retry_after=OPEN_WORK_RETRY_SECONDS,
-                )
+        )
+        if (open_batches or 0) >= limit:
+            raise OverLimit(
+                f"{open_batches} batches still open; the limit is {limit} "
+                "(DOCPIPE_TENANT_OPEN_BATCHES)",
+                retry_after=OPEN_WORK_RETRY_SECONDS,
+            )
+    if limit := settings.tenant_pages_in_flight:
+        # A document not yet validated counts as one page.
+        pages = session.scalar(
+            select(func.coalesce(func.sum(func.coalesce(Document.page_count, 1)), 0)).where(
+                Document.tenant_id == tenant_id,
+                Document.status.in_(list(OPEN_DOCUMENT_STATUSES)),
+            )
+        )
+        if (pages or 0) >= limit:
+            raise OverLimit(
+                f"{pages} pages still being processed; the limit is {limit} "
+                "(DOCPIPE_TENANT_PAGES_IN_FLIGHT)",
+                retry_after=OPEN_WORK_RETRY_SECONDS,
+            )
 
 
 # How long a tenant over its open-work limits is told to wait: about one small batch.
@@ -323,11 +334,15 @@ def prepare_retry(tenant_id: str, batch_id: str, *, include_invalid: bool = Fals
     """Put a finished batch's OCR-failed and cancelled documents back in line (and, if asked,
     the ones that failed validation, whose bytes cannot have changed); returns their ids."""
     with session_scope() as session:
+        _lock_tenant(session, tenant_id)
         batch = _locked(session, batch_id, options=[selectinload(Batch.documents)])
         if batch is None or batch.tenant_id != tenant_id:
             raise NotFound("batch not found")
         if not batch.status.is_final:
             raise Conflict(f"batch is still {batch.status.value}; retry it once it has finished")
+        # Checked where the batch reopens, in the tenant's turn: a retry reopens a batch,
+        # so the limits on open work hold for it as for an upload.
+        _check_limits(session, tenant_id, new_batch=False)
         again = _requeue(batch, include_invalid=include_invalid)
         if not again:
             if any(d.status == DocumentStatus.VALIDATION_FAILED for d in batch.documents):

@@ -73,7 +73,6 @@ def cancel(tenant_id: str, batch_id: str) -> None:
 def retry(tenant_id: str, batch_id: str, *, include_invalid: bool = False) -> None:
     """Put a finished batch's failed and cancelled documents through again, in turn;
     within the tenant's limits on open work, as an upload is."""
-    batches.check_tenant_limits(tenant_id, new_batch=False)
     batches.prepare_retry(tenant_id, batch_id, include_invalid=include_invalid)
     if batch_id in dispatch():
         batches.set_status(batch_id, BatchStatus.PROCESSING)

@@ -98,3 +98,43 @@ def test_a_retry_reopens_work_only_within_the_limits(
         batches.mark_cancelled(tenant_id, second)
         retried = client.post(f"/api/batches/{first}/retry", headers={"X-API-Key": key})
         assert retried.status_code == 202, retried.text
+
+
+def test_retries_sent_at_once_reopen_no_more_than_the_limit(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an attacker's review: four retries sent together each saw room for one
+    more. Each now checks the limit in the tenant's turn, where the batch reopens."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from docpipe.dispatch import retry
+    from docpipe.errors import OverLimit
+
+    settings_with(monkeypatch, tenant_open_batches=1)
+    tenant_id, key = make_tenant()
+    ended = []
+    for client in client_with(monkeypatch, tenant_open_batches=1):
+        for _ in range(4):
+            batch_id = upload(client, tenant_id, key).json()["batchId"]
+            batches.mark_cancelled(tenant_id, batch_id)
+            ended.append(batch_id)
+
+    def try_retry(batch_id: str) -> str:
+        try:
+            retry(tenant_id, batch_id)
+        except OverLimit:
+            return "refused"
+        return "reopened"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(try_retry, ended))
+
+    assert sorted(outcomes) == ["refused", "refused", "refused", "reopened"]
+    with session_scope() as session:
+        reopened = session.scalar(
+            select(func.count()).where(
+                Batch.tenant_id == tenant_id,
+                Batch.status.in_([BatchStatus.QUEUED, BatchStatus.PROCESSING]),
+            )
+        )
+    assert reopened == 1
