@@ -257,6 +257,7 @@ def _lay_text_over(page: PageObject, read: TextLayer, *, layer: bool = True) -> 
 
 # Annotations that play, launch or carry something rather than mark or link the page.
 _CARRIERS = {"/FileAttachment", "/Sound", "/Movie", "/Screen", "/RichMedia", "/3D"}
+_CARRIER_NAMES = {carrier.lstrip("/") for carrier in _CARRIERS}  # a kind given as text too
 # The actions a link may keep: to a web address, or to a place in this document.
 _LINKS = {"/URI", "/GoTo"}
 _WEB = ("http:", "https:", "mailto:")
@@ -321,20 +322,20 @@ def _disarm(pages: Sequence[PageObject]) -> bool:
                 if key == "/Parent" and id(item) in ours:
                     continue  # a page's own place in the new document
                 value = _resolved(item[key])
-                if key in _ACTIVE_KEYS or _cut(value) or (key == "/A" and not _plain_link(value)):
+                if (
+                    key in _ACTIVE_KEYS
+                    or _cut(value)
+                    or (key == "/A" and not _plain_link(value))
+                    or (key == "/Annots" and not isinstance(value, ArrayObject))  # not a list
+                ):
                     del item[key]
                     changed = True
-                elif key == "/Annots" and not isinstance(value, ArrayObject):
-                    del item[key]  # not a list: nothing to keep
-                    changed = True
-                else:
-                    if key == "/Annots":  # annotations are dictionaries; anything else goes
-                        annotations = [
-                            a for a in value if isinstance(_resolved(a), DictionaryObject)
-                        ]
-                        changed |= len(annotations) != len(value)
-                        value[:] = annotations
-                    waiting.append(item[key])
+                    continue
+                if key == "/Annots":  # annotations are dictionaries; anything else goes
+                    annotations = [a for a in value if isinstance(_resolved(a), DictionaryObject)]
+                    changed |= len(annotations) != len(value)
+                    value[:] = annotations
+                waiting.append(item[key])
         elif isinstance(item, ArrayObject):
             kept = [entry for entry in item if not _cut(_resolved(entry))]
             if len(kept) != len(item):
@@ -353,7 +354,7 @@ def _cut(value: Any) -> bool:
     kind, subtype, action = (str(_resolved(value.get(key))) for key in ("/Type", "/Subtype", "/S"))
     return (
         kind in _CUT_TYPES
-        or subtype.lstrip("/") in {c.lstrip("/") for c in _CARRIERS}
+        or subtype.lstrip("/") in _CARRIER_NAMES
         or action in _ACTIONS
         or (action == "/URI" and not _plain_link(value))
         or "/EF" in value

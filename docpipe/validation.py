@@ -236,10 +236,8 @@ class _Drawing:
                 continue
             if _resolved(xobject.get("/Subtype")) == "/Form":
                 total += times * self.form_cost(xobject, resources)
-            elif (scans := _jpeg_scans(xobject)) > MAX_JPEG_SCANS:
-                raise InvalidDocument(
-                    f"it draws a JPEG of {scans} scans; the limit is {MAX_JPEG_SCANS}"
-                )
+            elif _filters(xobject)[-1:] == ["/DCTDecode"]:
+                _check_jpeg_scans(xobject._data, "it draws a JPEG of")
             if total > self.limit:
                 break
         return total
@@ -257,18 +255,25 @@ class _Drawing:
         return cost
 
 
-def _jpeg_scans(image: Any) -> int:
-    """The scans of an image the PDF holds as a JPEG (0 for any other)."""
-    filters = _resolved(image.get("/Filter"))
-    filters = list(filters) if isinstance(filters, list) else [filters]
-    return image._data.count(b"\xff\xda") if filters and filters[-1] == "/DCTDecode" else 0
+def _check_jpeg_scans(data: bytes, what: str) -> None:
+    """Refuse a JPEG (a file, or an image a PDF draws) of over MAX_JPEG_SCANS scans.
+
+    A scan's start marker cannot occur inside coded data (a 0xFF there is followed by
+    0x00), so counting it counts the scans, a camera's preview picture's too."""
+    if (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+        raise InvalidDocument(f"{what} {scans} scans; the limit is {MAX_JPEG_SCANS}")
+
+
+def _filters(stream: Any) -> list[Any]:
+    """A stream's filters, in the order they are undone (none: an empty list)."""
+    filters = _resolved(stream.get("/Filter"))
+    return list(filters) if isinstance(filters, list) else [filters] if filters else []
 
 
 def _decoded(stream: Any, limit: int) -> bytes:
     """A stream decoded, but never past just over `limit` bytes, never holding more than
     that when it is deflated (as every compressed bomb is)."""
-    filters = _resolved(stream.get("/Filter"))
-    filters = list(filters) if isinstance(filters, list) else [filters] if filters else []
+    filters = _filters(stream)
     raw = stream._data
     if not filters:
         return bytes(raw[: limit + 1])
@@ -356,10 +361,8 @@ def _inspect_image(data: bytes, *, kind: str, max_pages: int, max_pixels: int, b
                         f"the pages come to over {budget} pixels; that is the limit for one "
                         "document"
                     )
-        # A scan's start marker cannot occur inside coded data (a 0xFF there is followed
-        # by 0x00), so counting it counts the scans, a camera's preview picture's too.
-        if kind == "jpeg" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
-            raise InvalidDocument(f"JPEG has {scans} scans; the limit is {MAX_JPEG_SCANS}")
+        if kind == "jpeg":
+            _check_jpeg_scans(data, "JPEG has")
         if kind == "png":
             # Every PNG chunk carries a CRC: checking them all finds a cut-off or damaged
             # file in well under a millisecond. Decoding the pixels is left to the OCR

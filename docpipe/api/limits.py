@@ -85,12 +85,12 @@ class BodyLimit:
                     over = "size"
                     # The route's body parser stops here; what it answers is replaced.
                     raise BodyTooLarge
-                took = time.monotonic() - stretch_began
-                if not body_done and took >= self.idle_timeout:
-                    if received - stretch_start_bytes < self.min_rate * took:
+                now = time.monotonic()
+                if not body_done and now - stretch_began >= self.idle_timeout:
+                    if received - stretch_start_bytes < self.min_rate * (now - stretch_began):
                         over = "trickle"
                         raise BodyTooSlow
-                    stretch_began, stretch_start_bytes = time.monotonic(), received
+                    stretch_began, stretch_start_bytes = now, received
             return message
 
         async def replacing_send(message: Message) -> None:

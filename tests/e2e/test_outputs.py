@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from functools import partial
 from html.parser import HTMLParser
 from typing import Any
 
@@ -535,6 +536,28 @@ def test_a_pdf_pages_own_scripts_are_not_served_back() -> None:
     assert b"alertone" not in searchable_pdf(data, kind="pdf", pages=result.pages)
 
 
+def _script(js: str) -> Any:
+    """A JavaScript action: what a hostile PDF hides wherever a viewer might run it."""
+    from pypdf.generic import DictionaryObject, NameObject, TextStringObject
+
+    return DictionaryObject(
+        {NameObject("/S"): NameObject("/JavaScript"), NameObject("/JS"): TextStringObject(js)}
+    )
+
+
+def _annotation(writer: pypdf.PdfWriter, subtype: str, **fields: Any) -> Any:
+    """A new annotation of the writer's (a reference to it), with these extra fields."""
+    from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject
+
+    entries = {
+        NameObject("/Type"): NameObject("/Annot"),
+        NameObject("/Subtype"): NameObject(subtype),
+        NameObject("/Rect"): ArrayObject([FloatObject(v) for v in (10, 10, 60, 60)]),
+    }
+    entries.update({NameObject(f"/{key}"): value for key, value in fields.items()})
+    return writer._add_object(DictionaryObject(entries))
+
+
 def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> None:
     """Links stay; what a viewer would run, launch or open from an annotation goes: a
     script on the page's opening, a program to launch, a script chained after a link, and
@@ -542,7 +565,6 @@ def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> Non
     from pypdf.generic import (
         ArrayObject,
         DictionaryObject,
-        FloatObject,
         NameObject,
         StreamObject,
         TextStringObject,
@@ -556,19 +578,9 @@ def test_a_pdf_pages_annotations_keep_their_links_but_nothing_that_runs() -> Non
     def name(value: str) -> NameObject:
         return NameObject(value)
 
-    def script(js: str) -> DictionaryObject:
-        return DictionaryObject(
-            {name("/S"): name("/JavaScript"), name("/JS"): TextStringObject(js)}
-        )
+    script = _script
 
-    def annotation(subtype: str, **fields: Any) -> Any:
-        entries = {
-            name("/Type"): name("/Annot"),
-            name("/Subtype"): name(subtype),
-            name("/Rect"): ArrayObject([FloatObject(v) for v in (10, 10, 60, 60)]),
-        }
-        entries.update({name(f"/{key}"): value for key, value in fields.items()})
-        return writer._add_object(DictionaryObject(entries))
+    annotation = partial(_annotation, writer)
 
     link = DictionaryObject(
         {
@@ -640,7 +652,6 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
     from pypdf.generic import (
         ArrayObject,
         DictionaryObject,
-        FloatObject,
         NameObject,
         StreamObject,
         TextStringObject,
@@ -656,10 +667,7 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
     def name(value: str) -> NameObject:
         return NameObject(value)
 
-    def script(js: str) -> DictionaryObject:
-        return DictionaryObject(
-            {name("/S"): name("/JavaScript"), name("/JS"): TextStringObject(js)}
-        )
+    script = _script
 
     def embedded(marker: bytes) -> Any:
         stream = StreamObject()
@@ -667,14 +675,7 @@ def test_nothing_a_page_reaches_by_another_way_brings_scripts_or_files_along() -
         stream[name("/Type")] = name("/EmbeddedFile")
         return writer._add_object(stream)
 
-    def annotation(subtype: str, **fields: Any) -> Any:
-        entries = {
-            name("/Type"): name("/Annot"),
-            name("/Subtype"): name(subtype),
-            name("/Rect"): ArrayObject([FloatObject(v) for v in (10, 10, 60, 60)]),
-        }
-        entries.update({name(f"/{key}"): value for key, value in fields.items()})
-        return writer._add_object(DictionaryObject(entries))
+    annotation = partial(_annotation, writer)
 
     catalog = writer._root_object
     catalog[name("/OpenAction")] = script("alertopen")
