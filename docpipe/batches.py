@@ -57,43 +57,51 @@ def create_batch(
 
     Its documents are read in `language`, else the tenant's languages, else the settings'.
     Its end is POSTed to `callback_url` (checked already), else to the tenant's webhook.
+    Raises OverLimit, keeping nothing, if the tenant may not start another batch now.
     """
     storage = get_storage()
     language = language or tenant.languages or get_settings().ocr_language
     batch_id = new_id()
+    document_ids = [new_id() for _ in staged.files]
+    documents = [
+        Document(
+            id=document_id,
+            batch_id=batch_id,
+            tenant_id=tenant.id,
+            position=position,
+            file_name=staged_file.file_name,
+            kind=staged_file.kind,
+            size_bytes=staged_file.size,
+            sha256=staged_file.sha256,
+            storage_key=document_key(tenant.id, batch_id, document_id, staged_file.kind),
+            language=language,
+        )
+        for position, (document_id, staged_file) in enumerate(
+            zip(document_ids, staged.files, strict=True)
+        )
+    ]
     stored: list[str] = []
     try:
+        # The files first, so the tenant's turn below lasts only as long as its rows.
+        for document, staged_file in zip(documents, staged.files, strict=True):
+            storage.put_file(staged_file.path, document.storage_key)
+            stored.append(document.storage_key)
         with session_scope() as session:
-            batch = Batch(
-                id=batch_id,
-                tenant_id=tenant.id,
-                tier=tenant.tier,
-                source=source,
-                document_count=len(staged.files),
-                callback_url=callback_url,
-            )
-            session.add(batch)
-            document_ids = []
-            for position, staged_file in enumerate(staged.files):
-                document_id = new_id()
-                key = document_key(tenant.id, batch_id, document_id, staged_file.kind)
-                session.add(
-                    Document(
-                        id=document_id,
-                        batch_id=batch_id,
-                        tenant_id=tenant.id,
-                        position=position,
-                        file_name=staged_file.file_name,
-                        kind=staged_file.kind,
-                        size_bytes=staged_file.size,
-                        sha256=staged_file.sha256,
-                        storage_key=key,
-                        language=language,
-                    )
+            # Checked again in the tenant's turn: uploads sent at once each passed the
+            # check made before their bodies were read.
+            _lock_tenant(session, tenant.id)
+            _check_limits(session, tenant.id, new_batch=True)
+            session.add(
+                Batch(
+                    id=batch_id,
+                    tenant_id=tenant.id,
+                    tier=tenant.tier,
+                    source=source,
+                    document_count=len(documents),
+                    callback_url=callback_url,
                 )
-                storage.put_file(staged_file.path, key)
-                stored.append(key)
-                document_ids.append(document_id)
+            )
+            session.add_all(documents)
             # The commit is the moment the batch exists; before it, a failure removes
             # every stored byte again.
     except BaseException:
@@ -116,9 +124,18 @@ def check_tenant_limits(tenant_id: str, *, new_batch: bool = True) -> None:
 
 
 def _lock_tenant(session: Session, tenant_id: str) -> None:
-    """Take the tenant's turn until the transaction ends: two retries checking its limits
-    at once would each see room for one more. SQLite's transactions take turns already."""
-    if session.get_bind().dialect.name != "sqlite":
+    """Take the tenant's turn until the transaction ends: two uploads or retries checking
+    its limits at once would each see room for one more."""
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite locks only for a write, and reads before one see no later commit: a write
+        # that changes nothing, first, makes the checks after it wait their turn.
+        session.execute(
+            update(Tenant)
+            .where(Tenant.id == tenant_id)
+            .values(tier=Tenant.tier)
+            .execution_options(synchronize_session=False)
+        )
+    else:
         session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 

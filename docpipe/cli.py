@@ -86,7 +86,7 @@ def up(
         raise typer.Exit(_fail("nothing to run: leave at least one of server, worker and API"))
     if worker:  # only a worker reads pages
         try:
-            typer.echo(f"tesseract {tesseract_version()}")
+            typer.echo(f"tesseract {tesseract_version(settings.ocr_engine)}")
         except DocpipeError as e:
             raise typer.Exit(_fail(str(e))) from e
     typer.echo(f"starting docpipe in {settings.home} ...")

@@ -239,12 +239,12 @@ def _ingest(
         accepted = _screen(folder_fd, candidates, tenant, settings.max_file_bytes, state, report)
         for start in range(0, len(accepted), max_batch):
             try:
-                check_tenant_limits(tenant.id)
+                check_tenant_limits(tenant.id)  # before staging; the batch's commit checks again
+                taken = _take(folder_fd, accepted[start : start + max_batch], tenant, settings)
             except OverLimit as e:  # the files wait in the folder for a later scan
                 log.info("%s: %s; %d files wait", tenant.id, e, len(accepted) - start)
                 report.waiting += [name for name, _ in accepted[start:]]
                 break
-            taken = _take(folder_fd, accepted[start : start + max_batch], tenant, settings)
             if taken is None:
                 continue
             batch_id, documents = taken

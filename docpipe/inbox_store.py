@@ -270,20 +270,19 @@ def _ingest(
             else:
                 accepted.append((name, found, digest))
         for start in range(0, len(accepted), max_batch):
-            try:
-                check_tenant_limits(tenant.id)
-            except OverLimit as e:  # the files wait in the folder for a later scan
-                log.info("%s: %s; %d files wait", tenant.id, e, len(accepted) - start)
-                report.waiting += [name for name, _, _ in accepted[start:]]
-                break
             chunk = accepted[start : start + max_batch]
             try:
+                check_tenant_limits(tenant.id)  # before staging; the batch's commit checks again
                 with contextlib.ExitStack() as files, answering("reading the inbox"):
                     streams = [(n, files.enter_context(store.open(folder, n))) for n, *_ in chunk]
                     with stage_files(streams, settings) as staged:
                         if [f.sha256 for f in staged.files] != [d for *_, d in chunk]:
                             raise InvalidUpload("rewritten since screened", [], too_large=False)
                         created = create_batch(tenant, staged, source="inbox")
+            except OverLimit as e:  # the files wait in the folder for a later scan
+                log.info("%s: %s; %d files wait", tenant.id, e, len(accepted) - start)
+                report.waiting += [name for name, _, _ in accepted[start:]]
+                break
             except (FileNotFoundError, InvalidUpload):
                 # Changed or removed since it was screened: the next scans look again.
                 for name, *_ in chunk:

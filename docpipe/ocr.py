@@ -273,9 +273,15 @@ def check_languages(spec: str, *, max_languages: int) -> str:
     return "+".join(asked)
 
 
-def tesseract_version() -> str:
+def tesseract_version(engine: str = "auto") -> str:
+    """The version of the Tesseract that reads pages with this engine setting, and how:
+    the wheel's library in process and Debian's program are different releases."""
+    if isinstance(get_engine(engine), ApiEngine):
+        import tesserocr
+
+        return f"{tesserocr.tesseract_version().split()[1]} (in process, tesserocr)"
     try:
-        return str(pytesseract.get_tesseract_version())
+        return f"{pytesseract.get_tesseract_version()} (the tesseract program)"
     except pytesseract.TesseractNotFoundError as e:
         raise OcrFailed("tesseract is not installed or not on PATH") from e
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from docpipe.errors import OcrFailed
-from docpipe.ocr import PAGE_SEPARATOR, ocr_document
+from docpipe.ocr import PAGE_SEPARATOR, ocr_document, tesseract_version
 from tests import documents
 from tests.helpers import is_tesseract
 
@@ -32,6 +32,17 @@ def test_reads_the_words_drawn_on_the_page(kind: str, engine: str) -> None:
     result = ocr_document(data, kind=kind, engine=engine, pdf=True, **OPTIONS)
     assert result.page_count == 1
     assert documents.words(text) <= documents.words(result.text)
+
+
+def test_the_version_named_at_start_is_the_one_that_reads(engine: str) -> None:
+    """`docpipe up` names the Tesseract of its engine: the in-process library and Debian's
+    program are different releases, and the hOCR a tenant downloads names the one that read."""
+    result = ocr_document(
+        documents.document("Version", "png"), kind="png", engine=engine, **OPTIONS
+    )
+
+    named = tesseract_version(engine).split()[0]
+    assert f"content='tesseract {named}'" in result.pages[0].hocr
 
 
 def test_pdf_pages_come_back_in_order_separated(engine: str) -> None:

@@ -312,8 +312,10 @@ def test_a_download_name_cannot_pose_as_another_type() -> None:
     from docpipe.api.routes.documents import _disposition
 
     header = _disposition("attachment", "scan\u202egnp.exe\x07")["Content-Disposition"]
+    broken = _disposition("attachment", "one\u2028two\u2029.png")["Content-Disposition"]
 
     assert header.endswith("filename*=UTF-8''scangnp.exe")
+    assert broken.endswith("filename*=UTF-8''onetwo.png")
     assert 'filename="scan_gnp.exe_"' in header
 
 

@@ -3,6 +3,7 @@ its body is read, and nothing is stored; other tenants are not held back."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +139,41 @@ def test_retries_sent_at_once_reopen_no_more_than_the_limit(
             )
         )
     assert reopened == 1
+
+
+def test_uploads_sent_at_once_open_no_more_than_the_limit(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the limit was checked only before each body was read, so uploads
+    sent together each saw room for one more. The batch's commit now checks it again, in
+    the tenant's turn; a refused upload leaves nothing stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from docpipe.config import get_settings
+    from docpipe.dispatch import accept_batch
+    from docpipe.errors import OverLimit
+    from docpipe.storage import get_storage
+    from docpipe.tenants import get_tenant
+
+    settings_with(monkeypatch, tenant_open_batches=1)
+    tenant_id, _ = make_tenant()
+    tenant = get_tenant(tenant_id)
+    assert tenant is not None
+    page = documents.document(documents.phrase(1), "png")
+
+    batches.check_tenant_limits(tenant_id)  # the API's check before the bodies: room for all
+
+    def send(_: int) -> str:
+        try:
+            accept_batch(tenant, [("page.png", io.BytesIO(page))], get_settings())
+        except OverLimit:
+            return "refused"
+        return "accepted"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(send, range(4)))
+
+    assert sorted(outcomes) == ["accepted", "refused", "refused", "refused"]
+    assert batch_count(tenant_id) == 1
+    storage = get_storage()
+    assert len(storage.fs.find(storage.root)) == 1  # the accepted batch's one original

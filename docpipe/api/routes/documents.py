@@ -265,10 +265,14 @@ def _stem(file_name: str) -> str:
     return file_name.rsplit(".", 1)[0] if "." in file_name.strip(".") else file_name
 
 
+_UNSHOWN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
 def _disposition(kind: str, file_name: str) -> dict[str, str]:
     """A file name a browser saves under and no header can be broken by (RFC 6266)."""
     plain = re.sub(r"[^A-Za-z0-9._ ()-]", "_", file_name).strip(" .") or "document"
-    # Without control and format characters: a right-to-left override would make
-    # "\u202egnp.exe" show as "exe.png" in a browser's save dialog.
-    shown = "".join(c for c in file_name if unicodedata.category(c) not in ("Cc", "Cf")) or plain
+    # Without control, format, unassigned or private characters, nor line breaks: a
+    # right-to-left override would make "\u202egnp.exe" show as "exe.png" in a browser's
+    # save dialog, and a line separator would split the name where it is shown.
+    shown = "".join(c for c in file_name if unicodedata.category(c) not in _UNSHOWN) or plain
     return {"Content-Disposition": f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(shown)}"}
