@@ -216,6 +216,34 @@ def test_files_an_upload_would_not_take_are_refused_and_nothing_is_stored(
     assert listed.json()["total"] == 0
 
 
+@pytest.mark.parametrize(
+    ("query", "fields"),
+    [
+        pytest.param("&language=eng&language=deu", {}, id="language-query"),
+        pytest.param("", {"language": ["eng", "deu"]}, id="language-field"),
+        pytest.param(
+            "", {"callbackUrl": ["https://a.example/", "https://b.example/"]}, id="callback"
+        ),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_taken_last(
+    client: TestClient, tenant: tuple[str, str], query: str, fields: dict[str, list[str]]
+) -> None:
+    """A proxy or a log that reads the first of two values would see another upload than
+    docpipe, which took the last."""
+    tenant_id, key = tenant
+    response = client.post(
+        f"{UPLOAD}?tenantId={tenant_id}{query}",
+        headers={"X-API-Key": key},
+        files=files_part(good_files(1)),
+        data=fields,
+    )
+    assert response.status_code == 400
+    assert "is given more than once" in response.json()["error"]
+    listed = client.get(f"/api/batches?tenantId={tenant_id}", headers={"X-API-Key": key})
+    assert listed.json()["total"] == 0
+
+
 def test_a_tenant_never_sees_another_tenants_batch_or_document(
     client: TestClient, tenant: tuple[str, str]
 ) -> None:

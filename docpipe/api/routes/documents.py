@@ -46,7 +46,8 @@ UPLOAD_ERRORS = error_answers(
     429,
     503,
     _400="A file is not a PDF, PNG, JPEG or TIFF, or is empty; too many files; an unknown "
-    "language. invalidFiles names every bad file, and nothing was stored.",
+    "language; an option given twice. invalidFiles names every bad file, and nothing was "
+    "stored.",
 )
 DocumentId = Annotated[
     str, Path(description="The document's id, as the upload answered.", examples=[DOCUMENT_ID])
@@ -100,9 +101,10 @@ def _accept(
 
 
 def _files_as(field: str, *, at_most: int | None = None) -> Any:
-    """A dependency: the request's files are all parts named `field` (at most `at_most`).
-    FastAPI would keep one of several `file` parts, or ignore files under another name,
-    without a word, and the client would think them uploaded."""
+    """A dependency: the request's files are all parts named `field` (at most `at_most`),
+    and its options each given once. FastAPI would keep one of several `file` parts, or
+    ignore files under another name, without a word, and the client would think them
+    uploaded."""
 
     async def check(request: Request) -> None:
         form = await request.form()  # the form FastAPI read already
@@ -110,6 +112,10 @@ def _files_as(field: str, *, at_most: int | None = None) -> Any:
         if others:
             named = ", ".join(f"`{safe_name(k[:50])}`" for k in others)
             raise DocpipeError(f"files sent as {named}: this endpoint takes them as `{field}`")
+        for name in ("language", "callbackUrl"):
+            # FastAPI would keep the last: a proxy that checked the first saw another.
+            if len(form.getlist(name)) > 1 or len(request.query_params.getlist(name)) > 1:
+                raise DocpipeError(f"{name} is given more than once")
         if at_most is not None and len(form.getlist(field)) > at_most:
             raise DocpipeError(
                 "one document per upload here: send several as `files` parts to "
