@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     # take nearly the page timeout would otherwise hold a slot for hours.
     ocr_document_timeout_seconds: float = Field(1800.0, gt=0, allow_inf_nan=False)
     # A flow run's OCR slots: pages read at once, whichever documents they are from (one
-    # long PDF uses all of them), and documents decoded at once.
+    # long PDF uses all of them). See also documents_in_flight.
     ocr_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1)
     # Standard batches' Tesseract processes run at this niceness, VIP ones at 0, so a
     # VIP batch gets the CPU even when standard batches already fill every core.
@@ -232,6 +232,12 @@ class Settings(BaseSettings):
             client = dict(options.get("client_kwargs") or {})
             options["client_kwargs"] = client | {"region_name": self.storage_region}
         return options
+
+    @property
+    def documents_in_flight(self) -> int:
+        """A flow run's documents in hand at once: one more than its OCR slots, so the
+        next is checked and decoded while the slots read, and no slot waits for a page."""
+        return self.ocr_concurrency + 1
 
     @property
     def staging_dir(self) -> Path:

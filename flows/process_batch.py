@@ -32,7 +32,7 @@ def _mark_batch_failed(flow: Any, flow_run: Any, state: Any) -> None:
 @flow(
     name="process-batch",
     on_failure=[_mark_batch_failed],
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().ocr_concurrency),  # type: ignore[arg-type]
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().documents_in_flight),  # type: ignore[arg-type]
     log_prints=False,
 )
 def process_batch(batch_id: str) -> dict[str, Any] | State:

@@ -235,3 +235,48 @@ def test_a_run_for_a_batch_it_may_not_process_changes_nothing(
         )
         assert after.documents[0].status == before.status
         assert after.documents[0].processed_at == before.processed_at
+
+
+def test_the_next_document_is_ready_before_a_slot_frees(database: str, prefect_api: None) -> None:
+    """A run holds one document more than its OCR slots: while the slots read, the next is
+    checked and decoded, so a slot that frees never waits for its page (make bench)."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from docpipe.db import session_scope
+    from docpipe.models import Document
+    from flows.process_batch import process_batch
+
+    slots = get_settings().ocr_concurrency
+    tenant_id, _ = make_tenant()
+    files = [
+        (f"{i}.png", documents.document(documents.phrase(i), "png", seed=i))
+        for i in range(slots + 4)
+    ]
+    batch_id = new_batch(tenant_id, files)
+    most_open, done = 0, threading.Event()
+
+    def watch() -> None:
+        nonlocal most_open
+        while not done.is_set():
+            with session_scope() as session:
+                now_open = session.scalar(
+                    select(func.count()).where(
+                        Document.batch_id == batch_id,
+                        Document.status.in_([DocumentStatus.VALIDATING, DocumentStatus.PROCESSING]),
+                    )
+                )
+            most_open = max(most_open, now_open or 0)
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        summary: Any = process_batch(batch_id)
+    finally:
+        done.set()
+        watcher.join()
+
+    assert summary["succeeded"] == slots + 4
+    assert most_open == slots + 1
