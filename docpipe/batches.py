@@ -136,7 +136,13 @@ def _lock_tenant(session: Session, tenant_id: str) -> None:
             .execution_options(synchronize_session=False)
         )
     else:
-        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+        # FOR NO KEY UPDATE: a batch row written twice in one transaction (a cancel, a
+        # batch's end) has its tenant key checked again, under FOR KEY SHARE, which
+        # FOR UPDATE would block: a retry holding the tenant and waiting for that batch
+        # deadlocked with it.
+        session.execute(
+            select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+        )
 
 
 def _check_limits(session: Session, tenant_id: str, *, new_batch: bool) -> None:

@@ -22,11 +22,14 @@ from tasks import process_document
 def work_through(
     batch_id: str, run_id: str, tier: Tier, on_each: Callable[[], None] = lambda: None
 ) -> int:
-    """Take the batch's documents one at a time, documents_in_flight of them in hand, until
-    no run's is left to take; how many this run did. `on_each` runs as each one ends."""
+    """Take the batch's documents one at a time, ocr_concurrency of them in hand, until no
+    run's is left to take; how many this run did. `on_each` runs as each one ends.
+
+    Not one more, as an unshared run holds: the runs' claims share the batch out, and a
+    first run claiming an extra long PDF before its helpers start would do it alone."""
     finished: queue.Queue[PrefectFuture[Any]] = queue.Queue()
     in_hand: dict[PrefectFuture[Any], str] = {}
-    slots, taken, dead = get_settings().documents_in_flight, 0, set()
+    slots, taken, dead = get_settings().ocr_concurrency, 0, set()
     while True:
         while len(in_hand) < slots and (claim := parts.claim_next(batch_id, run_id)):
             if claim.took_from and claim.took_from not in dead:
@@ -54,7 +57,7 @@ def work_through(
 
 @flow(
     name="process-batch-part",
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().documents_in_flight),  # type: ignore[arg-type]
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().ocr_concurrency),  # type: ignore[arg-type]
     log_prints=False,
 )
 def process_batch_part(batch_id: str) -> State:

@@ -177,3 +177,31 @@ def test_uploads_sent_at_once_open_no_more_than_the_limit(
     assert batch_count(tenant_id) == 1
     storage = get_storage()
     assert len(storage.fs.find(storage.root)) == 1  # the accepted batch's one original
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite: one writer
+def test_a_cancel_is_not_held_up_by_the_tenants_turn(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: an upload or retry held the tenant FOR UPDATE, which blocked the
+    foreign-key check of a cancel writing its batch row twice; a retry waiting for that
+    batch meanwhile deadlocked with it. The tenant's turn no longer blocks such checks."""
+    import threading
+
+    tenant_id, key = make_tenant()
+    for client in client_with(monkeypatch):
+        batch_id = upload(client, tenant_id, key).json()["batchId"]
+    cancelled = threading.Event()
+
+    def cancel() -> None:
+        batches.mark_cancelled(tenant_id, batch_id)
+        cancelled.set()
+
+    with session_scope() as session:
+        batches._lock_tenant(session, tenant_id)  # an upload or a retry in its turn
+        canceller = threading.Thread(target=cancel, daemon=True)
+        canceller.start()
+        # Blocked, it would wait for this transaction, which waits for it here.
+        assert cancelled.wait(30), "the cancel waited for the tenant's turn"
+    canceller.join()
+    assert batches.find_batch(tenant_id, batch_id).status == BatchStatus.CANCELLED

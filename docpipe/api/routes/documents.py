@@ -87,9 +87,11 @@ def _accept(
     callback: str | None = None,
     callback_field: str | None = None,
 ) -> batches.CreatedBatch:
-    if language and language_field and language != language_field:
+    # An empty value counts: `?language=` beside a form field would otherwise be one a
+    # proxy reads as "the tenant's default" while docpipe took the field's.
+    if language is not None and language_field is not None and language != language_field:
         raise DocpipeError("language is given twice (query and form field), differently")
-    if callback and callback_field and callback != callback_field:
+    if callback is not None and callback_field is not None and callback != callback_field:
         raise DocpipeError("callbackUrl is given twice (query and form field), differently")
     return dispatch.accept_batch(
         tenant,
