@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled
 
 from docpipe import pipeline
-from docpipe.errors import OcrInterrupted
+from docpipe.errors import InvalidDocument, OcrFailed, OcrInterrupted
 from docpipe.models import Tier
 
 
@@ -34,8 +34,9 @@ def process_document(document_id: str, label: str, tier: Tier) -> int | State:
     """
     try:
         return pipeline.check_and_ocr(document_id, tier=tier)
-    except OcrInterrupted:
+    except (OcrInterrupted, OcrFailed, InvalidDocument):
         if pipeline.is_cancelled(document_id):
-            # The cancel stopped its Tesseract: nothing to try again, nor to log as a crash.
+            # The cancel stopped its reader or its Tesseract, which may say so in any of
+            # these: nothing to try again, nor to log as a failure.
             return Cancelled(message="batch was cancelled")
         raise

@@ -147,7 +147,8 @@ def launch(argv: list[str]) -> int:
         return 1
     code = int(finished[1])
     if code < 0:  # died of a signal: die of the same one, as the engine would have
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # no handler to reset for these
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 

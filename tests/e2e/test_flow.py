@@ -280,3 +280,28 @@ def test_the_next_document_is_ready_before_a_slot_frees(database: str, prefect_a
 
     assert summary["succeeded"] == slots + 4
     assert most_open == slots + 1
+
+
+@pytest.mark.parametrize("said", ["OcrFailed", "InvalidDocument"])
+def test_a_document_of_a_cancelled_batch_ends_cancelled_whatever_stopping_said(
+    mixed_batch: tuple[str, str], prefect_api: None, monkeypatch: pytest.MonkeyPatch, said: str
+) -> None:
+    """A cancel stops a document's reader or Tesseract mid-way, which may answer with an
+    error rather than die (seen in CI: "could not load the data of language eng"): the
+    task ends Cancelled, not Failed with an error in the run's log."""
+    from docpipe import errors
+    from docpipe.models import Tier
+    from tasks import process_document
+
+    tenant_id, batch_id = mixed_batch
+    document = next(iter(statuses(tenant_id, batch_id).values()))
+    batches.mark_cancelled(tenant_id, batch_id)
+
+    def stopped(document_id: str, **_: Any) -> int:
+        raise getattr(errors, said)("Tesseract failed: could not load the data of language eng")
+
+    monkeypatch.setattr(pipeline, "check_and_ocr", stopped)
+
+    state = process_document(document.id, "x", Tier.STANDARD, return_state=True)
+
+    assert state.is_cancelled(), state

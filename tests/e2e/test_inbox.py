@@ -351,7 +351,9 @@ def test_links_are_never_followed_and_set_aside(tmp_path: Path, stack: object) -
     from docpipe.storage import get_storage
 
     tenant_id, _, tenant, folder = tenant_with_folder()
-    secret = drop(tmp_path, "secret.png", good(5)[1])
+    # Kept, not made again to compare: a PDF's bytes hold the second it was made in.
+    secret_bytes = good(5)[1]
+    secret = drop(tmp_path, "secret.png", secret_bytes)
     victim_id, _ = make_tenant()
     victim = get_tenant(victim_id)
     assert victim is not None
@@ -376,7 +378,7 @@ def test_links_are_never_followed_and_set_aside(tmp_path: Path, stack: object) -
     for name in report.rejected:
         assert (aside / name).is_symlink()
         assert (aside / f"{name}.reason.txt").read_text() == inbox.LINK_REASON + "\n"
-    assert secret.read_bytes() == good(5)[1]
+    assert secret.read_bytes() == secret_bytes
     assert (Path(get_storage().root) / stored).is_file()
 
 
