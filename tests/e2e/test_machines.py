@@ -72,9 +72,18 @@ class Machines:
 
     def ran_on(self, run: str) -> str | None:
         """The worker that started this flow run (its id or name), by what its log says.
-        Only the worker's own lines count: a batch's run logs its helpers' ids too."""
+        Only the worker's own lines count: a batch's run logs its helpers' ids too. Both
+        workers may try to submit the same run; the one the server turned away says so."""
         said = (f"submitting flow run '{run}'", f"Flow run '{run}' submitted to infrastructure")
-        return next((n for n in self.homes if any(s in self.log(n) for s in said)), None)
+        lost = f"Aborted submission of flow run '{run}'"
+        return next(
+            (
+                n
+                for n in self.homes
+                if any(s in (log := self.log(n)) for s in said) and lost not in log
+            ),
+            None,
+        )
 
     def claims(self, batch_id: str) -> dict[str, str | None]:
         """Which flow run did (or holds) each document of the batch."""
@@ -321,9 +330,7 @@ def _documents_named(m: Machines, names: set[str]) -> list[tuple[str, str, str]]
 
 def test_a_big_batch_is_shared_by_both_workers(machines: Machines) -> None:
     m = machines
-    # Enough pages that the helper run's start on the other machine, slow under load,
-    # still finds some left (with 6, one machine once did them all first).
-    phrases = {f"page-{i}.png": documents.phrase(200 + i) for i in range(12)}
+    phrases = {f"page-{i}.png": documents.phrase(200 + i) for i in range(6)}
     batch_id = post(
         m,
         [
@@ -335,7 +342,7 @@ def test_a_big_batch_is_shared_by_both_workers(machines: Machines) -> None:
     batch = wait_for_batch(m.api, m.key, batch_id, timeout=180)
 
     assert batch["status"] == "Completed"
-    assert batch["successCount"] == 12
+    assert batch["successCount"] == 6
     check_text(m, batch, phrases)
     done_by = set(m.claims(batch_id).values())
     assert {m.ran_on(r) for r in done_by if r} == {"machine-b", "machine-c"}, done_by
