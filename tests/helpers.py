@@ -177,3 +177,11 @@ def is_tesseract(proc: Any) -> bool:
     return bool(
         proc.info["name"] == "tesseract" or "docpipe.ocr_server" in (proc.info["cmdline"] or [])
     )
+
+
+def started_by(worker_log: str, run: str) -> bool:
+    """Whether a worker's log says it started flow run `run` (its id or name). Two workers
+    may both try to submit a run; the one the server turned away says so."""
+    said = (f"submitting flow run '{run}'", f"Flow run '{run}' submitted to infrastructure")
+    lost = f"Aborted submission of flow run '{run}'"
+    return any(s in worker_log for s in said) and lost not in worker_log

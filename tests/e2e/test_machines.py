@@ -29,7 +29,14 @@ from docpipe.runtime.stack import PROJECT_DIR, free_port
 from loadtest.pages import page_png
 from tests import documents
 from tests.e2e.test_roles import checkout, clean_env, docpipe, from_checkout, running
-from tests.helpers import POSTGRES_URL, files_part, postgres_schema, unique, wait_for_batch
+from tests.helpers import (
+    POSTGRES_URL,
+    files_part,
+    postgres_schema,
+    started_by,
+    unique,
+    wait_for_batch,
+)
 from tests.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -72,18 +79,8 @@ class Machines:
 
     def ran_on(self, run: str) -> str | None:
         """The worker that started this flow run (its id or name), by what its log says.
-        Only the worker's own lines count: a batch's run logs its helpers' ids too. Both
-        workers may try to submit the same run; the one the server turned away says so."""
-        said = (f"submitting flow run '{run}'", f"Flow run '{run}' submitted to infrastructure")
-        lost = f"Aborted submission of flow run '{run}'"
-        return next(
-            (
-                n
-                for n in self.homes
-                if any(s in (log := self.log(n)) for s in said) and lost not in log
-            ),
-            None,
-        )
+        Only the worker's own lines count: a batch's run logs its helpers' ids too."""
+        return next((n for n in self.homes if started_by(self.log(n), run)), None)
 
     def claims(self, batch_id: str) -> dict[str, str | None]:
         """Which flow run did (or holds) each document of the batch."""

@@ -24,6 +24,7 @@ from tests.helpers import (
     make_tenant,
     prefect_http,
     settings_with,
+    started_by,
     started_stack,
     wait_for_batch,
 )
@@ -160,12 +161,7 @@ def test_a_big_batch_is_shared_by_both_workers_and_summarised_once(two_workers: 
     }
 
     def ran_on(run: str) -> set[str]:
-        return {
-            name
-            for name, log in logs.items()
-            if f"submitting flow run '{run}'" in log
-            and f"Aborted submission of flow run '{run}'" not in log
-        }
+        return {name for name, log in logs.items() if started_by(log, run)}
 
     assert len(ran_on(own["id"])) == 1, ran_on(own["id"])
     assert any(ran_on(str(run)) - ran_on(own["id"]) for run in helpers_that_worked)
