@@ -181,8 +181,9 @@ def _content_bytes(page: Any, limit: int) -> int:
     """The size of a page's drawing instructions decompressed, counted as PDFium would
     run them and only until it passes `limit`: each stream as often as the page lists
     it, each form as often as it is drawn (a form drawing a form 100 times, drawn 200
-    times, is 20,000 copies), and the annotations' appearances. A JPEG it draws may not
-    hold over MAX_JPEG_SCANS scans (InvalidDocument)."""
+    times, is 20,000 copies), the annotations' appearances, and each Type3 glyph (a
+    drawing too) as often as the strings could show it. A JPEG it draws may not hold
+    over MAX_JPEG_SCANS scans (InvalidDocument)."""
     drawing = _Drawing(limit)
     resources = _resolved(page.get("/Resources"))
     contents = _resolved(page.get("/Contents"))
@@ -215,14 +216,25 @@ class _Drawing:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.forms: dict[int, int] = {}
+        self.forms: dict[tuple[int, int], int] = {}
         self.open: set[int] = set()
+        # A Type3 font's glyph is a drawing run each time it is shown. A stream may show
+        # any font a stream drawing it selected (the font is graphics state, inherited),
+        # and those were costed before it: so every glyph costs the costliest yet selected.
+        self.glyph = 0
+        self.type3: dict[int, int] = {}
 
     def cost(self, stream: Any, resources: Any) -> int:
         if not isinstance(stream, pypdf.generic.StreamObject):
             return 0
         data = _decoded(stream, self.limit)
         total = len(data)
+        if total > self.limit:
+            return total
+        if b"Tf" in data:
+            self.glyph = max(self.glyph, self._type3_glyph(resources))
+        if self.glyph:
+            total += _shown_bytes(data, most=(self.limit - total) // self.glyph) * self.glyph
         xobjects = _resolved(resources.get("/XObject")) if isinstance(resources, dict) else None
         if total > self.limit or not isinstance(xobjects, dict):
             return total
@@ -243,16 +255,77 @@ class _Drawing:
         return total
 
     def form_cost(self, form: Any, inherited: Any) -> int:
-        key = id(form)
+        key = (id(form), self.glyph)  # its text costs more where a costlier font is set
         if key in self.forms:
             return self.forms[key]
-        if key in self.open:  # a form that draws itself never ends
+        if id(form) in self.open:  # a form that draws itself never ends
             return self.limit + 1
-        self.open.add(key)
+        self.open.add(id(form))
         cost = self.cost(form, _resolved(form.get("/Resources")) or inherited)
-        self.open.discard(key)
+        self.open.discard(id(form))
         self.forms[key] = cost
         return cost
+
+    def _type3_glyph(self, resources: Any) -> int:
+        """The cost of the costliest glyph of the Type3 fonts in `resources` (over the
+        limit when one font's glyphs come to more than the limit, or a glyph shows its
+        own font)."""
+        fonts = _resolved(resources.get("/Font")) if isinstance(resources, dict) else None
+        costliest = 0
+        for font in fonts.values() if isinstance(fonts, dict) else []:
+            font = _resolved(font)
+            if not isinstance(font, dict) or _resolved(font.get("/Subtype")) != "/Type3":
+                continue
+            if id(font) in self.open:
+                return self.limit + 1
+            if id(font) not in self.type3:
+                self.open.add(id(font))
+                glyphs = _resolved(font.get("/CharProcs"))
+                own = _resolved(font.get("/Resources")) or resources
+                spent = dearest = 0
+                for glyph in glyphs.values() if isinstance(glyphs, dict) else []:
+                    cost = self.cost(_resolved(glyph), own)
+                    spent, dearest = spent + cost, max(dearest, cost)
+                    if spent > self.limit:
+                        dearest = self.limit + 1
+                        break
+                self.open.discard(id(font))
+                self.type3[id(font)] = dearest
+            costliest = max(costliest, self.type3[id(font)])
+        return costliest
+
+
+_STRING_START = re.compile(rb"[(<]")
+_IN_STRING = re.compile(rb"[()\\]")
+
+
+def _shown_bytes(data: bytes, *, most: int) -> int:
+    """At least as many as the characters a content stream's strings hold, counted only
+    until they pass `most`: each one shown in a Type3 font runs that glyph's drawing.
+    Comments and inline images are read as if they were drawing: their strings count too."""
+    shown, at, end = 0, 0, len(data)
+    while shown <= most and (match := _STRING_START.search(data, at)):
+        start = match.start()
+        if data[start] == ord("<"):
+            if data[start + 1 : start + 2] == b"<":  # a dictionary
+                at = start + 2
+                continue
+            close = data.find(b">", start)
+            close = end if close < 0 else close
+            shown += (close - start) // 2 + 1  # two hex digits a byte
+            at = close + 1
+            continue
+        depth, at = 1, start + 1  # a literal string: balanced parentheses, backslash escapes
+        while depth and at - start <= most and (inner := _IN_STRING.search(data, at)):
+            if data[inner.start()] == ord("\\"):
+                at = inner.start() + 2
+                continue
+            depth += 1 if data[inner.start()] == ord("(") else -1
+            at = inner.start() + 1
+        if depth:
+            at = end
+        shown += at - start
+    return shown
 
 
 def _check_jpeg_scans(data: bytes, what: str) -> None:

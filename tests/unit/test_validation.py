@@ -178,7 +178,14 @@ def test_an_animated_pngs_frames_are_not_decoded_by_the_deep_check(
 def _drawing_bomb(how: str) -> bytes:
     """A page of a few kilobytes whose drawing instructions come to 28 MB as PDFium runs
     them: PDFium builds every stroke in memory (30 million of them took it past 5 GB)."""
-    from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObject, StreamObject
+    from pypdf.generic import (
+        ArrayObject,
+        DictionaryObject,
+        FloatObject,
+        NameObject,
+        NumberObject,
+        StreamObject,
+    )
 
     writer = pypdf.PdfWriter()
     page = writer.add_blank_page(612, 792)
@@ -191,7 +198,7 @@ def _drawing_bomb(how: str) -> bytes:
             made[NameObject("/Type")] = NameObject("/XObject")
             made[NameObject("/Subtype")] = NameObject("/Form")
             made[NameObject("/BBox")] = ArrayObject([NumberObject(v) for v in (0, 0, 612, 792)])
-        if draws:
+        if draws is not None:
             made[NameObject("/Resources")] = resources(draws)
         return writer._add_object(made)
 
@@ -199,8 +206,47 @@ def _drawing_bomb(how: str) -> bytes:
         named = DictionaryObject({NameObject(f"/{n}"): f for n, f in draws.items()})
         return DictionaryObject({NameObject("/XObject"): named})
 
+    def type3(glyph: bytes) -> Any:
+        """A Type3 font whose glyph `a` is the drawing `glyph`."""
+        a = NameObject("/a")
+        return writer._add_object(
+            DictionaryObject(
+                {
+                    NameObject("/Type"): NameObject("/Font"),
+                    NameObject("/Subtype"): NameObject("/Type3"),
+                    NameObject("/FontBBox"): ArrayObject([NumberObject(v) for v in (0, 0, 9, 9)]),
+                    NameObject("/FontMatrix"): ArrayObject(
+                        [FloatObject(v) for v in (0.001, 0, 0, 0.001, 0, 0)]
+                    ),
+                    NameObject("/CharProcs"): DictionaryObject({NameObject("/a"): drawing(glyph)}),
+                    NameObject("/Encoding"): DictionaryObject(
+                        {NameObject("/Differences"): ArrayObject([NumberObject(97), a])}
+                    ),
+                    NameObject("/FirstChar"): NumberObject(97),
+                    NameObject("/LastChar"): NumberObject(97),
+                    NameObject("/Widths"): ArrayObject([NumberObject(1000)]),
+                }
+            )
+        )
+
     strokes = b"0 0 m 1 1 l S\n"
-    if how == "contents":  # the page's own
+    if how == "type3-text":  # not a bomb: a page of text in a font of small glyphs
+        fonts = DictionaryObject({NameObject("/F1"): type3(b"1000 0 d0\n" + strokes * 20)})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+        lines = b"".join(b"0 -14 Td (" + b"a" * 80 + b") Tj\n" for _ in range(50))
+        page[NameObject("/Contents")] = drawing(b"BT /F1 12 Tf 72 760 Td\n" + lines + b"ET")
+    elif how.startswith("type3"):  # a glyph of 100,000 strokes, shown 20 times
+        fonts = DictionaryObject({NameObject("/F1"): type3(b"1000 0 d0\n" + strokes * 100_000)})
+        page_resources = DictionaryObject({NameObject("/Font"): fonts})
+        page[NameObject("/Resources")] = page_resources
+        shown = b"(" + b"a" * 20 + b") Tj"
+        if how == "type3":
+            page[NameObject("/Contents")] = drawing(b"BT /F1 12 Tf 72 700 Td " + shown + b" ET")
+        else:  # shown by a form of no fonts of its own, in the font its page set
+            form = drawing(b"BT 72 700 Td " + shown + b" ET", form=True, draws={})
+            page_resources[NameObject("/XObject")] = DictionaryObject({NameObject("/A"): form})
+            page[NameObject("/Contents")] = drawing(b"BT /F1 12 Tf ET /A Do")
+    elif how == "contents":  # the page's own
         page[NameObject("/Contents")] = drawing(strokes * 2_000_000)
     elif how == "repeated":  # one stream listed 20 times
         page[NameObject("/Contents")] = ArrayObject([drawing(strokes * 100_000)] * 20)
@@ -226,12 +272,19 @@ def _drawing_bomb(how: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("how", ["contents", "repeated", "nested", "appearance"])
+@pytest.mark.parametrize(
+    "how", ["contents", "repeated", "nested", "appearance", "type3", "type3-in-form"]
+)
 def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(how: str) -> None:
     data = _drawing_bomb(how)
     assert len(data) < 200_000
     with pytest.raises(InvalidDocument, match="page 1's drawing instructions come to over"):
         inspect_document(data, kind="pdf", max_content_bytes=16 * 1024 * 1024, **LIMITS)
+
+
+def test_a_page_of_text_in_a_type3_font_passes() -> None:
+    """4,000 glyphs of 20 strokes: what TeX's bitmap fonts and the like draw."""
+    assert inspect_document(_drawing_bomb("type3-text"), kind="pdf", **LIMITS).page_count == 1
 
 
 def _jpeg_of_scans(repeats: int) -> bytes:
