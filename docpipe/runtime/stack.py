@@ -66,6 +66,9 @@ def service_env(settings: Settings) -> dict[str, str]:
             # The worker is woken by the server's events when a run is scheduled on its
             # pool (docpipe/runtime/worker.py); its poll is only the fallback.
             "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_seconds),
+            # A run cancelled while its process starts would stay Cancelling for minutes,
+            # its engine refusing to run it and nothing ending it: the worker ends it.
+            "PREFECT_WORKER_ENABLE_CANCELLATION": "true",
             # The server records task-run states one event per database write by default;
             # writing what arrived each second costs it far less CPU per batch.
             "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",

@@ -99,6 +99,38 @@ def test_cancel_then_retry(api: httpx.Client, tenant: tuple[str, str], prefect_a
     assert nothing.json()["error"] == "nothing to retry: every document is Ready"
 
 
+@pytest.mark.parametrize("when", ["scheduled", "pending", "pending again"])
+def test_a_batch_cancelled_as_it_starts_ends_cancelled_in_prefect(
+    api: httpx.Client, tenant: tuple[str, str], prefect_api: None, when: str
+) -> None:
+    """Cancelled before a worker takes its run, or while the run's process starts: the
+    run ends, not left Cancelling for minutes (a new user's first cancel was)."""
+    _, key = tenant
+    headers = {"X-API-Key": key}
+    batch_id = upload(api, tenant, [(f"{i}.png", page_png(i)) for i in range(16)])
+    flow_run_id = api.get(f"/api/batches/{batch_id}", headers=headers).json()["flowRunId"]
+    with get_client(sync_client=True) as client:
+        if when != "scheduled":  # the worker has taken it; its process is starting
+            deadline = time.monotonic() + 30
+            while client.read_flow_run(flow_run_id).state_type == StateType.SCHEDULED:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+
+        cancelled = api.post(f"/api/batches/{batch_id}/cancel", headers=headers)
+
+        assert cancelled.status_code == 200, cancelled.text
+        deadline = time.monotonic() + 60
+        while (run := client.read_flow_run(flow_run_id)).state_type not in (
+            StateType.CANCELLED,
+            StateType.COMPLETED,
+        ):
+            assert time.monotonic() < deadline, run.state
+            time.sleep(1)
+    # A run whose process got as far as reading the batch refuses it, as documented.
+    assert run.state_type == StateType.CANCELLED or run.state_name == "Not run", run.state
+    assert wait_for_batch(api, key, batch_id)["status"] == "Cancelled"
+
+
 def test_retry_reprocesses_only_failed_documents(
     api: httpx.Client, tenant: tuple[str, str]
 ) -> None:
