@@ -181,11 +181,12 @@ def _content_bytes(page: Any, limit: int) -> int:
     """The size of a page's drawing instructions decompressed, counted as PDFium would
     run them and only until it passes `limit`: each stream as often as the page lists
     it, each form as often as it is drawn (a form drawing a form 100 times, drawn 200
-    times, is 20,000 copies), the annotations' appearances, and each Type3 glyph (a
-    drawing too) as often as the strings could show it. A JPEG it draws may not hold
-    over MAX_JPEG_SCANS scans (InvalidDocument)."""
-    drawing = _Drawing(limit)
+    times, is 20,000 copies), the annotations' appearances, the soft masks of the
+    graphics states it sets and the cells of the tiling patterns it paints with (forms
+    too), and each Type3 glyph (a drawing too) as often as the strings could show it. A
+    JPEG it draws may not hold over MAX_JPEG_SCANS scans (InvalidDocument)."""
     resources = _resolved(page.get("/Resources"))
+    drawing = _Drawing(limit, resources)
     contents = _resolved(page.get("/Contents"))
     total = 0
     for stream in contents if isinstance(contents, list) else [contents]:
@@ -207,15 +208,26 @@ def _content_bytes(page: Any, limit: int) -> int:
     return total
 
 
-# A form or image drawn by name: `/Name Do` (a name's #xx escapes read as their bytes).
-_DRAWN = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*Do(?![^\s/\[\]()<>{}%])")
+# A resource used by name: a form or image drawn (`/Name Do`), a pattern painted with
+# (`/Name scn`, `/Name SCN`), a graphics state set (`/Name gs`). A name's #xx escapes
+# read as their bytes.
+_USED = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*(Do|scn|SCN|gs)(?![^\s/\[\]()<>{}%])")
+_KIND = {b"Do": "/XObject", b"scn": "/Pattern", b"SCN": "/Pattern", b"gs": "/ExtGState"}
+# What checking one page may read (streams decoded, names looked up, strings scanned),
+# in multiples of the limit: a file of many fonts sharing one huge glyph stays cheap.
+WORK_PER_LIMIT = 4
 
 
 class _Drawing:
     """What drawing a page's streams costs, each form's cost counted once and reused."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, page_resources: Any) -> None:
         self.limit = limit
+        # Where PDFium looks for a name a form's own resources lack.
+        self.page = page_resources if isinstance(page_resources, dict) else {}
+        self.work = WORK_PER_LIMIT * limit
+        self.read: dict[int, tuple[bytes, Counter[tuple[bytes, bytes]]]] = {}
+        self.costs: dict[tuple[int, int, int], int] = {}
         self.forms: dict[tuple[int, int], int] = {}
         self.open: set[int] = set()
         # A Type3 font's glyph is a drawing run each time it is shown. A stream may show
@@ -227,34 +239,68 @@ class _Drawing:
     def cost(self, stream: Any, resources: Any) -> int:
         if not isinstance(stream, pypdf.generic.StreamObject):
             return 0
-        data = _decoded(stream, self.limit)
+        key = (id(stream), id(resources), self.glyph)
+        if key not in self.costs:
+            self.costs[key] = self._cost(stream, resources)
+        return self.costs[key]
+
+    def _cost(self, stream: Any, resources: Any) -> int:
+        data, uses = self._read(stream)
         total = len(data)
-        if total > self.limit:
-            return total
+        if total > self.limit or not self._spend(len(uses)):
+            return self.limit + 1
         if b"Tf" in data:
             self.glyph = max(self.glyph, self._type3_glyph(resources))
         if self.glyph:
+            if not self._spend(total):
+                return self.limit + 1
             total += _shown_bytes(data, most=(self.limit - total) // self.glyph) * self.glyph
-        xobjects = _resolved(resources.get("/XObject")) if isinstance(resources, dict) else None
-        if total > self.limit or not isinstance(xobjects, dict):
-            return total
-        drawn = Counter(
-            re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), name)
-            for name in _DRAWN.findall(data)
-        )
-        for name, times in drawn.items():
-            xobject = _resolved(xobjects.get("/" + name.decode("latin-1")))
-            if not isinstance(xobject, pypdf.generic.StreamObject):
-                continue
-            if _resolved(xobject.get("/Subtype")) == "/Form":
-                total += times * self.form_cost(xobject, resources)
-            elif _filters(xobject)[-1:] == ["/DCTDecode"]:
-                _check_jpeg_scans(xobject._data, "it draws a JPEG of")
+        for (operator, name), times in uses.items():
             if total > self.limit:
                 break
+            used = self._find(resources, _KIND[operator], name)
+            if operator == b"gs":  # a soft mask's group is drawn wherever the state is set
+                mask = _resolved(used.get("/SMask")) if isinstance(used, dict) else None
+                used = _resolved(mask.get("/G")) if isinstance(mask, dict) else None
+            elif operator == b"Do" and _resolved(_get(used, "/Subtype")) != "/Form":
+                if isinstance(used, pypdf.generic.StreamObject) and _filters(used)[-1:] == [
+                    "/DCTDecode"
+                ]:
+                    _check_jpeg_scans(used._data, "it draws a JPEG of")
+                continue
+            # A form, a soft mask's group, or a tiling pattern's cell (drawn once at least).
+            total += times * self.form_cost(used, resources)
         return total
 
+    def _read(self, stream: Any) -> tuple[bytes, Counter[tuple[bytes, bytes]]]:
+        """A stream decoded and the names it uses, once a page; nothing past the work."""
+        if id(stream) not in self.read:
+            if self.work <= 0:
+                return b"", Counter()
+            data = _decoded(stream, self.limit)
+            self.work -= len(data)
+            uses = Counter(
+                (operator, re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), name))
+                for name, operator in _USED.findall(data)
+            )
+            self.read[id(stream)] = (data, uses)
+        return self.read[id(stream)]
+
+    def _spend(self, work: int) -> bool:
+        self.work -= work
+        return self.work > 0
+
+    def _find(self, resources: Any, kind: str, name: bytes) -> Any:
+        """A resource by name, where PDFium finds it: its own, else the page's."""
+        for holder in (resources, self.page):
+            named = _resolved(_get(holder, kind))
+            if isinstance(named, dict) and (found := named.get("/" + name.decode("latin-1"))):
+                return _resolved(found)
+        return None
+
     def form_cost(self, form: Any, inherited: Any) -> int:
+        if not isinstance(form, pypdf.generic.StreamObject):
+            return 0
         key = (id(form), self.glyph)  # its text costs more where a costlier font is set
         if key in self.forms:
             return self.forms[key]
@@ -267,32 +313,40 @@ class _Drawing:
         return cost
 
     def _type3_glyph(self, resources: Any) -> int:
-        """The cost of the costliest glyph of the Type3 fonts in `resources` (over the
-        limit when one font's glyphs come to more than the limit, or a glyph shows its
-        own font)."""
-        fonts = _resolved(resources.get("/Font")) if isinstance(resources, dict) else None
+        """The cost of the costliest glyph of the Type3 fonts in `resources` or the page's
+        (over the limit when one font's glyphs come to more than the limit, or a glyph
+        shows its own font)."""
         costliest = 0
-        for font in fonts.values() if isinstance(fonts, dict) else []:
-            font = _resolved(font)
-            if not isinstance(font, dict) or _resolved(font.get("/Subtype")) != "/Type3":
-                continue
-            if id(font) in self.open:
-                return self.limit + 1
-            if id(font) not in self.type3:
-                self.open.add(id(font))
-                glyphs = _resolved(font.get("/CharProcs"))
-                own = _resolved(font.get("/Resources")) or resources
-                spent = dearest = 0
-                for glyph in glyphs.values() if isinstance(glyphs, dict) else []:
-                    cost = self.cost(_resolved(glyph), own)
-                    spent, dearest = spent + cost, max(dearest, cost)
-                    if spent > self.limit:
-                        dearest = self.limit + 1
-                        break
-                self.open.discard(id(font))
-                self.type3[id(font)] = dearest
-            costliest = max(costliest, self.type3[id(font)])
+        for holder in (resources, self.page):
+            fonts = _resolved(_get(holder, "/Font"))
+            for font in fonts.values() if isinstance(fonts, dict) else []:
+                font = _resolved(font)
+                if not isinstance(font, dict) or _resolved(font.get("/Subtype")) != "/Type3":
+                    continue
+                if id(font) in self.open:
+                    return self.limit + 1
+                if id(font) not in self.type3:
+                    self.type3[id(font)] = self._glyphs_cost(font, resources)
+                costliest = max(costliest, self.type3[id(font)])
         return costliest
+
+    def _glyphs_cost(self, font: Any, resources: Any) -> int:
+        self.open.add(id(font))
+        glyphs = _resolved(font.get("/CharProcs"))
+        own = _resolved(font.get("/Resources")) or resources
+        spent = dearest = 0
+        for glyph in glyphs.values() if isinstance(glyphs, dict) else []:
+            cost = self.cost(_resolved(glyph), own)
+            spent, dearest = spent + cost, max(dearest, cost)
+            if spent > self.limit:
+                dearest = self.limit + 1
+                break
+        self.open.discard(id(font))
+        return dearest
+
+
+def _get(holder: Any, key: str) -> Any:
+    return holder.get(key) if isinstance(holder, dict) else None
 
 
 _STRING_START = re.compile(rb"[(<]")

@@ -246,6 +246,32 @@ def _drawing_bomb(how: str) -> bytes:
             form = drawing(b"BT 72 700 Td " + shown + b" ET", form=True, draws={})
             page_resources[NameObject("/XObject")] = DictionaryObject({NameObject("/A"): form})
             page[NameObject("/Contents")] = drawing(b"BT /F1 12 Tf ET /A Do")
+    elif how == "fallback":  # forms of resources with no forms, drawing the page's
+        inner = drawing(strokes * 1000, form=True)
+        outer = drawing(b"/B Do\n" * 100, form=True)
+        for form in (inner, outer):
+            form.get_object()[NameObject("/Resources")] = DictionaryObject(
+                {NameObject("/ProcSet"): ArrayObject([NameObject("/PDF")])}
+            )
+        page[NameObject("/Resources")] = resources({"A": outer, "B": inner})
+        page[NameObject("/Contents")] = drawing(b"/A Do\n" * 20)
+    elif how in ("pattern", "soft mask"):  # painted with 20 times; its drawing is forms'
+        inner = drawing(strokes * 1000, form=True)
+        cell = drawing(b"/B Do\n" * 100, form=True, draws={"B": inner})
+        if how == "pattern":  # a tiling pattern's cell
+            for key, value in {"/PatternType": 1, "/PaintType": 1, "/TilingType": 1,
+                               "/XStep": 612, "/YStep": 792}.items():  # fmt: skip
+                cell.get_object()[NameObject(key)] = NumberObject(value)
+            kind, named, use = "/Pattern", cell, b"/Pattern cs /P scn"
+        else:  # a graphics state's soft mask, its group drawn where the state is set
+            mask = {"/S": NameObject("/Luminosity"), "/G": cell}
+            named = DictionaryObject({NameObject("/SMask"): DictionaryObject(
+                {NameObject(k): v for k, v in mask.items()})})  # fmt: skip
+            kind, use = "/ExtGState", b"/P gs"
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject(kind): DictionaryObject({NameObject("/P"): named})}
+        )
+        page[NameObject("/Contents")] = drawing((use + b" 0 0 612 792 re f\n") * 20)
     elif how == "contents":  # the page's own
         page[NameObject("/Contents")] = drawing(strokes * 2_000_000)
     elif how == "repeated":  # one stream listed 20 times
@@ -273,7 +299,18 @@ def _drawing_bomb(how: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "how", ["contents", "repeated", "nested", "appearance", "type3", "type3-in-form"]
+    "how",
+    [
+        "contents",
+        "repeated",
+        "nested",
+        "appearance",
+        "type3",
+        "type3-in-form",
+        "fallback",
+        "pattern",
+        "soft mask",
+    ],  # fmt: skip
 )
 def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(how: str) -> None:
     data = _drawing_bomb(how)
