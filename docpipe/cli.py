@@ -284,7 +284,8 @@ def ingest(
         )
     else:
         made = ", ".join(report.batches) or "none"
-        typer.echo(f"{len(report.batches)} batches made: {made}")
+        count = len(report.batches)
+        typer.echo(f"{count} {'batch' if count == 1 else 'batches'} made: {made}")
         if any(batches.find_batch(tenant, b).flow_run_id is None for b in report.batches):
             typer.echo(
                 "not all of them are with Prefect yet: they wait, Queued, for their turn, or "

@@ -14,6 +14,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -148,9 +149,19 @@ def read_snapshot() -> Snapshot:
         batches_ended=[(la, v) for n, la, v in totals if n == BATCHES_ENDED],
         page_seconds=_histograms(totals, PAGE_SECONDS),
         batch_seconds=_histograms(totals, BATCH_SECONDS),
-        batches_open=[({"status": s.value, "tier": t.value}, n) for s, t, n in open_batches],
-        documents_waiting=[({"status": s.value, "tier": t.value}, n) for s, t, n in waiting],
+        batches_open=_every_pair(OPEN_BATCH_STATUSES, open_batches),
+        documents_waiting=_every_pair(OPEN_DOCUMENT_STATUSES, waiting),
     )
+
+
+def _every_pair(
+    statuses: Iterable[BatchStatus | DocumentStatus], counted: Iterable[Any]
+) -> list[tuple[dict[str, str], int]]:
+    """A count for every status and tier, 0 where there are none: a gauge that vanishes
+    when nothing is open reads as missing to a dashboard or an alert, not as zero."""
+    counts = {(status.value, tier.value): 0 for status in statuses for tier in Tier}
+    counts.update({(status.value, tier.value): n for status, tier, n in counted})
+    return [({"status": s, "tier": t}, n) for (s, t), n in sorted(counts.items())]
 
 
 def _histograms(totals: list[tuple[str, dict[str, str], float]], name: str) -> list[Histogram]:

@@ -622,7 +622,7 @@ def test_ingest_says_what_still_settles_and_waits_for_the_outcomes(
         [*command, "--wait"], capture_output=True, text=True, timeout=300, check=False
     )
     assert waited.returncode == 1, waited.stderr  # one document failed
-    assert re_fullmatch(r"1 batches made: \S+", waited.stdout.splitlines()[0])
+    assert re_fullmatch(r"1 batch made: \S+", waited.stdout.splitlines()[0])
     assert re_fullmatch(r"batch \S+: Completed", waited.stdout.splitlines()[1])
     assert f"  {good(2)[0]}: Ready" in waited.stdout.splitlines()
     assert "  cut.pdf: ValidationFailed: PDF does not open" in waited.stdout
