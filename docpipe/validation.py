@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pypdf
+import pypdf.filters
 from PIL import Image, UnidentifiedImageError
 
 from docpipe import readers
@@ -162,7 +163,7 @@ def inspect_pdf(
                     "for one document"
                 )
             try:
-                drawn = _content_bytes(page, max_content)
+                drawn = _content_bytes(page, max_content, max_pixels)
             except InvalidDocument as e:
                 raise InvalidDocument(f"page {number}: {e}") from e
             if drawn > max_content:
@@ -177,16 +178,17 @@ def inspect_pdf(
     return pages
 
 
-def _content_bytes(page: Any, limit: int) -> int:
+def _content_bytes(page: Any, limit: int, max_pixels: int | None = None) -> int:
     """The size of a page's drawing instructions decompressed, counted as PDFium would
     run them and only until it passes `limit`: each stream as often as the page lists
     it, each form as often as it is drawn (a form drawing a form 100 times, drawn 200
     times, is 20,000 copies), the annotations' appearances, the soft masks of the
     graphics states it sets and the cells of the tiling patterns it paints with (forms
     too), and each Type3 glyph (a drawing too) as often as the strings could show it. A
-    JPEG it draws may not hold over MAX_JPEG_SCANS scans (InvalidDocument)."""
+    JPEG it draws may not hold over MAX_JPEG_SCANS scans, nor the images it draws (each
+    as often as it is drawn) over `max_pixels` pixels in all (InvalidDocument)."""
     resources = _resolved(page.get("/Resources"))
-    drawing = _Drawing(limit, resources)
+    drawing = _Drawing(limit, resources, max_pixels)
     contents = _resolved(page.get("/Contents"))
     total = 0
     for stream in contents if isinstance(contents, list) else [contents]:
@@ -201,6 +203,8 @@ def _content_bytes(page: Any, limit: int) -> int:
         shown = [normal] if isinstance(normal, pypdf.generic.StreamObject) else []
         if isinstance(normal, dict) and not shown:  # one appearance for each state
             shown = [_resolved(look) for look in normal.values()]
+        if not shown and isinstance(annotation, dict):  # PDFium draws one of its own
+            total += _drawn_geometry(annotation, limit)
         for look in shown:
             total += drawing.form_cost(look, resources)
             if total > limit:
@@ -208,10 +212,35 @@ def _content_bytes(page: Any, limit: int) -> int:
     return total
 
 
+# A number of an annotation's geometry, as bytes of drawing: PDFium draws one with no look
+# of its own (an ink stroke, a highlight) from these, each array as often as it is named.
+GEOMETRY_NUMBER_BYTES = 16
+
+
+def _drawn_geometry(annotation: Any, limit: int) -> int:
+    numbers = 0
+    for key in ("/InkList", "/QuadPoints", "/Vertices", "/L"):
+        value = _resolved(annotation.get(key))
+        for part in value if isinstance(value, list) else []:
+            part = _resolved(part)
+            numbers += len(part) if isinstance(part, list) else 1
+            if numbers * GEOMETRY_NUMBER_BYTES > limit:
+                return numbers * GEOMETRY_NUMBER_BYTES
+    return numbers * GEOMETRY_NUMBER_BYTES
+
+
 # A resource used by name: a form or image drawn (`/Name Do`), a pattern painted with
 # (`/Name scn`, `/Name SCN`), a graphics state set (`/Name gs`). A name's #xx escapes
 # read as their bytes.
-_USED = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s*(Do|scn|SCN|gs)(?![^\s/\[\]()<>{}%])")
+_USED = re.compile(rb"/([^\s\x00/\[\]()<>{}%]*+)[\s\x00]*+(Do|scn|SCN|gs)(?![^\s\x00/\[\]()<>{}%])")
+# PDFium takes a string operand as the name too, `(X) Do`: costed as the costliest there.
+_USED_BY_STRING = re.compile(rb"[)>][\s\x00]*+(Do|scn|SCN|gs)(?![^\s\x00/\[\]()<>{}%])")
+# An image drawn inline (BI ... ID): its width and height, in its dictionary. Every one is
+# taken as wide as all of them and as high as the highest: never fewer pixels.
+_INLINE_WIDTH = re.compile(rb"/(?:W|Width)[\s\x00]*+(\d{1,9})(?!\d)")
+_INLINE_HEIGHT = re.compile(rb"/(?:H|Height)[\s\x00]*+(\d{1,9})(?!\d)")
+# What showing any glyph costs PDFium, in bytes of drawing; it bounds the string scan too.
+GLYPH_LEAST = 64
 _KIND = {b"Do": "/XObject", b"scn": "/Pattern", b"SCN": "/Pattern", b"gs": "/ExtGState"}
 # What checking one page may read (streams decoded, names looked up, strings scanned),
 # in multiples of the limit: a file of many fonts sharing one huge glyph stays cheap.
@@ -221,12 +250,14 @@ WORK_PER_LIMIT = 4
 class _Drawing:
     """What drawing a page's streams costs, each form's cost counted once and reused."""
 
-    def __init__(self, limit: int, page_resources: Any) -> None:
+    def __init__(self, limit: int, page_resources: Any, max_pixels: int | None) -> None:
         self.limit = limit
+        self.max_pixels = max_pixels
+        self.pixels = 0  # of the images drawn so far, each as often as it is drawn
         # Where PDFium looks for a name a form's own resources lack.
         self.page = page_resources if isinstance(page_resources, dict) else {}
         self.work = WORK_PER_LIMIT * limit
-        self.read: dict[int, tuple[bytes, Counter[tuple[bytes, bytes]]]] = {}
+        self.read: dict[int, tuple[bytes, Counter[tuple[bytes, bytes | None]]]] = {}
         self.costs: dict[tuple[int, int, int], int] = {}
         self.forms: dict[tuple[int, int], int] = {}
         self.open: set[int] = set()
@@ -234,7 +265,7 @@ class _Drawing:
         # any font a stream drawing it selected (the font is graphics state, inherited),
         # and those were costed before it: so every glyph costs the costliest yet selected.
         self.glyph = 0
-        self.type3: dict[int, int] = {}
+        self.type3: dict[tuple[int, int], int] = {}
 
     def cost(self, stream: Any, resources: Any) -> int:
         if not isinstance(stream, pypdf.generic.StreamObject):
@@ -249,42 +280,73 @@ class _Drawing:
         total = len(data)
         if total > self.limit or not self._spend(len(uses)):
             return self.limit + 1
-        if b"Tf" in data:
-            self.glyph = max(self.glyph, self._type3_glyph(resources))
+        if b"Tf" in data and (glyph := self._type3_glyph(resources)):
+            self.glyph = max(self.glyph, glyph, GLYPH_LEAST)
         if self.glyph:
             if not self._spend(total):
                 return self.limit + 1
             total += _shown_bytes(data, most=(self.limit - total) // self.glyph) * self.glyph
+        if b"BI" in data and b"ID" in data:
+            widths = sum(int(w) for w in _INLINE_WIDTH.findall(data))
+            self._draw_image(widths * max(map(int, _INLINE_HEIGHT.findall(data)), default=0))
         for (operator, name), times in uses.items():
             if total > self.limit:
                 break
-            used = self._find(resources, _KIND[operator], name)
-            if operator == b"gs":  # a soft mask's group is drawn wherever the state is set
-                mask = _resolved(used.get("/SMask")) if isinstance(used, dict) else None
-                used = _resolved(mask.get("/G")) if isinstance(mask, dict) else None
-            elif operator == b"Do" and _resolved(_get(used, "/Subtype")) != "/Form":
-                if isinstance(used, pypdf.generic.StreamObject) and _filters(used)[-1:] == [
-                    "/DCTDecode"
-                ]:
-                    _check_jpeg_scans(used._data, "it draws a JPEG of")
-                continue
-            # A form, a soft mask's group, or a tiling pattern's cell (drawn once at least).
-            total += times * self.form_cost(used, resources)
+            kind = _KIND[operator]
+            # By a string, `(X) Do`: any resource of its kind it could be, the costliest.
+            names = self._names(resources, kind) if name is None else [name]
+            used = [self._find(resources, kind, n) for n in names]
+            total += max((self._use(operator, u, resources, times) for u in used), default=0)
         return total
 
-    def _read(self, stream: Any) -> tuple[bytes, Counter[tuple[bytes, bytes]]]:
+    def _names(self, resources: Any, kind: str) -> set[bytes]:
+        """The names of a kind of resource a stream could use: its own, and the page's."""
+        names: set[bytes] = set()
+        for holder in (resources, self.page):
+            named = _resolved(_get(holder, kind))
+            if isinstance(named, dict):
+                names.update(str(key)[1:].encode("latin-1", "replace") for key in named)
+        return names
+
+    def _use(self, operator: bytes, used: Any, resources: Any, times: int) -> int:
+        """What `times` uses of a resource cost: a form's drawing, a soft mask's group or a
+        tiling pattern's cell (drawn once at least); an image counts its pixels instead."""
+        if operator == b"gs":  # a soft mask's group is drawn wherever the state is set
+            mask = _resolved(used.get("/SMask")) if isinstance(used, dict) else None
+            used = _resolved(mask.get("/G")) if isinstance(mask, dict) else None
+        elif operator == b"Do" and _resolved(_get(used, "/Subtype")) != "/Form":
+            if isinstance(used, pypdf.generic.StreamObject):
+                width, height = (_resolved(used.get(k)) for k in ("/Width", "/Height"))
+                if isinstance(width, int) and isinstance(height, int):
+                    self._draw_image(times * max(width, 0) * max(height, 0))
+                if _filters(used)[-1:] == ["/DCTDecode"]:
+                    _check_jpeg_scans(used._data, "it draws a JPEG of")
+            return 0
+        return times * self.form_cost(used, resources)
+
+    def _read(self, stream: Any) -> tuple[bytes, Counter[tuple[bytes, bytes | None]]]:
         """A stream decoded and the names it uses, once a page; nothing past the work."""
         if id(stream) not in self.read:
             if self.work <= 0:
                 return b"", Counter()
             data = _decoded(stream, self.limit)
             self.work -= len(data)
-            uses = Counter(
+            uses: Counter[tuple[bytes, bytes | None]] = Counter(
                 (operator, re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), name))
                 for name, operator in _USED.findall(data)
             )
+            uses.update((operator, None) for operator in _USED_BY_STRING.findall(data))
             self.read[id(stream)] = (data, uses)
         return self.read[id(stream)]
+
+    def _draw_image(self, pixels: int) -> None:
+        """PDFium decodes an image whole each time it is drawn, however small it is shown."""
+        self.pixels += pixels
+        if self.max_pixels is not None and self.pixels > self.max_pixels:
+            raise InvalidDocument(
+                f"its images come to over {self.max_pixels} pixels as drawn; the limit is "
+                "that for one page"
+            )
 
     def _spend(self, work: int) -> bool:
         self.work -= work
@@ -325,9 +387,10 @@ class _Drawing:
                     continue
                 if id(font) in self.open:
                     return self.limit + 1
-                if id(font) not in self.type3:
-                    self.type3[id(font)] = self._glyphs_cost(font, resources)
-                costliest = max(costliest, self.type3[id(font)])
+                key = (id(font), id(resources))  # a glyph's names resolve where it is shown
+                if key not in self.type3:
+                    self.type3[key] = self._glyphs_cost(font, resources)
+                costliest = max(costliest, self.type3[key])
         return costliest
 
     def _glyphs_cost(self, font: Any, resources: Any) -> int:
@@ -350,6 +413,7 @@ def _get(holder: Any, key: str) -> Any:
 
 
 _STRING_START = re.compile(rb"[(<]")
+_NAME_SHOWN = re.compile(rb"/([^\s\x00/\[\]()<>{}%]*)[\s\x00]*(?:Tj|'|\")")
 _IN_STRING = re.compile(rb"[()\\]")
 
 
@@ -357,7 +421,8 @@ def _shown_bytes(data: bytes, *, most: int) -> int:
     """At least as many as the characters a content stream's strings hold, counted only
     until they pass `most`: each one shown in a Type3 font runs that glyph's drawing.
     Comments and inline images are read as if they were drawing: their strings count too."""
-    shown, at, end = 0, 0, len(data)
+    # PDFium shows a name operand as a string too: `/abc Tj`.
+    shown, at, end = sum(len(name) + 1 for name in _NAME_SHOWN.findall(data)), 0, len(data)
     while shown <= most and (match := _STRING_START.search(data, at)):
         start = match.start()
         if data[start] == ord("<"):
@@ -398,14 +463,39 @@ def _filters(stream: Any) -> list[Any]:
 
 
 def _decoded(stream: Any, limit: int) -> bytes:
-    """A stream decoded, but never past just over `limit` bytes, never holding more than
-    that when it is deflated (as every compressed bomb is)."""
-    filters = _filters(stream)
-    raw = stream._data
-    if not filters:
-        return bytes(raw[: limit + 1])
-    if filters != ["/FlateDecode"]:
-        return bytes(stream.get_data()[: limit + 1])  # others expand little; the cap holds
+    """A stream decoded, but never past just over `limit` bytes, no stage of it either:
+    a deflated bomb stops there, and so does a chain of filters each expanding the last."""
+    data = bytes(stream._data)
+    for name in _filters(stream):
+        if name in ("/FlateDecode", "/Fl"):
+            data = _inflated(data, limit)
+        elif name in ("/LZWDecode", "/LZW"):
+            # pypdf decodes LZW in Python, a second a megabyte and more: a content stream
+            # of old PDFs holds far less than the most it may hold here.
+            if len(data) > LZW_MOST_BYTES:
+                raise InvalidDocument(f"an LZW stream of over {LZW_MOST_BYTES} bytes")
+            data = pypdf.filters.LZWDecode.decode(data)
+        elif decoder := _SIMPLE_FILTERS.get(name):
+            data = decoder(data)
+        else:
+            return b""  # an image's filter: PDFium draws no instructions from it
+        data = data[: limit + 1]
+    return data[: limit + 1]
+
+
+LZW_MOST_BYTES = 1024 * 1024
+_SIMPLE_FILTERS: dict[str, Any] = {
+    "/ASCIIHexDecode": pypdf.filters.ASCIIHexDecode.decode,
+    "/AHx": pypdf.filters.ASCIIHexDecode.decode,
+    "/ASCII85Decode": pypdf.filters.ASCII85Decode.decode,
+    "/A85": pypdf.filters.ASCII85Decode.decode,
+    "/RunLengthDecode": pypdf.filters.RunLengthDecode.decode,
+    "/RL": pypdf.filters.RunLengthDecode.decode,
+}
+
+
+def _inflated(raw: bytes, limit: int) -> bytes:
+    """Deflated data inflated a chunk at a time, never holding much over `limit` bytes."""
     inflate, parts, size, rest = zlib.decompressobj(), [], 0, raw
     try:
         while rest and size <= limit:

@@ -272,6 +272,24 @@ def _drawing_bomb(how: str) -> bytes:
             {NameObject(kind): DictionaryObject({NameObject("/P"): named})}
         )
         page[NameObject("/Contents")] = drawing((use + b" 0 0 612 792 re f\n") * 20)
+    elif how.startswith("named "):  # forms drawn by names written as PDFium reads them
+        inner = drawing(strokes * 1000, form=True)
+        outer = drawing(b"/B Do\n" * 100, form=True, draws={"B": inner})
+        page[NameObject("/Resources")] = resources({"A": outer})
+        use = {"string": b"(A) Do", "hex": b"<41> Do",
+               "nul": b"/A\x00Do"}[how.removeprefix("named ")]  # fmt: skip
+        page[NameObject("/Contents")] = drawing((use + b"\n") * 20)
+    elif how == "ink":  # no look of its own: PDFium draws its strokes, 1,000 of 2,000 numbers
+        stroke = writer._add_object(ArrayObject([NumberObject(i % 600) for i in range(2000)]))
+        ink = DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Annot"),
+                NameObject("/Subtype"): NameObject("/Ink"),
+                NameObject("/Rect"): ArrayObject([NumberObject(v) for v in (0, 0, 600, 600)]),
+                NameObject("/InkList"): ArrayObject([stroke] * 1000),
+            }
+        )
+        page[NameObject("/Annots")] = ArrayObject([writer._add_object(ink)])
     elif how == "contents":  # the page's own
         page[NameObject("/Contents")] = drawing(strokes * 2_000_000)
     elif how == "repeated":  # one stream listed 20 times
@@ -310,13 +328,84 @@ def _drawing_bomb(how: str) -> bytes:
         "fallback",
         "pattern",
         "soft mask",
-    ],  # fmt: skip
+        "named string",
+        "named hex",
+        "named nul",
+        "ink",
+    ],
 )
 def test_a_page_of_millions_of_strokes_is_refused_before_it_is_drawn(how: str) -> None:
     data = _drawing_bomb(how)
     assert len(data) < 200_000
     with pytest.raises(InvalidDocument, match="page 1's drawing instructions come to over"):
         inspect_document(data, kind="pdf", max_content_bytes=16 * 1024 * 1024, **LIMITS)
+
+
+def _page_drawing(content: bytes, **resources: Any) -> bytes:
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    kinds = {
+        NameObject(f"/{kind}"): DictionaryObject(
+            {NameObject(f"/{name}"): writer._add_object(made) for name, made in named.items()}
+        )
+        for kind, named in resources.items()
+    }
+    page[NameObject("/Resources")] = DictionaryObject(kinds)
+    stream = StreamObject()
+    stream._data = content
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _image(width: int, height: int) -> Any:
+    """An image XObject of this size: PDFium decodes it whole, however small it is drawn."""
+    from pypdf.generic import NameObject, NumberObject, StreamObject
+
+    image = StreamObject()
+    image._data = zlib.compress(b"\0" * 1000)
+    for key, value in {"/Type": NameObject("/XObject"), "/Subtype": NameObject("/Image"),
+                       "/Width": NumberObject(width), "/Height": NumberObject(height),
+                       "/ColorSpace": NameObject("/DeviceGray"),
+                       "/BitsPerComponent": NumberObject(1),
+                       "/Filter": NameObject("/FlateDecode")}.items():  # fmt: skip
+        image[NameObject(key)] = value
+    return image
+
+
+def test_a_page_drawing_images_of_too_many_pixels_is_refused() -> None:
+    """LIMITS lets a page have 50 million pixels; so may the images it draws, in all."""
+    drawn = b"q 10 0 0 10 0 0 cm /I Do Q\n"
+    ok = _page_drawing(drawn * 4, XObject={"I": _image(3000, 4000)})
+    assert inspect_document(ok, kind="pdf", **LIMITS).page_count == 1
+    for data in (
+        _page_drawing(drawn * 5, XObject={"I": _image(3000, 4000)}),  # 60 million as drawn
+        _page_drawing(drawn, XObject={"I": _image(60000, 60000)}),
+        _page_drawing(b"BI /W 60000 /H 60000 /BPC 1 /CS /G /F /CCF ID \0\0 EI"),  # inline
+    ):
+        with pytest.raises(InvalidDocument, match="its images come to over 50000000 pixels"):
+            inspect_document(data, kind="pdf", **LIMITS)
+
+
+def test_an_lzw_stream_past_its_bound_is_refused_before_pypdf_decodes_it() -> None:
+    """pypdf decodes LZW in Python: 74 MB of LZW codes behind two deflates took 32 s."""
+    from pypdf.generic import ArrayObject, NameObject, StreamObject
+
+    writer = pypdf.PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    stream = StreamObject()
+    stream._data = zlib.compress(b"\x80" * 2_000_000)
+    stream[NameObject("/Filter")] = ArrayObject(
+        [NameObject("/FlateDecode"), NameObject("/LZWDecode")]
+    )
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    with pytest.raises(InvalidDocument, match="an LZW stream of over 1048576 bytes"):
+        inspect_document(out.getvalue(), kind="pdf", **LIMITS)
 
 
 def test_a_page_of_text_in_a_type3_font_passes() -> None:
