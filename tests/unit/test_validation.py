@@ -279,6 +279,10 @@ def _drawing_bomb(how: str) -> bytes:
         use = {"string": b"(A) Do", "hex": b"<41> Do",
                "nul": b"/A\x00Do"}[how.removeprefix("named ")]  # fmt: skip
         page[NameObject("/Contents")] = drawing((use + b"\n") * 20)
+    elif how == "shown by name":  # `/aaaa Tj`: PDFium shows a name as a string
+        fonts = DictionaryObject({NameObject("/F1"): type3(b"1000 0 d0\n" + strokes * 20_000)})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): fonts})
+        page[NameObject("/Contents")] = drawing(b"BT /F1 12 Tf /" + b"a" * 100 + b" Tj ET")
     elif how == "ink":  # no look of its own: PDFium draws its strokes, 1,000 of 2,000 numbers
         stroke = writer._add_object(ArrayObject([NumberObject(i % 600) for i in range(2000)]))
         ink = DictionaryObject(
@@ -331,6 +335,7 @@ def _drawing_bomb(how: str) -> bytes:
         "named string",
         "named hex",
         "named nul",
+        "shown by name",
         "ink",
     ],
 )
