@@ -64,9 +64,7 @@ def cancel(tenant_id: str, batch_id: str) -> None:
     """
     flow_run_id = batches.mark_cancelled(tenant_id, batch_id)
     if flow_run_id is not None:
-        # One not yet taken by a worker ends now; one on its way the worker stops.
-        if not orchestrator.withdraw_flow_run(flow_run_id, "Not run: the batch was cancelled"):
-            orchestrator.cancel_flow_run(flow_run_id)
+        orchestrator.stop_flow_run(flow_run_id, "Not run: the batch was cancelled")
         # A shared batch's helper runs stop too (a batch that was not shared has none).
         orchestrator.stop_helper_runs(batch_id, "the batch was cancelled", running=True)
     dispatch()  # its slot is free for the next batch

@@ -219,13 +219,13 @@ def stop_helper_runs(batch_id: str, reason: str, *, running: bool) -> int:
     except Exception as e:
         log.warning("could not read batch %s's helper runs: %s", batch_id, e)
         return 0
-    stopped = 0
-    for run in runs:
-        if run.state is not None and run.state.type == StateType.SCHEDULED:
-            stopped += withdraw_flow_run(str(run.id), reason)
-        else:
-            stopped += cancel_flow_run(str(run.id))
-    return stopped
+    return sum(stop_flow_run(str(run.id), reason) for run in runs)
+
+
+def stop_flow_run(flow_run_id: str, reason: str) -> bool:
+    """End a flow run no worker has taken yet with the reason, or ask Prefect to cancel it
+    (the worker stops it, starting or running); False if Prefect is unreachable."""
+    return withdraw_flow_run(flow_run_id, reason) or cancel_flow_run(flow_run_id)
 
 
 def cancel_flow_run(flow_run_id: str) -> bool:

@@ -248,7 +248,7 @@ WORK_PER_LIMIT = 4
 
 
 class _Drawing:
-    """What drawing a page's streams costs, each form's cost counted once and reused."""
+    """What drawing a page's streams costs, each stream's cost counted once and reused."""
 
     def __init__(self, limit: int, page_resources: Any, max_pixels: int | None) -> None:
         self.limit = limit
@@ -258,8 +258,9 @@ class _Drawing:
         self.page = page_resources if isinstance(page_resources, dict) else {}
         self.work = WORK_PER_LIMIT * limit
         self.read: dict[int, tuple[bytes, Counter[tuple[bytes, bytes | None]]]] = {}
+        # Each stream's cost where it is drawn, once: its text costs more where a costlier
+        # font is set, and its names resolve in its resources.
         self.costs: dict[tuple[int, int, int], int] = {}
-        self.forms: dict[tuple[int, int], int] = {}
         self.open: set[int] = set()
         # A Type3 font's glyph is a drawing run each time it is shown. A stream may show
         # any font a stream drawing it selected (the font is graphics state, inherited),
@@ -299,14 +300,22 @@ class _Drawing:
             total += max((self._use(operator, u, resources, times) for u in used), default=0)
         return total
 
-    def _names(self, resources: Any, kind: str) -> set[bytes]:
-        """The names of a kind of resource a stream could use: its own, and the page's."""
-        names: set[bytes] = set()
-        for holder in (resources, self.page):
+    def _scopes(self, resources: Any, kind: str) -> list[dict[Any, Any]]:
+        """A kind of resource where PDFium looks for a name: its own, then the page's."""
+        found = []
+        for holder in (resources, self.page) if resources is not self.page else (resources,):
             named = _resolved(_get(holder, kind))
             if isinstance(named, dict):
-                names.update(str(key)[1:].encode("latin-1", "replace") for key in named)
-        return names
+                found.append(named)
+        return found
+
+    def _names(self, resources: Any, kind: str) -> set[bytes]:
+        """The names of a kind of resource a stream could use."""
+        return {
+            str(key)[1:].encode("latin-1", "replace")
+            for named in self._scopes(resources, kind)
+            for key in named
+        }
 
     def _use(self, operator: bytes, used: Any, resources: Any, times: int) -> int:
         """What `times` uses of a resource cost: a form's drawing, a soft mask's group or a
@@ -353,25 +362,20 @@ class _Drawing:
         return self.work > 0
 
     def _find(self, resources: Any, kind: str, name: bytes) -> Any:
-        """A resource by name, where PDFium finds it: its own, else the page's."""
-        for holder in (resources, self.page):
-            named = _resolved(_get(holder, kind))
-            if isinstance(named, dict) and (found := named.get("/" + name.decode("latin-1"))):
+        """A resource by name, where PDFium finds it."""
+        for named in self._scopes(resources, kind):
+            if found := named.get("/" + name.decode("latin-1")):
                 return _resolved(found)
         return None
 
     def form_cost(self, form: Any, inherited: Any) -> int:
         if not isinstance(form, pypdf.generic.StreamObject):
             return 0
-        key = (id(form), self.glyph)  # its text costs more where a costlier font is set
-        if key in self.forms:
-            return self.forms[key]
         if id(form) in self.open:  # a form that draws itself never ends
             return self.limit + 1
         self.open.add(id(form))
         cost = self.cost(form, _resolved(form.get("/Resources")) or inherited)
         self.open.discard(id(form))
-        self.forms[key] = cost
         return cost
 
     def _type3_glyph(self, resources: Any) -> int:
@@ -379,9 +383,8 @@ class _Drawing:
         (over the limit when one font's glyphs come to more than the limit, or a glyph
         shows its own font)."""
         costliest = 0
-        for holder in (resources, self.page):
-            fonts = _resolved(_get(holder, "/Font"))
-            for font in fonts.values() if isinstance(fonts, dict) else []:
+        for fonts in self._scopes(resources, "/Font"):
+            for font in fonts.values():
                 font = _resolved(font)
                 if not isinstance(font, dict) or _resolved(font.get("/Subtype")) != "/Type3":
                     continue
