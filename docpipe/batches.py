@@ -638,7 +638,7 @@ def close_batch(batch_id: str) -> BatchSummary:
 
 def outcomes_table(documents: list[Document]) -> pd.DataFrame:
     """One row per document: its outcome and how long it took."""
-    return pd.DataFrame(
+    table = pd.DataFrame(
         [
             {
                 "documentId": d.id,
@@ -654,6 +654,8 @@ def outcomes_table(documents: list[Document]) -> pd.DataFrame:
         ],
         columns=["documentId", "fileName", "status", "pages", "ocrSeconds", "outputs", "error"],
     )
+    # Whole pages even where a failed document has none (a float column would say 1.0).
+    return table.astype({"pages": "Int64"})
 
 
 def mark_failed(batch_id: str, reason: str, *, flow_run_id: str | None = None) -> None:

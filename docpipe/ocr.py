@@ -213,7 +213,12 @@ def _page_slots(slots: int, niceness: int) -> PageSlots:
 
 _LANGUAGES_TTL_SECONDS = 60.0
 _languages: tuple[float, list[str], str] | None = None
-LANGUAGE_SPEC = re.compile(r"[A-Za-z0-9_]{1,32}(\+[A-Za-z0-9_]{1,32})*")
+# A name as Tesseract lists it: `deu`, `chi_sim`, `eng-best`, or a script like `script/Latin`
+# (data in a subfolder). Nothing else, so no `..` or absolute path ever reaches Tesseract.
+_LANGUAGE = r"(?:script/)?[A-Za-z0-9_][A-Za-z0-9_-]{0,31}"
+LANGUAGE_NAME = re.compile(_LANGUAGE)
+LANGUAGE_SPEC = re.compile(rf"{_LANGUAGE}(?:\+{_LANGUAGE})*")
+MAX_LANGUAGE_CHARS = 64  # the width of the tenant's and the document's language columns
 
 
 def installed_languages() -> list[str]:
@@ -237,7 +242,12 @@ def installed_languages() -> list[str]:
         found = re.search(r'"(.+)"', header)  # List of available languages in "<dir>/" (7):
         _languages = (
             time.monotonic(),
-            sorted(n.strip() for n in names if n.strip() != "osd"),
+            # Only names an upload may ask for, so the list never offers one it refuses.
+            sorted(
+                n.strip()
+                for n in names
+                if n.strip() != "osd" and LANGUAGE_NAME.fullmatch(n.strip())
+            ),
             found.group(1) if found else os.environ.get("TESSDATA_PREFIX", ""),
         )
     return _languages[1]
@@ -259,11 +269,13 @@ def check_languages(spec: str, *, max_languages: int) -> str:
     if not LANGUAGE_SPEC.fullmatch(spec):
         raise UnknownLanguage(
             f"{spec[:40]!r} is not a language list: Tesseract's language codes joined by '+', "
-            "like deu+eng"
+            f"like deu+eng; installed: {', '.join(installed_languages())}"
         )
     asked = list(dict.fromkeys(spec.split("+")))  # eng+eng is eng
     if len(asked) > max_languages:
         raise UnknownLanguage(f"at most {max_languages} languages at once; {len(asked)} were asked")
+    if len("+".join(asked)) > MAX_LANGUAGE_CHARS:
+        raise UnknownLanguage(f"at most {MAX_LANGUAGE_CHARS} characters of languages")
     installed = installed_languages()
     unknown = [lang for lang in asked if lang not in installed]
     if unknown:

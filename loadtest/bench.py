@@ -361,6 +361,11 @@ def run(
         "outputs": outputs,
         "engine": "api" if api_engine else "cli",
         **median,
+        **(
+            {"cliRatioMedian": sorted(r["cliRatio"] for r in results)[len(results) // 2]}
+            if not long
+            else {}
+        ),
         **({"orientation": orientation} if orientation else {}),
         "backgroundCpuSecondsPerMinute": round(60 * idle, 2),
         "allRounds": results,
@@ -512,6 +517,8 @@ def _round(
         **({"engineFloorSeconds": round(bare["seconds"], 2)} if bare else {}),
         "pipelineSeconds": round(piped["seconds"], 2),
         "ratio": round(piped["seconds"] / engine["seconds"], 3),
+        # #15's figure: against what a user runs by hand for the same outputs.
+        "cliRatio": round(piped["seconds"] / cli["seconds"], 3),
         "speedupOverCli": round(cli["seconds"] / piped["seconds"], 3),
         "orchestrationCpuMsPerDocument": round(1000 * total_cpu / pages, 1),
         "orchestrationCpuMsPerDocumentByProcess": {
@@ -576,6 +583,7 @@ def main() -> None:
 
 def _print_batch(figures: dict[str, Any], written: Path) -> None:
     rounds = ", ".join(f"{r['ratio']:.3f}" for r in figures["allRounds"])
+    cli_rounds = ", ".join(f"{r['cliRatio']:.3f}" for r in figures["allRounds"])
     engine_floor = (
         f"  floor, docpipe's engine bare:   {figures['engineFloorSeconds']:8.2f} s\n"
         if "engineFloorSeconds" in figures
@@ -589,6 +597,8 @@ def _print_batch(figures: dict[str, Any], written: Path) -> None:
         f"{engine_floor}"
         f"  pipeline (docpipe):            {figures['pipelineSeconds']:8.2f} s\n"
         f"  ratio to its engine's floor:   {figures['ratio']:8.3f}\n"
+        f"  ratio to the program's floor:  {figures['cliRatioMedian']:8.3f} "
+        f"(median of {cli_rounds})\n"
         f"  faster than the program:       {figures['speedupOverCli']:8.3f}x\n"
         f"  CPU outside Tesseract:         {figures['orchestrationCpuMsPerDocument']:8.1f} "
         "ms/document\n"

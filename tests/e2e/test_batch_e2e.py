@@ -143,6 +143,7 @@ def test_progress_and_summary_artifacts_show_in_prefect(
 
     tenant_id, key = tenant
     files = [(f"{i}.png", documents.document(documents.phrase(i), "png", seed=i)) for i in range(3)]
+    files.append(("cut.pdf", documents.truncated(documents.document("X", "pdf"))))
     accepted = api.post(
         f"/api/documents/bulk-upload?tenantId={tenant_id}",
         headers={"X-API-Key": key},
@@ -164,10 +165,11 @@ def test_progress_and_summary_artifacts_show_in_prefect(
     progress = latest(f"batch-{batch_id}")
     assert progress.type == "progress"
     assert float(progress.data) == 100.0
-    assert progress.description == "3 of 3 documents finished"
+    assert progress.description == "4 of 4 documents finished"
     summary = latest(f"batch-{batch_id}-summary")
     assert summary.type == "table"
-    assert summary.description == f"Batch {batch_id} complete: 3 succeeded, 0 failed"
-    # Its table names what each document's outputs are, to fetch by the API.
+    assert summary.description == f"Batch {batch_id} complete: 3 succeeded, 1 failed"
+    # Its table names what each document's outputs are, to fetch by the API, and counts
+    # whole pages: none for the document that failed its checks.
     rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
-    assert [row["outputs"] for row in rows] == ["text, pdf"] * 3
+    assert [(row["outputs"], row["pages"]) for row in rows] == [("text, pdf", 1)] * 3 + [("", None)]

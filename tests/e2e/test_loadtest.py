@@ -5,6 +5,7 @@ No timing is asserted here: the figures come from `make bench` and `make loadtes
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,10 @@ def test_bench_runs_on_two_pages(tmp_path: Path) -> None:
     assert figures["ratio"] in [r["ratio"] for r in figures["allRounds"]]
     assert "ratio to its engine's floor:" in stdout and "ms/document" in stdout
     assert "faster than the program:" in stdout
+    # Against the program too (#15's figure), the median of its own rounds.
+    by_cli = sorted(r["cliRatio"] for r in figures["allRounds"])
+    assert figures["cliRatioMedian"] == by_cli[1] > 0
+    assert re.search(rf"ratio to the program's floor: +{by_cli[1]:.3f} ", stdout)
 
 
 @pytest.mark.slow

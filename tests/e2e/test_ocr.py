@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from docpipe.errors import OcrFailed
-from docpipe.ocr import PAGE_SEPARATOR, ocr_document, tesseract_version
+from docpipe import ocr
+from docpipe.errors import OcrFailed, UnknownLanguage
+from docpipe.ocr import PAGE_SEPARATOR, check_languages, ocr_document, tesseract_version
 from tests import documents
 from tests.helpers import is_tesseract
 
@@ -229,3 +232,30 @@ def test_a_long_documents_pages_are_read_on_every_slot_and_come_back_in_order(
     for expected, got in zip(texts, pages, strict=True):
         assert documents.words(expected) <= documents.words(got)
     assert busy_at_once == slots
+
+
+def test_every_language_listed_can_be_asked_for_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tesseract lists names like `eng-best` and `script/Latin` (data in a subfolder):
+    an upload may ask for each name `GET /api/languages` shows, and a name that is not one
+    is refused naming those installed."""
+    data = Path(ocr._tessdata())
+    shutil.copytree(
+        data, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.traineddata")
+    )
+    for name in ("eng", "eng-best", "script/Latin", "x" * 40):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(data / "eng.traineddata", tmp_path / f"{name}.traineddata")
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    monkeypatch.setattr(ocr, "_languages", None)  # asked again, and restored after
+    assert ocr.installed_languages() == ["eng", "eng-best", "script/Latin"]
+    assert check_languages("script/Latin eng-best", max_languages=3) == "script/Latin+eng-best"
+    text = documents.phrase(3)
+    page = documents.document(text, "png")
+    options = {**OPTIONS, "language": "script/Latin"}
+    result = ocr_document(page, kind="png", engine="cli", **options)
+    assert documents.words(text) <= documents.words(result.text)
+    for bad in ("../eng", "/eng", "script/../eng", "eng+", "x" * 40):
+        with pytest.raises(UnknownLanguage, match="installed: eng, eng-best, script/Latin$"):
+            check_languages(bad, max_languages=3)

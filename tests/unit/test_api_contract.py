@@ -364,3 +364,23 @@ def test_a_trailing_slash_is_not_redirected_to_the_requests_host(client: TestCli
     assert answer.status_code == 404
     assert "location" not in answer.headers
     assert "error" in answer.json()
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "shown"),
+    [
+        ("scan é.png", "scan _.png", "scan%20%C3%A9.png"),
+        (".png", "png", "png"),
+        ("...", "document", "document"),
+        ("a.pdf. ", "a.pdf", "a.pdf"),
+        ("\u202egnp.exe", "_gnp.exe", "gnp.exe"),
+    ],
+)
+def test_a_download_names_one_file_both_ways(name: str, plain: str, shown: str) -> None:
+    """The ASCII name and the UTF-8 one a browser prefers name the same file: never a hidden
+    dot-file, never one that displays as another type."""
+    from docpipe.api.routes.documents import _disposition
+
+    assert _disposition("attachment", name) == {
+        "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{shown}"
+    }

@@ -282,5 +282,7 @@ def _disposition(kind: str, file_name: str) -> dict[str, str]:
     # Without control, format, unassigned or private characters, nor line breaks: a
     # right-to-left override would make "\u202egnp.exe" show as "exe.png" in a browser's
     # save dialog, and a line separator would split the name where it is shown.
-    shown = "".join(c for c in file_name if unicodedata.category(c) not in _UNSHOWN) or plain
+    shown = "".join(c for c in file_name if unicodedata.category(c) not in _UNSHOWN)
+    # Trimmed as the plain one is, so both name the same file (".png" would save hidden).
+    shown = shown.strip(" .") or plain
     return {"Content-Disposition": f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(shown)}"}
