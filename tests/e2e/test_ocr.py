@@ -259,3 +259,32 @@ def test_every_language_listed_can_be_asked_for_and_no_other(
     for bad in ("../eng", "/eng", "script/../eng", "eng+", "x" * 40):
         with pytest.raises(UnknownLanguage, match="installed: eng, eng-best, script/Latin$"):
             check_languages(bad, max_languages=3)
+
+
+def test_every_output_of_a_page_comes_from_one_pass(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text, hOCR (the words) and the PDF's text layer are written by the same Tesseract
+    pass: an upright page is read once; only a page that must be turned is read again."""
+    passes: list[tuple[str, ...]] = []
+    kind = type(ocr.get_engine(engine))
+    run = kind.run
+
+    def counted(self: Any, page: ocr.PagePass, *, timeout: float) -> None:
+        passes.append(page.renderers)
+        run(self, page, timeout=timeout)  # the real engine reads it
+
+    monkeypatch.setattr(kind, "run", counted)
+    texts = [documents.phrase(60 + i) for i in range(3)]
+    result = ocr_document(documents.multipage_pdf(texts), kind="pdf", engine=engine, pdf=True,
+                          straighten=ocr.Straightening(), **OPTIONS)  # fmt: skip
+    assert sorted(passes) == [("txt", "hocr", "pdf")] * 3
+    for expected, page in zip(texts, result.pages, strict=True):
+        assert documents.words(expected) <= documents.words(page.text)
+        assert page.pdf and "ocrx_word" in page.hocr
+
+    passes.clear()
+    upside_down = documents.page_image([documents.phrase(63, 6)] * 3).rotate(180)
+    result = ocr_document(documents.encode(upside_down, "png"), kind="png", engine=engine,
+                          pdf=True, straighten=ocr.Straightening(), **OPTIONS)  # fmt: skip
+    assert len(passes) == 2 and result.pages[0].rotation == 180

@@ -4,6 +4,7 @@ original back, their own languages, and pages turned the right way up."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import struct
 from functools import partial
@@ -1012,3 +1013,38 @@ def test_a_page_with_text_of_its_own_gets_no_second_layer() -> None:
     first, second = (page.extract_text() for page in made.pages)
     assert first.count("Quixotic") == 1, first
     assert documents.words(scanned) <= documents.words(second)
+
+
+def test_a_tenant_set_by_the_cli_and_the_page_settings_reach_every_document(
+    tmp_path: Any,
+) -> None:
+    """Through a stack of its own: languages and outputs given by `docpipe tenant create`
+    and changed by `tenant set` apply to the next upload; with DOCPIPE_OCR_ORIENT and
+    DOCPIPE_OCR_DESKEW off a page is read as it came; with DOCPIPE_PDFA on, the searchable
+    PDF the API serves is a PDF/A-2b."""
+    from tests.helpers import cli, started_stack
+
+    with started_stack(tmp_path, ocr_orient=False, ocr_deskew=False, pdfa=True) as stack:
+        made = cli(stack, "tenant", "create", "scribe", "--languages", "deu+eng", "--json")
+        key = json.loads(made)["apiKey"]
+        cli(stack, "tenant", "set", "scribe", "--languages", "fra", "--outputs", "text,pdf,words")
+        with httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.api_port}") as api:
+            files = [
+                ("fr.png", accented(FRENCH)),
+                ("upside down.png", documents.encode(turned(180), "png")),
+                ("tilted.png", documents.encode(turned(0, 5.0), "png")),
+            ]
+            found = finished_documents(api, "scribe", key, files)
+            assert {d["language"] for d in found.values()} == {"fra"}
+            assert {tuple(d["outputs"]) for d in found.values()} == {("text", "pdf", "words")}
+            french = fetch(api, key, found["fr.png"], "text").text
+            assert accented_words(FRENCH) <= set(re.findall(r"\w+", french)), french
+            for name in ("upside down.png", "tilted.png"):
+                (page,) = fetch(api, key, found[name], "words").json()["pages"]
+                assert (page["rotation"], page["skew"]) == (0, 0), name
+            upside_down = documents.words(fetch(api, key, found["upside down.png"], "text").text)
+            assert len(upside_down & documents.words("\n".join(LINES))) < len(LINES)
+            pdf = fetch(api, key, found["fr.png"], "pdf").content
+            root: Any = pypdf.PdfReader(io.BytesIO(pdf)).trailer["/Root"]
+            xmp = root["/Metadata"].get_object().get_data().decode()
+            assert re.search(r"pdfaid:part(='|>)2", xmp), xmp[:500]
