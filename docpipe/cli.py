@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -14,15 +16,29 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from docpipe import client_cli
-from docpipe.config import get_settings
+from docpipe.config import get_settings, settings_problem
 from docpipe.errors import DocpipeError
 from docpipe.home import AUTH_STRING_FILE, PRIVATE_UMASK
 from docpipe.models import Outcomes, Tier, camel_keys
 
 if TYPE_CHECKING:
     from docpipe.runtime.stack import Stack
+
+
+def _usage_name(argument: typer.core.TyperArgument) -> str:
+    return argument.display_name_raw + ("..." if argument.nargs != 1 else "")
+
+
+# Typer 0.29 (pinned) shows an argument's Python type in --help ("FILES <list[Path]>") and
+# braces in the usage line ("{BATCH}"); a command line's help says FILES... and BATCH.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+typer.core.TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     help="docpipe: batch OCR of scanned documents on Prefect.",
@@ -103,14 +119,34 @@ def up(
         *([] if worker else [f"  no worker here: runs wait for one on pool {settings.work_pool}"]),
         f"  logs:       {settings.home / 'logs'}",
     ]
+
+    def start() -> None:
+        stack.start(server=server, worker=worker, api=api)
+        if api:
+            _warn_if_storage_is_down(settings.api_url, stack.log_dir / "api.log")
+
     _run_until_stopped(
         stack,
-        lambda: stack.start(server=server, worker=worker, api=api),
+        start,
         "docpipe is up.\n" + "\n".join(lines) + "\n"
         # The same home as this service's: a tenant made in another is not this one's.
         f"Make a tenant:  DOCPIPE_HOME={shlex.quote(str(settings.home))} "
         ".venv/bin/docpipe tenant create acme --tier vip",
     )
+
+
+def _warn_if_storage_is_down(api_url: str, log: Path) -> None:
+    """Say at start what /health would: a store that does not answer (or refuses the
+    credentials) makes every upload a 503, though everything else is up."""
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        if httpx.get(f"{api_url}/health", timeout=10).json().get("storage") is False:
+            typer.echo(
+                "warning: document storage does not answer or refuses the credentials; "
+                f"uploads answer 503 until it does (the reason is in {log})",
+                err=True,
+            )
 
 
 def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: str) -> None:
@@ -121,8 +157,9 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGHUP too: a closed terminal or session would leave the services running alone.
+    for stop_on in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_on, _stop)
     try:
         (start or stack.start)()
     except (RuntimeError, DocpipeError) as e:
@@ -137,9 +174,12 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
                 break
             time.sleep(0.5)
     finally:
-        typer.echo("stopping ...")
+        # Stopped first: with standard output gone (a closed pipe), saying so would fail.
+        with contextlib.suppress(OSError):
+            typer.echo("stopping ...")
         stack.stop()
-        typer.echo("stopped.")
+        with contextlib.suppress(OSError):
+            typer.echo("stopped.")
 
 
 @app.command()
@@ -147,9 +187,10 @@ def worker(
     name: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="The worker's name in Prefect; default docpipe-worker-<this host's name>. "
             "Two workers on one home need two names: the name picks the warm starter's "
-            "socket and the log files."
+            "socket and the log files.",
         ),
     ] = None,
 ) -> None:
@@ -159,15 +200,21 @@ def worker(
     """
     import socket
 
+    from docpipe import orchestrator
     from docpipe.db import upgrade_database
-    from docpipe.runtime.stack import DEFAULT_WORKER_NAME, Stack
+    from docpipe.runtime.stack import DEFAULT_WORKER_NAME, Stack, check_existing_server
 
     # Not `make up`'s own worker name, so this one can run beside it on the same home.
     name = name or f"{DEFAULT_WORKER_NAME}-{socket.gethostname()}"
     stack = Stack(get_settings())
 
     def start() -> None:
+        # Said now, in a line: not as a worker that polls a server it cannot reach.
+        check_existing_server(stack.settings)
         upgrade_database()
+        # Scans that fell due while no worker ran would each take a slot ahead of batches.
+        if dropped := orchestrator.drop_pool_missed_runs(stack.settings.work_pool):
+            typer.echo(f"{dropped} scheduled runs that fell due while no worker ran were dropped")
         stack.start_warm_starter(name)
         stack.start_worker(name)
 
@@ -249,15 +296,18 @@ INGEST_HELP = (
 
 @app.command(help=INGEST_HELP)
 def ingest(
-    path: Annotated[Path, typer.Argument(help="The folder to scan.")],
-    tenant: Annotated[str, typer.Option(help="Whose documents they are.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="The folder to scan.")],
+    tenant: Annotated[str, typer.Option(metavar="ID", help="Whose documents they are.")],
     settle: Annotated[
-        float | None, typer.Option(help="Seconds a file must be unchanged; default from settings.")
+        float | None,
+        typer.Option(metavar="S", help="Seconds a file must be unchanged; default from settings."),
     ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the batches made, and print their outcomes.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: give up after this long (s).")] = 900,
+    timeout: Annotated[
+        float, typer.Option(metavar="S", help="With --wait: give up after this long (s).")
+    ] = 900,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the scan's report as JSON.")
     ] = False,
@@ -328,12 +378,14 @@ def _wait_for_batches(tenant_id: str, batch_ids: list[str], timeout: float) -> l
 
 
 LANGUAGES_OPTION = typer.Option(
+    metavar="L",
     help="Tesseract's languages joined by '+', e.g. deu+eng; 'default' for "
-    "DOCPIPE_OCR_LANGUAGE. Fixed on each batch when it is uploaded."
+    "DOCPIPE_OCR_LANGUAGE. Fixed on each batch when it is uploaded.",
 )
 OUTPUTS_OPTION = typer.Option(
+    metavar="O",
     help="What to make of each document: text and any of pdf, hocr, words; 'default' for "
-    "DOCPIPE_OCR_OUTPUTS (text,pdf). Read when a document is processed (a retry too)."
+    "DOCPIPE_OCR_OUTPUTS (text,pdf). Read when a document is processed (a retry too).",
 )
 
 
@@ -562,7 +614,7 @@ def db_upgrade() -> None:
 
 @db_app.command("revision")
 def db_revision(
-    message: Annotated[str, typer.Argument(help="What the migration changes.")],
+    message: Annotated[str, typer.Argument(metavar="MESSAGE", help="What the migration changes.")],
 ) -> None:
     """Write the next migration, from how docpipe/models.py differs from the newest one (for
     docpipe's developers; read the file before committing it).
@@ -595,8 +647,30 @@ def _shown_url(url: str) -> str:
 
 def _fail(message: str) -> int:
     typer.echo(f"error: {message}", err=True)
-    return 1
+    return client_cli.USAGE_ERROR  # 1 says documents failed
+
+
+def main() -> None:
+    """`docpipe`: as the app, but a usage error is one line too, as every other error."""
+    try:
+        code = typer.main.get_command(app).main(standalone_mode=False, prog_name="docpipe")
+    except NoArgsIsHelpError as e:  # `docpipe tenant`: its help
+        e.show()
+        code = e.exit_code
+    except UsageError as e:
+        path = e.ctx.command_path if e.ctx else "docpipe"
+        typer.echo(f"error: {e.format_message()} (see {path} --help)", err=True)
+        code = e.exit_code
+    except ClickException as e:
+        e.show()
+        code = e.exit_code
+    except typer.Abort:  # end of input at a prompt
+        code = client_cli.INTERRUPTED
+    except (ValidationError, SettingsError) as e:  # read by the command, not by Click
+        typer.echo(f"error: settings: {settings_problem(e)}", err=True)
+        code = client_cli.USAGE_ERROR
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    app()
+    main()

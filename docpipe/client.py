@@ -33,6 +33,22 @@ LONGEST_WAIT_SECONDS = 60
 
 JSON = dict[str, Any]
 
+# What the commands read of each answer: a service that is not docpipe's API (or is too old
+# to have them) is told as such, not met as a missing key.
+_BATCH = (
+    "id", "status", "totalDocuments", "completedDocuments", "successCount", "failureCount",
+    "cancelledCount", "documents",
+)  # fmt: skip
+_DOCUMENT_ROW = ("id", "fileName", "status")
+_BATCH_ROW = ("id", "status", "createdAt", "successCount", "failureCount", "totalDocuments")
+# The type each output is served as; the original keeps its own, with a file name.
+_OUTPUT_TYPES = {
+    "text": "text/plain",
+    "pdf": "application/pdf",
+    "hocr": "text/html",
+    "words": "application/json",
+}
+
 
 class ClientError(Exception):
     """A request docpipe refused, or one that never reached it; the message is one line."""
@@ -199,7 +215,7 @@ class Client:
         self._http.close()
 
     def limits(self) -> Limits:
-        body = self._json("GET", "/api/limits")
+        body = self._json("GET", "/api/limits", fields=("maxFileBytes", "maxBatchDocuments"))
         return Limits(body["maxFileBytes"], body["maxBatchDocuments"])
 
     def upload(
@@ -227,12 +243,12 @@ class Client:
             if on_sent is not None:
                 total = int(request.headers.get("Content-Length", 0))
                 request.stream = _CountedStream(request.stream, total, on_sent)  # type: ignore[arg-type]
-            accepted = self._answer(self._send(request))
+            accepted = self._shaped(self._answer(self._send(request)), ("batchId", "documentIds"))
         return self.wait(accepted["batchId"], on_progress=on_progress) if wait else accepted
 
     def batch(self, batch_id: str, *, wait_seconds: float = 0) -> JSON:
         params = {"waitSeconds": wait_seconds} if wait_seconds else None
-        return self._json("GET", f"/api/batches/{_segment(batch_id)}", params=params)
+        return self._batch("GET", f"/api/batches/{_segment(batch_id)}", params=params)
 
     def wait(
         self,
@@ -255,14 +271,29 @@ class Client:
 
     def batches(self, *, limit: int = 20, offset: int = 0) -> JSON:
         """A page of the tenant's batches, newest first: {items, total, limit, offset}."""
-        return self._json("GET", "/api/batches", params=self._params(limit=limit, offset=offset))
+        page = self._json(
+            "GET",
+            "/api/batches",
+            params=self._params(limit=limit, offset=offset),
+            fields=("items", "total"),
+        )
+        for item in page["items"]:
+            self._shaped(item, _BATCH_ROW)
+        return page
 
     def document(self, document_id: str) -> JSON:
-        return self._json("GET", f"/api/documents/{_segment(document_id)}")
+        return self._json("GET", f"/api/documents/{_segment(document_id)}", fields=_DOCUMENT_ROW)
 
     def output(self, document_id: str, output: str) -> bytes:
         """A document's text, pdf, hocr, words (JSON) or original, as bytes."""
         response = self._request("GET", f"/api/documents/{_segment(document_id)}/{output}")
+        served = response.headers.get("Content-Type", "").split(";")[0].strip()
+        expected = _OUTPUT_TYPES.get(output)
+        if (served != expected) if expected else "Content-Disposition" not in response.headers:
+            raise ClientError(
+                f"{self.api_url} answered {served or 'no type'} for a document's {output}; "
+                "is it docpipe's API?"
+            )
         return response.content
 
     def text(self, document_id: str) -> str:
@@ -270,18 +301,33 @@ class Client:
         return self.output(document_id, "text").decode()
 
     def cancel(self, batch_id: str) -> JSON:
-        return self._json("POST", f"/api/batches/{_segment(batch_id)}/cancel")
+        return self._batch("POST", f"/api/batches/{_segment(batch_id)}/cancel")
 
     def retry(self, batch_id: str, *, include_invalid: bool = False) -> JSON:
         params = {"includeInvalid": "true"} if include_invalid else None
-        return self._json("POST", f"/api/batches/{_segment(batch_id)}/retry", params=params)
+        return self._batch("POST", f"/api/batches/{_segment(batch_id)}/retry", params=params)
 
     def _params(self, **values: Any) -> dict[str, Any]:
         tenant = {"tenantId": self.tenant} if self.tenant else {}
         return tenant | {k: v for k, v in values.items() if v is not None}
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> JSON:
-        return self._answer(self._request(method, path, **kwargs))
+    def _json(self, method: str, path: str, *, fields: tuple[str, ...], **kwargs: Any) -> JSON:
+        return self._shaped(self._answer(self._request(method, path, **kwargs)), fields)
+
+    def _batch(self, method: str, path: str, **kwargs: Any) -> JSON:
+        batch = self._json(method, path, fields=_BATCH, **kwargs)
+        for document in batch["documents"]:
+            self._shaped(document, _DOCUMENT_ROW)
+        return batch
+
+    def _shaped(self, body: Any, fields: tuple[str, ...]) -> JSON:
+        """The answer, if it has these fields; else ClientError: not docpipe's API."""
+        missing = [f for f in fields if f not in body] if isinstance(body, dict) else fields
+        if missing:
+            raise ClientError(
+                f"{self.api_url} answered without {', '.join(missing)}; is it docpipe's API?"
+            )
+        return body  # type: ignore[no-any-return]
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -304,7 +350,15 @@ class Client:
     def _answer(self, response: httpx.Response, *, parse: bool = True) -> JSON:
         """The answer's JSON, or the API's error raised as ClientError."""
         if response.is_success:
-            return response.json() if parse else {}
+            if not parse:
+                return {}
+            try:
+                return response.json()  # type: ignore[no-any-return]
+            except ValueError:
+                raise ClientError(
+                    f"{self.api_url} answered {response.status_code} without JSON; "
+                    "is it docpipe's API?"
+                ) from None
         try:
             body = response.json()
         except ValueError:

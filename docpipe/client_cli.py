@@ -37,6 +37,7 @@ from docpipe.client import (
     ClientError,
     InvalidFiles,
     default_api_url,
+    document_files,
     write_config,
 )
 
@@ -133,13 +134,14 @@ def upload_documents(
     Example: docpipe upload scans/ invoice.pdf --wait
     """
     with _client(api_url, api_key, tenant) as client:
+        paths = document_files(files)
         with _bar(BYTES, hidden=as_json) as progress:
             sending = progress.add_task("sending", total=None)
 
             def sent(done: int, total: int) -> None:
                 progress.update(sending, completed=done, total=total)
 
-            accepted = client.upload(files, language=language, on_sent=sent)
+            accepted = client.upload(paths, language=language, on_sent=sent)
         if not as_json:
             _err.print(f"batch {accepted['batchId']}: {len(accepted['documentIds'])} documents")
         if not wait:
@@ -150,7 +152,10 @@ def upload_documents(
             return
         with _bar(DOCUMENTS, hidden=as_json) as progress:
             batch = client.wait(accepted["batchId"], on_progress=_documents_bar(progress))
-    raise typer.Exit(_report(batch, as_json, only_failed=True))
+    # The API keeps a file's own name; the table names the file as it was found here, so
+    # a/scan.png and b/scan.png stay apart.
+    sent_as = dict(zip(accepted["documentIds"], map(str, paths), strict=False))
+    raise typer.Exit(_report(batch, as_json, only_failed=True, names=sent_as))
 
 
 @app.command("status", short_help="A batch's status [--watch it to the end].")
@@ -362,6 +367,7 @@ def save_login(
         str | None,
         typer.Option(
             "--api-key",
+            metavar="KEY",
             help="The tenant's API key; asked for (not shown) if left out.",
             show_default=False,
         ),
@@ -398,7 +404,9 @@ def _ask_key() -> str:
         return ""
 
 
-def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:
+def _report(
+    batch: dict[str, Any], as_json: bool, *, only_failed: bool, names: dict[str, str] | None = None
+) -> int:
     """Print a batch: its counts, then its documents (only those that failed, after an
     upload); the exit status its outcome calls for."""
     ended = batch["status"] in FINAL_STATUSES
@@ -416,15 +424,28 @@ def _report(batch: dict[str, Any], as_json: bool, *, only_failed: bool) -> int:
         ),
         highlight=False,
     )
+    if isinstance(hook := batch.get("webhook"), dict):
+        _out.print(_plain(_delivery(hook)), highlight=False)
     shown = [d for d in batch["documents"] if not only_failed or d["status"] != "Ready"]
     if shown:
         table = Table(
             Column("document", no_wrap=True, min_width=ID_WIDTH), "file", "status", "reason"
         )
         for d in shown:
-            table.add_row(*map(_plain, (d["id"], d["fileName"], d["status"], d.get("error") or "")))
+            name = (names or {}).get(d["id"], d["fileName"])
+            table.add_row(*map(_plain, (d["id"], name, d["status"], d.get("error") or "")))
         _out.print(table)
     return code
+
+
+def _delivery(hook: dict[str, Any]) -> str:
+    """How the batch's end reached its webhook, in a line."""
+    tries = f"{hook.get('attempts')} attempt" + ("" if hook.get("attempts") == 1 else "s")
+    said = f", last answer {hook['lastStatus']}" if hook.get("lastStatus") else ""
+    if hook.get("state") == "delivered":
+        return f"webhook: delivered at {hook.get('deliveredAt')} ({tries})"
+    why = f" ({hook['lastError']})" if hook.get("lastError") else ""
+    return f"webhook: {hook.get('state')}, {tries}{said}{why}"
 
 
 BYTES = (DownloadColumn(), TransferSpeedColumn())

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
 
@@ -253,9 +254,21 @@ class Settings(BaseSettings):
 
 
 def _reachable(host: str) -> str:
-    """The address this machine reaches a server bound to `host` at: a wildcard is no
-    address to connect to."""
-    return {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    """The address this machine reaches a server bound to `host` at, as a URL's host: a
+    wildcard is no address to connect to, and an IPv6 address goes in brackets."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def settings_problem(error: ValidationError | SettingsError) -> str:
+    """What is wrong with the settings, in a line: the variable, never its value (a value
+    may be a secret)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"DOCPIPE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+    found = re.search(r'field "(\w+)"', str(error))
+    return f"DOCPIPE_{found.group(1).upper() if found else '...'}: not valid JSON"
 
 
 @lru_cache

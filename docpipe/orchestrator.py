@@ -671,6 +671,21 @@ async def ensure_work_pool(pool: str, job_template: dict[str, Any]) -> None:
                 )
 
 
+def drop_pool_missed_runs(pool: str) -> int:
+    """drop_missed_runs for every deployment of the pool, on this installation's server;
+    how many runs were dropped."""
+    import asyncio
+
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    with _client() as client:
+        deployments = client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+        )
+    with _client_settings_context():
+        return sum(asyncio.run(drop_missed_runs(str(d.id))) for d in deployments)
+
+
 async def drop_missed_runs(deployment_id: str) -> int:
     """Delete a scheduled deployment's runs that fell due while no worker took them, but the
     newest; returns how many.

@@ -17,6 +17,7 @@ from docpipe import batches, orchestrator, webhooks
 from docpipe.config import get_settings
 from docpipe.db import database_now, session_scope
 from docpipe.dispatch import adopt_flow_run, cancelled_in_prefect, dispatch, submit_batch
+from docpipe.errors import StorageUnavailable
 from docpipe.models import Batch, BatchStatus, camel_keys
 from docpipe.storage import get_storage
 
@@ -59,7 +60,14 @@ def run_recovery_pass(*, sweep: bool = True) -> RecoveryReport:
 
 def _recover(*, sweep: bool) -> RecoveryReport:
     settings = get_settings()
-    report = RecoveryReport(orphans_removed=sweep_orphans() if sweep else [])
+    report = RecoveryReport()
+    if sweep:
+        try:
+            report.orphans_removed = sweep_orphans()
+        except StorageUnavailable:
+            # Orphans can wait for the next sweep; batches to hand over and to restart
+            # need only the database and Prefect.
+            log.warning("the orphan sweep was skipped: document storage is unavailable")
     with session_scope() as session:
         # Heartbeats are written by the database's clock: judged by it too, never by this
         # machine's, which may be minutes from the writer's.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -185,3 +186,35 @@ def started_by(worker_log: str, run: str) -> bool:
     said = (f"submitting flow run '{run}'", f"Flow run '{run}' submitted to infrastructure")
     lost = f"Aborted submission of flow run '{run}'"
     return any(s in worker_log for s in said) and lost not in worker_log
+
+
+DOCPIPE = str(Path(sys.executable).parent / "docpipe")
+
+
+def client(
+    *args: str, url: str | None = None, key: str | None = None, home: Path, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`docpipe ARGS` as a tenant runs it: no docpipe settings, its own home directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "XDG_"))}
+    env["HOME"] = str(home)
+    env |= {"DOCPIPE_API_URL": url} if url else {}
+    env |= {"DOCPIPE_API_KEY": key} if key else {}
+    return subprocess.run(
+        [DOCPIPE, *args],
+        env=env,
+        cwd=home,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The refusal, which must be exit status 2 and one line, never a traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    return result.stderr

@@ -87,8 +87,11 @@ def service_env(settings: Settings) -> dict[str, str]:
             "PREFECT_LOGGING_COLORS": "false",
         }
     )
-    if settings.storage_secret is not None:
-        env["DOCPIPE_STORAGE_SECRET"] = settings.storage_secret.get_secret_value()
+    # Secrets under their own names: the services run in the checkout, so one read from
+    # the operator's .env (a metrics token, say) reaches them only this way.
+    for name, value in settings:
+        if isinstance(value, SecretStr):
+            env[f"DOCPIPE_{name.upper()}"] = value.get_secret_value()
     if not settings.prefect_automations:
         # Every event a run sends is parsed, evaluated and stored by each of these
         # services, which docpipe does not use. A setting in the environment still wins.
@@ -99,8 +102,6 @@ def service_env(settings: Settings) -> dict[str, str]:
         # a whole CA bundle, and a flow run makes about ten clients. One CA is as good as
         # all of them when none is ever asked for.
         env["PREFECT_API_SSL_CERT_FILE"] = str(_one_ca_file(settings.home))
-    if settings.webhook_key is not None:
-        env["DOCPIPE_WEBHOOK_KEY"] = settings.webhook_key.get_secret_value()
     return env
 
 

@@ -60,7 +60,7 @@ def test_tenant_create_prints_a_key_and_stores_only_its_hash(tmp_path: Path) -> 
 def test_tenant_create_refuses_with_a_reason(tmp_path: Path, args: list[str], message: str) -> None:
     assert run_cli("tenant", "create", "acme", home=tmp_path).returncode == 0
     result = run_cli("tenant", "create", *args, home=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert message in result.stderr
 
 
@@ -168,4 +168,4 @@ def test_rotate_revoke_and_list_tenant_keys(
     assert "acme" in plain and "key revoked" in plain
     assert "dp_" not in listed.stdout + plain
     missing = run_cli("tenant", "rotate-key", "nobody", home=tmp_path)
-    assert missing.returncode == 1 and "no tenant 'nobody'" in missing.stderr
+    assert missing.returncode == 2 and "no tenant 'nobody'" in missing.stderr

@@ -4,11 +4,12 @@ the real stack."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +17,10 @@ import pytest
 
 from docpipe.runtime.stack import free_port
 from tests import documents
-from tests.helpers import TEST_MAX_FILE_BYTES, good_files
+from tests.helpers import TEST_MAX_FILE_BYTES, client, good_files, one_line_error
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-DOCPIPE = str(Path(sys.executable).parent / "docpipe")
-
-
-def client(
-    *args: str, url: str | None = None, key: str | None = None, home: Path, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
-    """`docpipe ARGS` as a tenant runs it: no docpipe settings, its own home directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCPIPE_", "XDG_"))}
-    env["HOME"] = str(home)
-    env |= {"DOCPIPE_API_URL": url} if url else {}
-    env |= {"DOCPIPE_API_KEY": key} if key else {}
-    return subprocess.run(
-        [DOCPIPE, *args],
-        env=env,
-        cwd=home,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def written(folder: Path, files: list[tuple[str, bytes]]) -> Path:
@@ -50,25 +30,14 @@ def written(folder: Path, files: list[tuple[str, bytes]]) -> Path:
     return folder
 
 
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The refusal, which must be exit status 2 and one line, never a traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    assert len(result.stderr.splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("error: ")
-    return result.stderr
-
-
 def test_upload_wait_names_the_failed_document_and_its_reason_and_exits_1(
     stack: Any, tenant: tuple[str, str], tmp_path: Path
 ) -> None:
     _, key = tenant
     url = stack.settings.api_url
     good = good_files(2)
-    folder = written(
-        tmp_path / "scans",
-        [*good, ("cut.pdf", documents.truncated(documents.document("CUT", "pdf")))],
-    )
+    folder = written(tmp_path / "scans", good)
+    written(folder / "sub", [("cut.pdf", documents.truncated(documents.document("CUT", "pdf")))])
     (folder / "notes.txt").write_text("not a document: a directory's documents go by suffix")
 
     uploaded = client("upload", str(folder), "--wait", url=url, key=key, home=tmp_path)
@@ -78,6 +47,8 @@ def test_upload_wait_names_the_failed_document_and_its_reason_and_exits_1(
     assert re.fullmatch(r"batch \S+: Completed, 2 of 3 succeeded, 1 failed", lines[0])
     failed_rows = [line for line in lines if "cut.pdf" in line]
     assert len(failed_rows) == 1 and "ValidationFailed" in failed_rows[0]
+    # Named as it was found here, so that sub/cut.pdf and a cut.pdf beside it stay apart.
+    assert str(folder / "sub" / "cut.pdf") in failed_rows[0]
     assert "PDF does not open" in failed_rows[0]
     assert not any(name in uploaded.stdout for name, _ in good)  # only failures are listed
 
@@ -85,14 +56,14 @@ def test_upload_wait_names_the_failed_document_and_its_reason_and_exits_1(
     status = client("status", batch_id, "--json", url=url, key=key, home=tmp_path)
     assert status.returncode == 1  # it ended with a failure
     batch = json.loads(status.stdout)
-    assert [d["fileName"] for d in batch["documents"]] == ["cut.pdf", *(n for n, _ in good)]
-    for document, (name, _) in zip(batch["documents"][1:], good, strict=True):
+    assert [d["fileName"] for d in batch["documents"]] == [*(n for n, _ in good), "cut.pdf"]
+    for document, (name, _) in zip(batch["documents"][:2], good, strict=True):
         text = client("text", document["id"], url=url, key=key, home=tmp_path)
         assert text.returncode == 0, text.stderr
         phrase = documents.phrase(int(name.split("-")[1].split(".")[0]))
         assert documents.words(text.stdout) == documents.words(phrase)
     saved = client(
-        "pdf", batch["documents"][1]["id"], "-o", "out.pdf", url=url, key=key, home=tmp_path
+        "pdf", batch["documents"][0]["id"], "-o", "out.pdf", url=url, key=key, home=tmp_path
     )
     assert saved.returncode == 0 and (tmp_path / "out.pdf").read_bytes().startswith(b"%PDF")
     # The API's hint names its query parameter; the command names its own flag.
@@ -161,6 +132,66 @@ def test_an_unreachable_api_is_exit_2_and_one_line(tmp_path: Path) -> None:
     for args in (["batches"], ["upload", "a.png", "--wait"], ["status", "x", "--watch"]):
         result = client(*args, url=url, key="dp_any", home=tmp_path)
         assert f"cannot reach docpipe at {url}" in one_line_error(result)
+
+
+@pytest.fixture
+def not_docpipe() -> Any:
+    """Another service on loopback: it answers every request 200 with a JSON of its own."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["batches"],
+        ["status", "x"],
+        ["upload", "a.png"],
+        ["cancel", "x"],
+        ["retry", "x"],
+        ["text", "x"],
+        ["original", "x", "-o", "out"],
+    ],
+)
+def test_a_service_that_is_not_docpipe_is_exit_2_and_one_line(
+    not_docpipe: str, tmp_path: Path, args: list[str]
+) -> None:
+    (tmp_path / "a.png").write_bytes(documents.document("X", "png"))
+    result = client(*args, url=not_docpipe, key="dp_any", home=tmp_path)
+    assert "is it docpipe's API?" in one_line_error(result)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["upload"], "Missing argument 'FILES'. (see docpipe upload --help)"),
+        (["batches", "--limit", "0"], "(see docpipe batches --help)"),
+        (["upload", "a.png", "--nope"], "No such option: --nope (see docpipe upload --help)"),
+        (["bogus"], "No such command 'bogus'. (see docpipe --help)"),
+        (["tenant", "create"], "Missing argument 'ID'. (see docpipe tenant create --help)"),
+    ],
+)
+def test_a_usage_error_is_exit_2_and_one_line(tmp_path: Path, args: list[str], said: str) -> None:
+    assert said in one_line_error(client(*args, home=tmp_path))
 
 
 def test_a_file_over_the_limit_is_named_before_anything_is_sent(

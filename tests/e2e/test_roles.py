@@ -205,7 +205,7 @@ def test_up_refuses_to_serve_prefect_beyond_loopback_without_a_set_secret(
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: DOCPIPE_PREFECT_HOST=0.0.0.0 serves Prefect beyond this machine: set its "
         "secret in DOCPIPE_PREFECT_AUTH_STRING (user:password) first"
@@ -214,16 +214,21 @@ def test_up_refuses_to_serve_prefect_beyond_loopback_without_a_set_secret(
         httpx.get(f"http://127.0.0.1:{port}/api/health")
 
 
-def test_up_without_a_server_says_which_one_did_not_answer(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [("up", "--no-server", "--no-worker"), ("worker",)], ids=["up", "worker"]
+)
+def test_without_a_server_up_and_worker_say_which_one_did_not_answer(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     url = f"http://127.0.0.1:{free_port()}/api"
     env = clean_env(DOCPIPE_HOME=str(tmp_path), DOCPIPE_PREFECT_API_URL=url)
     result = subprocess.run(
-        docpipe("up", "--no-server", "--no-worker"),
+        docpipe(*command),
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: no Prefect server answers at {url}")

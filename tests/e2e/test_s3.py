@@ -143,6 +143,41 @@ def test_credentials_the_store_refuses_are_a_503_and_not_ok_health(
     assert _batches_of(tenant_id) == 0
 
 
+def test_storage_options_alone_reach_the_store(
+    s3_stack: Stack, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOCPIPE_STORAGE_OPTIONS, fsspec's own options as JSON, in place of the named
+    settings: an upload is stored in the bucket, and /health finds the store."""
+    for name in ("ENDPOINT_URL", "REGION", "KEY_ID", "SECRET"):
+        monkeypatch.delenv(f"DOCPIPE_STORAGE_{name}", raising=False)
+    options = {
+        "endpoint_url": s3_server.endpoint_url,
+        "key": s3_server.key_id,
+        "secret": s3_server.secret,
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    prefix = unique("by-options")
+    settings_with(
+        monkeypatch, storage_url=s3_server.url(prefix), storage_options=json.dumps(options)
+    )
+    tenant_id, key = make_tenant()
+    from docpipe.api.app import create_app
+
+    with TestClient(create_app()) as client:
+        health = client.get("/health")
+        upload = client.post(
+            f"/api/documents/bulk-upload?tenantId={tenant_id}",
+            files=files_part([("one.png", documents.document("stored", "png"))]),
+            headers={"X-API-Key": key},
+        )
+    assert health.json()["storage"] is True, health.text
+    assert upload.status_code == 202, upload.text
+    (document_id,) = upload.json()["documentIds"]
+    stored = s3_server.fs().find(f"{s3_server.bucket}/{prefix}")
+    assert [p for p in stored if p.endswith(f"/{document_id}.png")], stored
+    assert s3_server.secret not in health.text + upload.text
+
+
 def test_an_upload_while_storage_is_down_is_a_503_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -122,10 +122,20 @@ def test_a_big_batch_is_shared_by_both_workers_and_summarised_once(two_workers: 
     bad = [("broken.png", documents.truncated(documents.document("lost", "png")))]
     api, key, batch_id = upload(stack, good + bad)
 
-    batch = wait_for_batch(api, key, batch_id, timeout=240)
+    # Progress counts every run's documents, read as the batch goes.
+    finished_counts = set()
+    deadline = time.monotonic() + 240
+    while (batch := api.get(f"/api/batches/{batch_id}", headers={"X-API-Key": key}).json())[
+        "status"
+    ] not in ("Completed", "Failed", "Cancelled"):
+        finished_counts.add(batch["completedDocuments"])
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
 
     assert batch["status"] == "Completed"
     assert (batch["successCount"], batch["failureCount"]) == (8, 1)
+    assert batch["completedDocuments"] == batch["totalDocuments"] == 9
+    assert any(0 < n < 9 for n in finished_counts), finished_counts
     by_name = {d["fileName"]: d for d in batch["documents"]}
     assert by_name["broken.png"]["status"] == "ValidationFailed"
     assert by_name["broken.png"]["error"]
@@ -174,6 +184,11 @@ def test_a_big_batch_is_shared_by_both_workers_and_summarised_once(two_workers: 
             assert time.monotonic() < deadline, "no summary task run"
             time.sleep(0.5)
     assert [s["flow_run_id"] for s in summaries] == [own["id"]]
+    # The batch's progress in the Prefect UI counts the helpers' documents too.
+    latest = {"artifacts": {"key": {"any_": [f"batch-{batch_id}"]}}}
+    with prefect_http(stack.settings) as prefect:
+        (progress,) = prefect.post("/artifacts/latest/filter", json=latest).json()
+    assert progress["description"] == "9 of 9 documents finished"
 
 
 def test_a_cancel_stops_the_helpers_too(two_workers: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 
 from loadtest.pages import page_png
 from tests import documents
-from tests.helpers import cli, files_part, post_batch, wait_for_batch
+from tests.helpers import cli, client, files_part, post_batch, wait_for_batch
 from tests.receiver import receiver, verified
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ def set_webhook(stack: Any, tenant_id: str, url: str) -> str:
 
 
 def test_a_receiver_that_fails_twice_gets_the_summary_signed_on_the_third_attempt(
-    api: httpx.Client, stack: Any, tenant: tuple[str, str]
+    api: httpx.Client, stack: Any, tenant: tuple[str, str], tmp_path: Path
 ) -> None:
     tenant_id, key = tenant
     with receiver(500, 500, 200) as hook:
@@ -66,6 +67,9 @@ def test_a_receiver_that_fails_twice_gets_the_summary_signed_on_the_third_attemp
     [document] = body["documents"]
     assert (document["documentId"], document["status"]) == (done["documents"][0]["id"], "Ready")
     assert document["outputs"] == ["text", "pdf"]
+    # The tenant's `docpipe status` says so too.
+    shown = client("status", batch_id, url=stack.settings.api_url, key=key, home=tmp_path)
+    assert f"webhook: delivered at {webhook['deliveredAt']} (3 attempts)" in shown.stdout
 
 
 def test_a_batch_cancelled_while_running_gets_its_webhook_once(

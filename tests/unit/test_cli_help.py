@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer.main
@@ -30,5 +31,11 @@ def test_every_command_has_an_example_in_its_help() -> None:
         assert result.exit_code == 0, (command, result.output)
         if "Example" not in result.output:
             missing.append(" ".join(command))
-        assert "<bool>" not in result.output, command  # flags render as flags
+        # Flags and values render as a shell's help does: no Python types, no braces.
+        assert not re.search(r"<(str|int|float|bool|path|list\[.*?\])>", result.output), (
+            command,
+            result.output,
+        )
+        usage = result.output.splitlines()[0]
+        assert usage.startswith("Usage: ") and "{" not in usage, usage
     assert not missing, f"no example in --help of: {missing}"

@@ -6,15 +6,18 @@ import io
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from docpipe import batches
 from docpipe.db import session_scope
 from docpipe.dispatch import dispatch
 from docpipe.models import Batch, BatchStatus, utcnow
 from docpipe.recovery import run_recovery_pass
+from docpipe.runtime.stack import free_port
 from docpipe.tenants import get_tenant
 from docpipe.uploads import stage_files
 from tests import documents
-from tests.helpers import make_tenant
+from tests.helpers import make_tenant, settings_with
 from tests.unit.prefect_stand_in import PrefectStandIn
 
 
@@ -132,3 +135,22 @@ def test_a_cancelled_batch_is_left_alone(home: Path, prefect: PrefectStandIn) ->
 
     assert (report.resubmitted, report.failed, prefect.crashed) == ([], [], [])
     assert prefect.flow_runs[flow_run_id].state == "RUNNING"
+
+
+def test_a_store_that_does_not_answer_skips_the_sweep_and_nothing_else(
+    home: Path, prefect: PrefectStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orphan sweep lists the store; the pass's other work needs only the database and
+    Prefect, so a storage outage does not hold back a waiting batch."""
+    prefect.reachable = False
+    batch_id = accepted_batch(home)
+    prefect.reachable = True
+    settings_with(
+        monkeypatch,
+        storage_url="s3://docpipe-nowhere/blobs",
+        storage_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        storage_key_id="key",
+        storage_secret="secret",
+    )
+    report = run_recovery_pass()
+    assert report.submitted == [batch_id] and report.orphans_removed == []
