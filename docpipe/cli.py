@@ -19,6 +19,7 @@ import typer
 import typer.core
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
+from sqlalchemy.exc import SQLAlchemyError
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from docpipe import client_cli
@@ -233,13 +234,13 @@ def deploy() -> None:
     from docpipe.runtime.stack import PROJECT_DIR, service_env
 
     env = service_env(get_settings())
-    raise typer.Exit(
-        subprocess.call(
-            [sys.executable, "-m", "deployments.deploy"],
-            env=env,
-            cwd=PROJECT_DIR if PROJECT_DIR.exists() else Path.cwd(),
-        )
+    code = subprocess.call(
+        [sys.executable, "-m", "deployments.deploy"],
+        env=env,
+        cwd=PROJECT_DIR if PROJECT_DIR.exists() else Path.cwd(),
     )
+    # It said why in its own line; any failure is an error here (1 means documents failed).
+    raise typer.Exit(0 if code == 0 else client_cli.USAGE_ERROR)
 
 
 @app.command()
@@ -638,6 +639,18 @@ def _current_schema() -> None:
         raise typer.Exit(_fail(str(e))) from e
 
 
+def _database_problem(error: SQLAlchemyError) -> str:
+    """Why the database cannot be used, in a line, its password never shown."""
+    url = get_settings().database_url
+    try:
+        where = f"the database at {_shown_url(url)}" if url else "the database"
+    except SQLAlchemyError:
+        return "DOCPIPE_DATABASE_URL is not a database URL (e.g. postgresql+psycopg://…)"
+    # The driver's words (or SQLAlchemy's first line): never the statement or its values.
+    reason = (str(getattr(error, "orig", None) or error).splitlines() or [""])[0]
+    return f"{where} cannot be used: {reason}"
+
+
 def _shown_url(url: str) -> str:
     """A database URL without its password."""
     from sqlalchemy.engine import make_url
@@ -668,6 +681,9 @@ def main() -> None:
         code = client_cli.INTERRUPTED
     except (ValidationError, SettingsError) as e:  # read by the command, not by Click
         typer.echo(f"error: settings: {settings_problem(e)}", err=True)
+        code = client_cli.USAGE_ERROR
+    except SQLAlchemyError as e:  # a database that does not answer, or a URL that is none
+        typer.echo(f"error: {_database_problem(e)}", err=True)
         code = client_cli.USAGE_ERROR
     sys.exit(code if isinstance(code, int) else 0)
 

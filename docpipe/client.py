@@ -289,7 +289,11 @@ class Client:
         response = self._request("GET", f"/api/documents/{_segment(document_id)}/{output}")
         served = response.headers.get("Content-Type", "").split(";")[0].strip()
         expected = _OUTPUT_TYPES.get(output)
-        if (served != expected) if expected else "Content-Disposition" not in response.headers:
+        words_without_pages = output == "words" and b'"pages"' not in response.content
+        wrong_type = (
+            served != expected if expected else "Content-Disposition" not in response.headers
+        )
+        if wrong_type or words_without_pages:
             raise ClientError(
                 f"{self.api_url} answered {served or 'no type'} for a document's {output}; "
                 "is it docpipe's API?"

@@ -275,7 +275,10 @@ def check_languages(spec: str, *, max_languages: int) -> str:
     if len(asked) > max_languages:
         raise UnknownLanguage(f"at most {max_languages} languages at once; {len(asked)} were asked")
     if len("+".join(asked)) > MAX_LANGUAGE_CHARS:
-        raise UnknownLanguage(f"at most {MAX_LANGUAGE_CHARS} characters of languages")
+        raise UnknownLanguage(
+            f"at most {MAX_LANGUAGE_CHARS} characters of languages; "
+            f"installed: {', '.join(installed_languages())}"
+        )
     installed = installed_languages()
     unknown = [lang for lang in asked if lang not in installed]
     if unknown:

@@ -168,6 +168,7 @@ def not_docpipe() -> Any:
         ["cancel", "x"],
         ["retry", "x"],
         ["text", "x"],
+        ["words", "x", "-o", "out"],
         ["original", "x", "-o", "out"],
     ],
 )

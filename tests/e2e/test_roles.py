@@ -215,7 +215,9 @@ def test_up_refuses_to_serve_prefect_beyond_loopback_without_a_set_secret(
 
 
 @pytest.mark.parametrize(
-    "command", [("up", "--no-server", "--no-worker"), ("worker",)], ids=["up", "worker"]
+    "command",
+    [("up", "--no-server", "--no-worker"), ("worker",), ("deploy",)],
+    ids=["up", "worker", "deploy"],
 )
 def test_without_a_server_up_and_worker_say_which_one_did_not_answer(
     tmp_path: Path, command: tuple[str, ...]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from docpipe.config import Settings
-from docpipe.runtime.stack import service_env
+from docpipe.runtime.stack import free_port, service_env
 
 DOCPIPE = str(Path(sys.executable).parent / "docpipe")
 
@@ -71,4 +71,27 @@ def test_a_bad_setting_is_one_line_naming_it_and_never_its_value(
         assert result.returncode == 2, result.stderr
         (line,) = result.stderr.splitlines()
         assert line.startswith(f"error: settings: {said}"), line
+        assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_a_database_that_does_not_answer_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
+    for url in (
+        f"postgresql+psycopg://x:hunter2@127.0.0.1:{free_port()}/db",
+        "bogus://x:hunter2@h",
+    ):
+        result = subprocess.run(
+            [DOCPIPE, "tenant", "list"],
+            env=env | {"DOCPIPE_DATABASE_URL": url, "DOCPIPE_HOME": str(tmp_path)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: the database at ") and "cannot be used: " in line, line
         assert "hunter2" not in result.stdout + result.stderr
