@@ -166,8 +166,11 @@ def _run_until_stopped(stack: Stack, start: Callable[[], None] | None, banner: s
     except (RuntimeError, DocpipeError) as e:
         stack.stop()
         raise typer.Exit(_fail(str(e))) from e
-    typer.echo(f"\n{banner}\nCtrl-C stops everything.\n")
+    except BaseException:  # a closed output, say: nothing started may outlive this
+        stack.stop()
+        raise
     try:
+        typer.echo(f"\n{banner}\nCtrl-C stops everything.\n")
         while not stopping:
             if (dead := stack.check_alive()) is not None:
                 log_file = next(s.log_file.name for s in stack.services if s.name == dead)
@@ -231,9 +234,14 @@ def deploy() -> None:
     import subprocess
     import sys
 
-    from docpipe.runtime.stack import PROJECT_DIR, service_env
+    from docpipe.runtime.stack import PROJECT_DIR, check_existing_server, service_env
 
-    env = service_env(get_settings())
+    settings = get_settings()
+    try:
+        check_existing_server(settings)  # answers, and takes this home's secret
+    except RuntimeError as e:
+        raise typer.Exit(_fail(str(e))) from e
+    env = service_env(settings)
     code = subprocess.call(
         [sys.executable, "-m", "deployments.deploy"],
         env=env,

@@ -9,7 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
@@ -190,6 +197,22 @@ class Settings(BaseSettings):
     # much of its CPU per document (docs/performance.md). True turns both on.
     prefect_automations: bool = False
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, url: str) -> str:
+        """Refused here, in a line, rather than as the engine's traceback later."""
+        if url:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError):
+                raise ValueError(
+                    "not a database URL, e.g. postgresql+psycopg://user@host/db"
+                ) from None
+        return url
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()
@@ -255,8 +278,12 @@ class Settings(BaseSettings):
 
 def _reachable(host: str) -> str:
     """The address this machine reaches a server bound to `host` at, as a URL's host: a
-    wildcard is no address to connect to, and an IPv6 address goes in brackets."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    wildcard is no address to connect to."""
+    return url_host({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host))
+
+
+def url_host(host: str) -> str:
+    """A host as a URL holds it: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
@@ -265,7 +292,9 @@ def settings_problem(error: ValidationError | SettingsError) -> str:
     may be a secret)."""
     if isinstance(error, ValidationError):
         return "; ".join(
-            f"DOCPIPE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+            # A check of several settings together names them in its message instead.
+            f"DOCPIPE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
         )
     found = re.search(r'field "(\w+)"', str(error))
     return f"DOCPIPE_{found.group(1).upper() if found else '...'}: not valid JSON"

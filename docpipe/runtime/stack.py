@@ -21,7 +21,7 @@ import httpx
 import psutil
 from pydantic import SecretStr
 
-from docpipe.config import Settings
+from docpipe.config import Settings, url_host
 from docpipe.db import upgrade_database
 from docpipe.home import prefect_auth_headers, prefect_auth_string, prepare_home
 
@@ -133,10 +133,12 @@ def check_existing_server(settings: Settings) -> None:
         answer = httpx.get(
             f"{url}/admin/version", headers=prefect_auth_headers(settings), timeout=5
         )
+    except httpx.InvalidURL as e:
+        raise RuntimeError(f"DOCPIPE_PREFECT_API_URL is not a URL: {url}") from e
     except httpx.HTTPError as e:
         raise RuntimeError(
-            f"no Prefect server answers at {url} ({e}): start one, or point "
-            "DOCPIPE_PREFECT_API_URL at it"
+            f"no Prefect server answers at {url} ({' '.join(str(e).split())}): start one, "
+            "or point DOCPIPE_PREFECT_API_URL at it"
         ) from e
     if answer.status_code in (401, 403):
         raise RuntimeError(
@@ -150,7 +152,7 @@ def ui_origins(settings: Settings) -> list[str]:
     hosts = [settings.prefect_host]
     if settings.prefect_host in ("127.0.0.1", "localhost", "::1"):
         hosts = ["127.0.0.1", "localhost"]
-    return [f"http://{host}:{settings.prefect_port}" for host in hosts]
+    return [f"http://{url_host(host)}:{settings.prefect_port}" for host in hosts]
 
 
 def _one_ca_file(home: Path) -> Path:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +14,7 @@ from typing import Any
 
 import anyio
 import httpx
+import psutil
 import pytest
 
 from docpipe.runtime.worker import is_for_pool, serialised, started_outside_docpipe
@@ -165,3 +170,50 @@ def test_docpipe_worker_runs_beside_make_ups_worker_on_the_same_home(
     assert ours.exists()
     assert f"worker {name} is polling" in output
     assert (stack.log_dir / "worker.log").exists()
+
+
+@pytest.mark.parametrize("hang_up", [False, True], ids=["output-closed", "sighup"])
+def test_a_worker_whose_output_or_terminal_goes_leaves_nothing_running(
+    stack: Any, hang_up: bool
+) -> None:
+    """`docpipe worker | head -1`, or a closed terminal: the worker and its warm starter
+    stop with the command, never left running on their own."""
+    from docpipe.runtime.stack import _bin, service_env
+    from docpipe.runtime.warm import SOCKET_ENV, socket_path_for
+
+    name = f"gone-{'hup' if hang_up else 'pipe'}"
+    command = subprocess.Popen(
+        [_bin("docpipe"), "worker", "--name", name],
+        env=service_env(stack.settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert command.stdout is not None
+
+    socket = str(socket_path_for(stack.settings.home, name))
+
+    def left() -> list[str]:
+        """The processes of this worker still alive: itself, and its warm starter (known by
+        the socket it serves)."""
+        alive = []
+        for process in psutil.process_iter(["cmdline", "status"]):
+            line = " ".join(process.info["cmdline"] or [])
+            if "docpipe.runtime" not in line or process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if f"--name {name}" in line or process.environ().get(SOCKET_ENV) == socket:
+                    alive.append(line)
+        return alive
+
+    if hang_up:
+        assert command.stdout.readline() == b"\n"  # the banner: everything has started
+        assert len(left()) == 2, left()
+        command.send_signal(signal.SIGHUP)
+    else:
+        command.stdout.close()  # nobody reads what it says, from its first line on
+    command.wait(timeout=120)  # Typer ends a command whose output is gone with status 1
+
+    deadline = time.monotonic() + 30
+    while left():
+        assert time.monotonic() < deadline, left()
+        time.sleep(0.5)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from docpipe.config import Settings
-from docpipe.runtime.stack import free_port, service_env
+from docpipe.runtime.stack import free_port, service_env, ui_origins
 
 DOCPIPE = str(Path(sys.executable).parent / "docpipe")
 
@@ -44,6 +44,26 @@ def test_an_ipv6_bind_address_makes_a_url(host: str, shown: str) -> None:
     settings = Settings(api_host=host, prefect_host=host, api_port=8001, prefect_port=4201)
     assert settings.api_url == f"http://{shown}:8001"
     assert settings.prefect_api_url == f"http://{shown}:4201/api"
+    if host != "::1":  # a bound address is the UI's origin as it is, in brackets if IPv6
+        bracketed = f"[{host}]" if ":" in host else host
+        assert ui_origins(settings) == [f"http://{bracketed}:4201"]
+
+
+@pytest.mark.parametrize("command", [("worker",), ("deploy",), ("up", "--no-server")])
+def test_a_prefect_url_that_is_no_url_is_one_line(tmp_path: Path, command: tuple[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
+    url = "http://127.0.0.1:abc/api"
+    result = subprocess.run(
+        [DOCPIPE, *command],
+        env=env | {"DOCPIPE_PREFECT_API_URL": url, "DOCPIPE_HOME": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"error: DOCPIPE_PREFECT_API_URL is not a URL: {url}"]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +72,9 @@ def test_an_ipv6_bind_address_makes_a_url(host: str, shown: str) -> None:
         ("STORAGE_OPTIONS", '{"secret": "hunter2"', "DOCPIPE_STORAGE_OPTIONS: not valid JSON"),
         ("STORAGE_OPTIONS", '["hunter2"]', "DOCPIPE_STORAGE_OPTIONS: Input should be a valid"),
         ("API_PORT", "hunter2", "DOCPIPE_API_PORT: Input should be a valid integer"),
+        ("DATABASE_URL", "hunter2", "DOCPIPE_DATABASE_URL: Value error, not a database URL"),
+        ("DATABASE_URL", "postgresql://u:hunter2@h:abc/x", "DOCPIPE_DATABASE_URL: Value error"),
+        ("INBOX_URL", "s3://hunter2", "Value error, DOCPIPE_INBOX_URL is a bucket's root"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it_and_never_its_value(
