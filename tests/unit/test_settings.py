@@ -15,6 +15,26 @@ from docpipe.runtime.stack import free_port, service_env, ui_origins
 DOCPIPE = str(Path(sys.executable).parent / "docpipe")
 
 
+def refused(home: Path, command: tuple[str, ...], **settings: str) -> str:
+    """`docpipe COMMAND` with only these DOCPIPE_* settings: its one line of error, after
+    checking it exited 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
+    env |= {f"DOCPIPE_{name}": value for name, value in settings.items()}
+    result = subprocess.run(
+        [DOCPIPE, *command],
+        env=env | {"DOCPIPE_HOME": str(home)},
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "hunter2" not in result.stdout + result.stderr  # no test's value is ever shown
+    return line
+
+
 def test_every_secret_in_dot_env_reaches_the_services(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -51,19 +71,9 @@ def test_an_ipv6_bind_address_makes_a_url(host: str, shown: str) -> None:
 
 @pytest.mark.parametrize("command", [("worker",), ("deploy",), ("up", "--no-server")])
 def test_a_prefect_url_that_is_no_url_is_one_line(tmp_path: Path, command: tuple[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
     url = "http://127.0.0.1:abc/api"
-    result = subprocess.run(
-        [DOCPIPE, *command],
-        env=env | {"DOCPIPE_PREFECT_API_URL": url, "DOCPIPE_HOME": str(tmp_path)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [f"error: DOCPIPE_PREFECT_API_URL is not a URL: {url}"]
+    line = refused(tmp_path, command, PREFECT_API_URL=url)
+    assert line == f"error: DOCPIPE_PREFECT_API_URL is not a URL: {url}"
 
 
 @pytest.mark.parametrize(
@@ -80,41 +90,17 @@ def test_a_prefect_url_that_is_no_url_is_one_line(tmp_path: Path, command: tuple
 def test_a_bad_setting_is_one_line_naming_it_and_never_its_value(
     tmp_path: Path, name: str, value: str, said: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
-    for command in (["tenant", "list"], ["up", "--no-worker"], ["ingest", ".", "--tenant", "a"]):
-        result = subprocess.run(
-            [DOCPIPE, *command],
-            env=env | {f"DOCPIPE_{name}": value, "DOCPIPE_HOME": str(tmp_path)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 2, result.stderr
-        (line,) = result.stderr.splitlines()
+    for command in (("tenant", "list"), ("up", "--no-worker"), ("ingest", ".", "--tenant", "a")):
+        line = refused(tmp_path, command, **{name: value})
         assert line.startswith(f"error: settings: {said}"), line
-        assert "hunter2" not in result.stdout + result.stderr
 
 
 def test_a_database_that_does_not_answer_is_one_line_without_its_password(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCPIPE_")}
     for url in (
         f"postgresql+psycopg://x:hunter2@127.0.0.1:{free_port()}/db",
         "bogus://x:hunter2@h",
     ):
-        result = subprocess.run(
-            [DOCPIPE, "tenant", "list"],
-            env=env | {"DOCPIPE_DATABASE_URL": url, "DOCPIPE_HOME": str(tmp_path)},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 2, result.stderr
-        (line,) = result.stderr.splitlines()
+        line = refused(tmp_path, ("tenant", "list"), DATABASE_URL=url)
         assert line.startswith("error: the database at ") and "cannot be used: " in line, line
-        assert "hunter2" not in result.stdout + result.stderr
