@@ -649,14 +649,11 @@ def _current_schema() -> None:
 
 def _database_problem(error: SQLAlchemyError) -> str:
     """Why the database cannot be used, in a line, its password never shown."""
-    url = get_settings().database_url
-    try:
-        where = f"the database at {_shown_url(url)}" if url else "the database"
-    except SQLAlchemyError:
-        return "DOCPIPE_DATABASE_URL is not a database URL (e.g. postgresql+psycopg://…)"
+    # The settings checked the URL parses, and filled it in where it was left out.
+    where = _shown_url(get_settings().database_url)
     # The driver's words (or SQLAlchemy's first line): never the statement or its values.
     reason = (str(getattr(error, "orig", None) or error).splitlines() or [""])[0]
-    return f"{where} cannot be used: {reason}"
+    return f"the database at {where} cannot be used: {reason}"
 
 
 def _shown_url(url: str) -> str:

@@ -243,11 +243,7 @@ def installed_languages() -> list[str]:
         _languages = (
             time.monotonic(),
             # Only names an upload may ask for, so the list never offers one it refuses.
-            sorted(
-                n.strip()
-                for n in names
-                if n.strip() != "osd" and LANGUAGE_NAME.fullmatch(n.strip())
-            ),
+            sorted(n for n in map(str.strip, names) if n != "osd" and LANGUAGE_NAME.fullmatch(n)),
             found.group(1) if found else os.environ.get("TESSDATA_PREFIX", ""),
         )
     return _languages[1]
@@ -266,25 +262,22 @@ def check_languages(spec: str, *, max_languages: int) -> str:
     Spaces join languages too: `language=deu+eng` in a URL's query arrives as `deu eng`.
     """
     spec = "+".join(spec.split())
+
+    def refused(why: str) -> UnknownLanguage:
+        return UnknownLanguage(f"{why}; installed: {', '.join(installed_languages())}")
+
     if not LANGUAGE_SPEC.fullmatch(spec):
-        raise UnknownLanguage(
+        raise refused(
             f"{spec[:40]!r} is not a language list: Tesseract's language codes joined by '+', "
-            f"like deu+eng; installed: {', '.join(installed_languages())}"
+            "like deu+eng"
         )
     asked = list(dict.fromkeys(spec.split("+")))  # eng+eng is eng
     if len(asked) > max_languages:
         raise UnknownLanguage(f"at most {max_languages} languages at once; {len(asked)} were asked")
     if len("+".join(asked)) > MAX_LANGUAGE_CHARS:
-        raise UnknownLanguage(
-            f"at most {MAX_LANGUAGE_CHARS} characters of languages; "
-            f"installed: {', '.join(installed_languages())}"
-        )
-    installed = installed_languages()
-    unknown = [lang for lang in asked if lang not in installed]
-    if unknown:
-        raise UnknownLanguage(
-            f"no OCR data for {', '.join(unknown)}; installed: {', '.join(installed)}"
-        )
+        raise refused(f"at most {MAX_LANGUAGE_CHARS} characters of languages")
+    if unknown := [lang for lang in asked if lang not in installed_languages()]:
+        raise refused(f"no OCR data for {', '.join(unknown)}")
     return "+".join(asked)
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -41,15 +41,13 @@ def service_env(settings: Settings) -> dict[str, str]:
         {
             # `python` in a flow run's command is this environment's Python.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-            # Every docpipe setting, so one given in code (a test's, the bench's) reaches
-            # the processes as surely as one given in the environment.
+            # Every docpipe setting, so one given in code (a test's, the bench's) or read
+            # from the operator's .env (the services run in the checkout) reaches the
+            # processes as surely as one given in the environment; secrets as themselves.
             **{
-                f"DOCPIPE_{name.upper()}": json.dumps(value)
-                if isinstance(value, dict)
-                else str(value)
-                for name, value in settings.model_dump().items()
-                # Secrets travel under their own names below, never as '**********'.
-                if value is not None and not isinstance(value, SecretStr)
+                f"DOCPIPE_{name.upper()}": _as_variable(value)
+                for name, value in settings
+                if value is not None
             },
             "PREFECT_HOME": str(settings.prefect_home),
             "PREFECT_API_URL": settings.prefect_api_url,
@@ -87,11 +85,6 @@ def service_env(settings: Settings) -> dict[str, str]:
             "PREFECT_LOGGING_COLORS": "false",
         }
     )
-    # Secrets under their own names: the services run in the checkout, so one read from
-    # the operator's .env (a metrics token, say) reaches them only this way.
-    for name, value in settings:
-        if isinstance(value, SecretStr):
-            env[f"DOCPIPE_{name.upper()}"] = value.get_secret_value()
     if not settings.prefect_automations:
         # Every event a run sends is parsed, evaluated and stored by each of these
         # services, which docpipe does not use. A setting in the environment still wins.
@@ -103,6 +96,13 @@ def service_env(settings: Settings) -> dict[str, str]:
         # all of them when none is ever asked for.
         env["PREFECT_API_SSL_CERT_FILE"] = str(_one_ca_file(settings.home))
     return env
+
+
+def _as_variable(value: Any) -> str:
+    """A setting's value as an environment variable holds it: a secret never as '****'."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
 def is_loopback(host: str) -> bool:
