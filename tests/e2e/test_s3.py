@@ -119,21 +119,27 @@ def test_health_says_storage_answers(s3_api: httpx.Client) -> None:
     }
 
 
-def test_credentials_the_store_refuses_are_a_503_and_not_ok_health(
-    s3_stack: Stack, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tenant_id, key = make_tenant()
-    wrong = "wrong-" + unique("secret")
-    settings_with(monkeypatch, storage_secret=wrong)
+def health_and_upload(tenant_id: str, key: str, text: str) -> tuple[httpx.Response, httpx.Response]:
+    """/health, then a one-page upload, through an API in this process (its settings)."""
     from docpipe.api.app import create_app
 
     with TestClient(create_app()) as client:
         health = client.get("/health")
         upload = client.post(
             f"/api/documents/bulk-upload?tenantId={tenant_id}",
-            files=files_part([("one.png", documents.document("refused", "png"))]),
+            files=files_part([("one.png", documents.document(text, "png"))]),
             headers={"X-API-Key": key},
         )
+    return health, upload
+
+
+def test_credentials_the_store_refuses_are_a_503_and_not_ok_health(
+    s3_stack: Stack, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id, key = make_tenant()
+    wrong = "wrong-" + unique("secret")
+    settings_with(monkeypatch, storage_secret=wrong)
+    health, upload = health_and_upload(tenant_id, key, "refused")
     assert health.status_code == 200
     assert health.json()["storage"] is False and health.json()["status"] == "degraded"
     assert upload.status_code == 503, upload.text
@@ -161,15 +167,7 @@ def test_storage_options_alone_reach_the_store(
         monkeypatch, storage_url=s3_server.url(prefix), storage_options=json.dumps(options)
     )
     tenant_id, key = make_tenant()
-    from docpipe.api.app import create_app
-
-    with TestClient(create_app()) as client:
-        health = client.get("/health")
-        upload = client.post(
-            f"/api/documents/bulk-upload?tenantId={tenant_id}",
-            files=files_part([("one.png", documents.document("stored", "png"))]),
-            headers={"X-API-Key": key},
-        )
+    health, upload = health_and_upload(tenant_id, key, "stored")
     assert health.json()["storage"] is True, health.text
     assert upload.status_code == 202, upload.text
     (document_id,) = upload.json()["documentIds"]
